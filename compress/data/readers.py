@@ -1,0 +1,240 @@
+"""Readers: each turns one file format into an interactions table (user, item[, timestamp]).
+
+Formats (`format:` in the recipe's `data` section):
+- `pairs`: SASRec style, one `user item` pair per line, whitespace-separated, already in time
+  order within each user (e.g. SASRec's `ml-1m.txt`).
+- `user_lines`: one user per line, `user item1 item2 ...`, items in time order (S3-Rec's `Beauty.txt`).
+- `csv` / `tsv`: a delimited table with a header; the user, item and optional timestamp
+  column names are set in the recipe (`columns:`). `tsv` without a header (e.g. MovieLens
+  `u.data`) is read with `header: false` and columns named by position: `0`, `1`, `3`.
+- `parquet`: a Parquet table with the same column names as csv.
+- `atomic`: a RecBole atomic `.inter` file: tab-separated, header fields typed `name:type`
+  (`user_id:token`, `item_id:token`, `timestamp:float`).
+`auto` picks by extension (.csv, .tsv, .parquet, .inter) or, for .txt/.data files, by the
+shape of the first lines (two integers per line: `pairs`; more: `user_lines`).
+
+Every reader returns a DataFrame with columns `user`, `item` and, when present, `timestamp`,
+in file order. Ids are kept as read (strings or integers); preprocessing remaps them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from compress.errors import DataError
+
+FORMATS = ("auto", "pairs", "user_lines", "csv", "tsv", "parquet", "atomic")
+_EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet", ".inter": "atomic"}
+
+
+def read_interactions(
+    path: Path,
+    fmt: str = "auto",
+    user_col: str = "user_id",
+    item_col: str = "item_id",
+    time_col: str | None = "timestamp",
+    header: bool = True,
+) -> pd.DataFrame:
+    """Read `path` in format `fmt` into a (user, item[, timestamp]) table."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"data file not found: {path}", "check `data.path` in the recipe (or -o data.path=...)")
+    if path.stat().st_size == 0:
+        raise DataError(f"data file is empty: {path}")
+    fmt = detect_format(path) if fmt == "auto" else fmt
+    if fmt == "pairs":
+        table = _read_pairs(path)
+    elif fmt == "user_lines":
+        table = _read_user_lines(path)
+    elif fmt in ("csv", "tsv", "parquet"):
+        table = _read_table(path, fmt, user_col, item_col, time_col, header)
+    elif fmt == "atomic":
+        table = _read_atomic(path)
+    else:
+        raise DataError(f"unknown data format {fmt!r}", f"use one of {', '.join(FORMATS)}")
+    if table.empty:
+        raise DataError(f"no interactions in {path}")
+    return table
+
+
+def detect_format(path: Path) -> str:
+    """Guess the format from the extension, else from the first non-empty lines."""
+    if path.suffix.lower() in _EXTENSIONS:
+        return _EXTENSIONS[path.suffix.lower()]
+    lines = _head_lines(path, 20)
+    if not lines:
+        raise DataError(f"data file has no content: {path}")
+    widths = {len(line.split()) for line in lines}
+    if widths == {2}:
+        return "pairs"
+    if min(widths) >= 2 and all(_is_int_tokens(line.split()) for line in lines):
+        return "user_lines"
+    raise DataError(
+        f"cannot detect the format of {path}",
+        "set `data.format` to one of pairs, user_lines, csv, tsv, parquet, atomic",
+    )
+
+
+def _head_lines(path: Path, count: int) -> list[str]:
+    lines: list[str] = []
+    with open(path, "rb") as handle:
+        for raw in handle:
+            text = _decode(raw, path, len(lines) + 1).strip()
+            if text:
+                lines.append(text)
+            if len(lines) >= count:
+                break
+    return lines
+
+
+def _decode(raw: bytes, path: Path, line_no: int) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: line {line_no} is not valid UTF-8 ({exc.reason})") from None
+
+
+def _is_int_tokens(tokens: list[str]) -> bool:
+    return all(token.lstrip("-").isdigit() for token in tokens)
+
+
+def _read_text(path: Path) -> str:
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line_no = data[: exc.start].count(b"\n") + 1
+        raise DataError(f"{path}: line {line_no} is not valid UTF-8 ({exc.reason})") from None
+
+
+def _parse_int_tokens(tokens: np.ndarray, path: Path, line_of_token: np.ndarray) -> np.ndarray:
+    """Vectorised int parse of string tokens; the first bad one is reported with its line."""
+    numeric = pd.to_numeric(pd.Series(tokens), errors="coerce")
+    bad = numeric.isna().to_numpy() | (numeric.to_numpy() % 1 != 0)
+    if bad.any():
+        first = int(np.argmax(bad))
+        raise DataError(
+            f"{path}: line {int(line_of_token[first])}: id {tokens[first]!r} is not an integer",
+            "this format needs integer ids; use csv/tsv/parquet for string ids",
+        )
+    values = numeric.to_numpy().astype(np.int64)
+    if (values < 0).any():
+        first = int(np.argmax(values < 0))
+        raise DataError(f"{path}: line {int(line_of_token[first])}: negative id {values[first]}")
+    return values
+
+
+def _read_pairs(path: Path) -> pd.DataFrame:
+    """Fast C parse; on any problem, a line-by-line pass finds and names the bad line."""
+    try:
+        table = pd.read_csv(
+            path, sep=r"\s+", header=None, names=["user", "item"], dtype=np.int64, engine="c", encoding="utf-8"
+        )
+        if len(table) and (table.to_numpy() >= 0).all():
+            return table
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError):
+        pass
+    return _read_pairs_checked(path)
+
+
+def _read_pairs_checked(path: Path) -> pd.DataFrame:
+    lines = [line for line in _read_text(path).splitlines()]
+    line_numbers = np.arange(1, len(lines) + 1)
+    keep = np.array([bool(line.strip()) for line in lines])
+    split = [line.split() for line, k in zip(lines, keep) if k]
+    line_numbers = line_numbers[keep]
+    widths = np.fromiter((len(tokens) for tokens in split), dtype=np.int64, count=len(split))
+    if (widths != 2).any():
+        first = int(np.argmax(widths != 2))
+        raise DataError(
+            f"{path}: line {int(line_numbers[first])}: expected `user item`, got {widths[first]} fields",
+            "a `pairs` file has exactly two whitespace-separated integers per line",
+        )
+    tokens = np.array(split, dtype=object).reshape(-1)
+    ids = _parse_int_tokens(tokens, path, np.repeat(line_numbers, 2)).reshape(-1, 2)
+    return pd.DataFrame({"user": ids[:, 0], "item": ids[:, 1]})
+
+
+def _read_user_lines(path: Path) -> pd.DataFrame:
+    lines = _read_text(path).splitlines()
+    users, items, token_lines = [], [], []
+    for line_no, line in enumerate(lines, start=1):
+        tokens = line.split()
+        if not tokens:
+            continue
+        if len(tokens) < 2:
+            raise DataError(f"{path}: line {line_no}: a user with no items", "each line is `user item1 item2 ...`")
+        users.append(tokens[0])
+        items.append(tokens[1:])
+        token_lines.append(line_no)
+    lengths = np.array([len(row) for row in items], dtype=np.int64)
+    line_of_item = np.repeat(np.array(token_lines), lengths)
+    user_ids = _parse_int_tokens(np.array(users, dtype=object), path, np.array(token_lines))
+    item_ids = _parse_int_tokens(np.array([t for row in items for t in row], dtype=object), path, line_of_item)
+    return pd.DataFrame({"user": np.repeat(user_ids, lengths), "item": item_ids})
+
+
+def _read_table(
+    path: Path, fmt: str, user_col: str, item_col: str, time_col: str | None, header: bool
+) -> pd.DataFrame:
+    try:
+        if fmt == "parquet":
+            raw = pd.read_parquet(path)
+        else:
+            raw = pd.read_csv(
+                path,
+                sep="," if fmt == "csv" else "\t",
+                header=0 if header else None,
+                dtype=str,
+                keep_default_na=False,
+                encoding="utf-8",
+            )
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not valid UTF-8 ({exc.reason})") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError, ValueError) as exc:
+        raise DataError(f"cannot read {path} as {fmt}: {exc}") from None
+    if not header:
+        raw.columns = [str(c) for c in raw.columns]
+    missing = [c for c in (user_col, item_col) if c not in raw.columns]
+    if missing:
+        raise DataError(
+            f"{path}: column(s) {missing} not found; the file has {list(map(str, raw.columns))}",
+            "set `data.columns.user` / `data.columns.item` (and `timestamp`) to the file's column names",
+        )
+    table = pd.DataFrame({"user": raw[user_col].to_numpy(), "item": raw[item_col].to_numpy()})
+    if (table["user"].astype(str) == "").any() or (table["item"].astype(str) == "").any():
+        first = int(np.argmax(((table["user"].astype(str) == "") | (table["item"].astype(str) == "")).to_numpy()))
+        raise DataError(f"{path}: row {first + 1} has an empty user or item id")
+    if time_col and time_col in raw.columns:
+        table["timestamp"] = _numeric_timestamps(raw[time_col], path)
+    return table
+
+
+def _numeric_timestamps(column: pd.Series, path: Path) -> np.ndarray:
+    values = pd.to_numeric(column, errors="coerce")
+    if values.isna().any():
+        first = int(np.argmax(values.isna().to_numpy()))
+        raise DataError(f"{path}: row {first + 1}: timestamp {column.iloc[first]!r} is not a number")
+    return values.to_numpy(dtype=np.float64)
+
+
+def _read_atomic(path: Path) -> pd.DataFrame:
+    try:
+        raw = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not valid UTF-8 ({exc.reason})") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise DataError(f"cannot read {path} as a RecBole atomic file: {exc}") from None
+    fields = {str(col).split(":")[0]: col for col in raw.columns}
+    if "user_id" not in fields or "item_id" not in fields:
+        raise DataError(
+            f"{path}: an atomic .inter file needs `user_id:token` and `item_id:token` header fields; "
+            f"found {list(raw.columns)}"
+        )
+    table = pd.DataFrame({"user": raw[fields["user_id"]].to_numpy(), "item": raw[fields["item_id"]].to_numpy()})
+    if "timestamp" in fields:
+        table["timestamp"] = _numeric_timestamps(raw[fields["timestamp"]], path)
+    return table

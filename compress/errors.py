@@ -1,0 +1,27 @@
+"""The one error type the user sees: a message and a hint on how to fix it."""
+
+from __future__ import annotations
+
+
+class CompressError(Exception):
+    """A user-facing error (bad recipe, bad data, bad artifact); the CLI prints it and exits 2."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"
+
+
+class RecipeError(CompressError):
+    """The recipe is invalid: unknown key, wrong type, impossible stage chain, missing file."""
+
+
+class DataError(CompressError):
+    """A data file is missing, empty or malformed."""
+
+
+class ArtifactError(CompressError):
+    """A folder is not a valid model artifact, or its files do not agree."""

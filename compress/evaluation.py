@@ -1,0 +1,137 @@
+"""Ranking evaluation: full ranking over all items by default, HR/NDCG/MRR@K.
+
+For a target at 0-based rank r (number of candidates scored above it; ties count against
+the target, so a constant scorer gets no credit):
+    hr@K   = 1[r < K]
+    ndcg@K = 1[r < K] / log2(r + 2)        (one relevant item, so IDCG = 1)
+    mrr@K  = 1[r < K] / (r + 1)
+History items other than the target are removed from the candidates (`mask_history`).
+The SLMRec paper's protocol (the target against `num_negatives` uniformly sampled unseen
+items, with a fixed seed) is available as `protocol: sampled`, never the default.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from compress.data.batching import EvalBatch, Split, eval_batches, history_and_target
+from compress.data.sequences import SequenceData
+
+ScoreFn = Callable[[EvalBatch], torch.Tensor]  # batch -> [B, num_items + 1] scores
+
+
+class EvalConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ks: list[int] = Field([1, 5, 10, 20], description="Cut-offs K for HR/NDCG/MRR@K.")
+    mask_history: bool = Field(True, description="Remove the user's history items from the candidates.")
+    protocol: Literal["full", "sampled"] = Field("full", description="Full ranking, or target vs sampled negatives.")
+    num_negatives: int = Field(999, ge=1, description="Negatives per user for protocol: sampled.")
+    seed: int = Field(0, description="Seed of the sampled negatives.")
+    batch_size: int = Field(256, ge=1, description="Users scored at once.")
+    max_users: int | None = Field(None, ge=1, description="Evaluate only the first N users (quick checks).")
+
+
+def metrics_from_ranks(ranks: np.ndarray, ks: list[int]) -> dict[str, float]:
+    """HR/NDCG/MRR@K averaged over users from 0-based target ranks."""
+    ranks = np.asarray(ranks, dtype=np.float64)
+    out: dict[str, float] = {}
+    for k in ks:
+        hit = ranks < k
+        out[f"hr@{k}"] = float(hit.mean())
+        out[f"ndcg@{k}"] = float(np.where(hit, 1.0 / np.log2(ranks + 2), 0.0).mean())
+        out[f"mrr@{k}"] = float(np.where(hit, 1.0 / (ranks + 1), 0.0).mean())
+    return out
+
+
+def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """0-based rank of each row's target; ties with other items count against it."""
+    target_scores = scores.gather(1, targets[:, None])
+    at_least = (scores >= target_scores).sum(dim=1)
+    return at_least - 1  # minus the target itself
+
+
+def mask_history_items(scores: torch.Tensor, histories: list[np.ndarray], targets: torch.Tensor) -> torch.Tensor:
+    """Set every history item's score to -inf (the whole history, not only the model's window),
+    leaving each row's target as it is."""
+    scores = scores.clone()
+    keep_target = scores.gather(1, targets[:, None])
+    rows = np.repeat(np.arange(len(histories)), [len(h) for h in histories])
+    scores[torch.from_numpy(rows), torch.from_numpy(np.concatenate(histories))] = float("-inf")
+    scores.scatter_(1, targets[:, None], keep_target)
+    return scores
+
+
+def evaluate_scores(
+    score_fn: ScoreFn, data: SequenceData, split: Split, config: EvalConfig, max_len: int
+) -> dict[str, float]:
+    """Run `score_fn` over every user of `split` and return averaged metrics."""
+    users = np.arange(data.num_users if config.max_users is None else min(config.max_users, data.num_users))
+    rng = np.random.default_rng(config.seed)
+    ranks: list[np.ndarray] = []
+    for batch in eval_batches(data, split, max_len, config.batch_size, users):
+        scores = score_fn(batch).float().cpu()
+        scores[:, 0] = float("-inf")
+        if config.mask_history:
+            histories = [history_and_target(data, int(u), split)[0] for u in batch.users]
+            scores = mask_history_items(scores, histories, batch.targets)
+        if config.protocol == "sampled":
+            scores = _sampled_candidates(scores, batch, data, rng, config.num_negatives)
+            ranks.append(target_ranks(scores, torch.zeros(len(scores), dtype=torch.int64)).numpy())
+        else:
+            ranks.append(target_ranks(scores, batch.targets).numpy())
+    metrics = metrics_from_ranks(np.concatenate(ranks), config.ks)
+    metrics["users"] = int(len(users))
+    return metrics
+
+
+def _sampled_candidates(
+    scores: torch.Tensor, batch: EvalBatch, data: SequenceData, rng: np.random.Generator, count: int
+) -> torch.Tensor:
+    """[B, 1 + count] scores: the target first, then `count` unseen sampled items."""
+    rows = []
+    for row, history, target in zip(scores, batch.item_ids.numpy(), batch.targets.numpy()):
+        seen = set(history[history > 0].tolist()) | {int(target)}
+        negatives: list[int] = []
+        while len(negatives) < count:
+            draw = rng.integers(1, data.num_items + 1, size=count)
+            negatives.extend(int(i) for i in draw if int(i) not in seen)
+            if len(seen) >= data.num_items:
+                break
+        candidates = torch.tensor([int(target)] + negatives[:count])
+        rows.append(row[candidates])
+    return torch.stack(rows)
+
+
+@torch.no_grad()
+def evaluate_model(
+    model: torch.nn.Module, data: SequenceData, split: Split, config: EvalConfig, device: torch.device
+) -> dict[str, float]:
+    """Full-ranking metrics of a SequentialRecommender on `split`."""
+    was_training = model.training
+    model.eval()
+
+    def score(batch: EvalBatch) -> torch.Tensor:
+        ids, mask = batch.item_ids.to(device), batch.attention_mask.to(device)
+        return model.score(model.last_states(ids, mask))
+
+    try:
+        return evaluate_scores(score, data, split, config, model.config.max_len)
+    finally:
+        model.train(was_training)
+
+
+def popularity_scores(data: SequenceData, split: Split) -> torch.Tensor:
+    """Item interaction counts over what is known before `split`'s targets."""
+    drop = 2 if split == "valid" else 1
+    known = np.concatenate([data.sequence(u)[:-drop] for u in range(data.num_users)])
+    return torch.from_numpy(np.bincount(known, minlength=data.num_items + 1).astype(np.float32))
+
+
+def evaluate_popularity(data: SequenceData, split: Split, config: EvalConfig, max_len: int) -> dict[str, float]:
+    counts = popularity_scores(data, split)
+    return evaluate_scores(lambda batch: counts.repeat(len(batch.targets), 1), data, split, config, max_len)

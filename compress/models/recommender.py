@@ -1,0 +1,224 @@
+"""A sequential recommender with a LLaMA backbone, in one file: config → model → save/load.
+
+item ids ─► item table (item_dim) ─► projection to the backbone width ─► LlamaModel over the
+left-padded sequence ─► hidden state per position ─► projection back ─► scores against the
+item table (tied) or a separate output table.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import LlamaConfig, LlamaModel
+
+from compress.artifacts import CONFIG_FILE, WEIGHTS_FILE, atomic_write
+from compress.errors import ArtifactError, RecipeError
+
+MODEL_TYPE = "compress-sequential-recommender"
+
+
+class ModelShape(BaseModel):
+    """The architecture a recipe chooses; data-dependent sizes are added by RecommenderConfig."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    hidden_size: int = Field(64, ge=8, description="Backbone width.")
+    num_layers: int = Field(2, ge=1, description="Decoder layers.")
+    num_heads: int = Field(2, ge=1, description="Attention heads.")
+    num_kv_heads: int | None = Field(None, ge=1, description="Key/value heads (grouped-query); default num_heads.")
+    head_dim: int | None = Field(None, ge=1, description="Width of one head; default hidden_size / num_heads.")
+    intermediate_size: int | None = Field(None, ge=1, description="MLP width; default 4 x hidden_size.")
+    item_dim: int | None = Field(None, ge=8, description="Item table width; projected to hidden_size if different.")
+    tie_weights: bool = Field(True, description="Score against the input item table (else a separate table).")
+    dropout: float = Field(0.1, ge=0, lt=1, description="Dropout on item embeddings and attention.")
+    rms_norm_eps: float = Field(1e-6, gt=0, description="RMSNorm epsilon.")
+    rope_theta: float = Field(10000.0, gt=0, description="RoPE base.")
+
+    @model_validator(mode="after")
+    def _derive(self) -> "ModelShape":
+        self.num_kv_heads = self.num_kv_heads or self.num_heads
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})")
+        if self.head_dim is None:
+            if self.hidden_size % self.num_heads:
+                raise ValueError(
+                    f"hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads}), "
+                    "or set head_dim"
+                )
+            self.head_dim = self.hidden_size // self.num_heads
+        self.intermediate_size = self.intermediate_size or 4 * self.hidden_size
+        self.item_dim = self.item_dim or self.hidden_size
+        return self
+
+
+class RecommenderConfig(ModelShape):
+    """Everything needed to rebuild the model without the recipe."""
+
+    num_items: int = Field(ge=1, description="Catalogue size; ids 1..num_items, 0 is padding.")
+    max_len: int = Field(ge=1, description="Longest input sequence the model was trained on.")
+
+    def to_llama(self) -> LlamaConfig:
+        return LlamaConfig(
+            vocab_size=1,  # items enter as embeddings; the token table is unused
+            hidden_size=self.hidden_size,
+            intermediate_size=self.intermediate_size,
+            num_hidden_layers=self.num_layers,
+            num_attention_heads=self.num_heads,
+            num_key_value_heads=self.num_kv_heads,
+            head_dim=self.head_dim,
+            max_position_embeddings=max(self.max_len, 8),
+            rms_norm_eps=self.rms_norm_eps,
+            rope_parameters={"rope_type": "default", "rope_theta": self.rope_theta},
+            attention_dropout=self.dropout,
+            pad_token_id=None,
+            bos_token_id=None,
+            eos_token_id=None,
+            use_cache=False,
+            attn_implementation="sdpa",
+        )
+
+
+class SequentialRecommender(nn.Module):
+    def __init__(self, config: RecommenderConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.item_embeddings = nn.Embedding(config.num_items + 1, config.item_dim, padding_idx=0)
+        nn.init.normal_(self.item_embeddings.weight, std=0.02)
+        with torch.no_grad():
+            self.item_embeddings.weight[0].zero_()
+        widths_differ = config.item_dim != config.hidden_size
+        self.input_proj = nn.Linear(config.item_dim, config.hidden_size, bias=False) if widths_differ else nn.Identity()
+        self.output_proj = nn.Linear(config.hidden_size, config.item_dim, bias=False) if widths_differ else nn.Identity()
+        self.output_items = None if config.tie_weights else nn.Embedding(config.num_items + 1, config.item_dim)
+        self.embedding_dropout = nn.Dropout(config.dropout)
+        self.backbone = LlamaModel(config.to_llama())
+
+    @property
+    def item_table(self) -> torch.Tensor:
+        """The [num_items + 1, item_dim] table scores are computed against."""
+        return (self.output_items or self.item_embeddings).weight
+
+    def forward(
+        self, item_ids: torch.Tensor, attention_mask: torch.Tensor, output_hidden_states: bool = False
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        """Return the [B, L, item_dim] user states and, if asked, every layer's backbone states.
+
+        Positions count from the first real item, so a left-padded sequence gets exactly
+        the states of the same sequence without padding.
+        """
+        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        embeddings = self.embedding_dropout(self.input_proj(self.item_embeddings(item_ids)))
+        outputs = self.backbone(
+            inputs_embeds=embeddings,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=False,
+            output_hidden_states=output_hidden_states,
+        )
+        states = self.output_proj(outputs.last_hidden_state)
+        return states, (outputs.hidden_states if output_hidden_states else None)
+
+    def score(self, states: torch.Tensor) -> torch.Tensor:
+        """Scores over all items ([..., num_items + 1]); the padding column is -inf."""
+        logits = states @ self.item_table.t()
+        logits[..., 0] = float("-inf")
+        return logits
+
+    def last_states(self, item_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The state at the last position: with left padding, always index -1."""
+        return self(item_ids, attention_mask)[0][:, -1]
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def save_model(model: SequentialRecommender, folder: Path) -> None:
+    """Write `config.json` and `model.safetensors` into `folder`, each atomically."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    atomic_write(folder / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp)))
+    config = {"model_type": MODEL_TYPE, **model.config.model_dump()}
+    atomic_write(folder / CONFIG_FILE, lambda tmp: tmp.write_text(json.dumps(config, indent=2) + "\n"))
+
+
+def load_model(folder: Path, device: str | torch.device = "cpu") -> SequentialRecommender:
+    """Rebuild a model from `folder`; a missing file or a config/weights mismatch is an ArtifactError."""
+    folder = Path(folder)
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        if not (folder / name).is_file():
+            raise ArtifactError(f"{folder} is not a model artifact: {name} is missing")
+    try:
+        raw = json.loads((folder / CONFIG_FILE).read_text())
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"{folder / CONFIG_FILE} is not valid JSON: {exc}") from None
+    if raw.pop("model_type", None) != MODEL_TYPE:
+        raise ArtifactError(f"{folder} holds no {MODEL_TYPE} (config.json model_type differs)")
+    try:
+        config = RecommenderConfig(**raw)
+    except ValidationError as exc:
+        raise ArtifactError(f"{folder / CONFIG_FILE} is not a valid model config:\n{exc}") from None
+    model = SequentialRecommender(config)
+    try:
+        state = load_file(str(folder / WEIGHTS_FILE))
+    except Exception as exc:  # safetensors raises its own untyped errors on corrupt files
+        raise ArtifactError(f"cannot read {folder / WEIGHTS_FILE}: {exc}") from None
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ArtifactError(f"{folder}: weights do not match config.json:\n{exc}") from None
+    return model.to(device).eval()
+
+
+def init_backbone_from_llama(model: SequentialRecommender, checkpoint: Path) -> list[str]:
+    """Copy the first `num_layers` decoder layers and the final norm of a local HF LLaMA checkpoint.
+
+    Returns the names of the copied tensors. The model's backbone shape must match the
+    checkpoint's (use `shape_from_llama` to derive it).
+    """
+    source = _load_llama(checkpoint)
+    wanted = model.config.num_layers
+    have = source.config.num_hidden_layers
+    if wanted > have:
+        raise RecipeError(f"init_from {checkpoint} has {have} layers; the model asks for {wanted}")
+    state = {k: v for k, v in source.state_dict().items() if not k.startswith("embed_tokens")}
+    state = {k: v for k, v in state.items() if not k.startswith("layers.") or int(k.split(".")[1]) < wanted}
+    missing, unexpected = model.backbone.load_state_dict(state, strict=False)
+    wrong = [k for k in missing if not k.startswith("embed_tokens")] + list(unexpected)
+    if wrong:
+        raise RecipeError(f"init_from {checkpoint} does not fit the model: {wrong[:5]}")
+    return sorted(state)
+
+
+def shape_from_llama(shape: ModelShape, checkpoint: Path) -> ModelShape:
+    """The recipe's shape with the backbone dimensions taken from a LLaMA checkpoint."""
+    config = LlamaConfig.from_pretrained(str(checkpoint))
+    rope = (config.rope_parameters or {}).get("rope_theta", shape.rope_theta)
+    return ModelShape(
+        **{
+            **shape.model_dump(),
+            "hidden_size": config.hidden_size,
+            "num_heads": config.num_attention_heads,
+            "num_kv_heads": config.num_key_value_heads or config.num_attention_heads,
+            "head_dim": getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads,
+            "intermediate_size": config.intermediate_size,
+            "rms_norm_eps": config.rms_norm_eps,
+            "rope_theta": rope,
+            "item_dim": shape.item_dim if shape.item_dim != shape.hidden_size else None,
+        }
+    )
+
+
+def _load_llama(checkpoint: Path) -> LlamaModel:
+    checkpoint = Path(checkpoint)
+    if not (checkpoint / CONFIG_FILE).is_file():
+        raise RecipeError(f"init_from: {checkpoint} is not a Hugging Face checkpoint folder (no config.json)")
+    try:
+        return LlamaModel.from_pretrained(str(checkpoint), local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise RecipeError(f"init_from: cannot load {checkpoint} as a LLaMA model: {exc}") from None

@@ -1,0 +1,177 @@
+"""Runs a recipe's stages in order: cache by content hash, evaluate each output, keep a manifest.
+
+A stage's id hashes its name, its config, its input's id (the data fingerprint for the first
+stage), the evaluation settings and the package version. A stage folder whose `stage.json`
+holds the same id is reused ("cached"); `stage.json` is written last, so a folder without it
+is unfinished and is redone (training resumes from its checkpoint when the id matches).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+import compress
+from compress.artifacts import dir_size_bytes, read_json, stable_hash, write_json
+from compress.data import load_data
+from compress.environment import describe_device, resolve_device, versions
+from compress.evaluation import evaluate_model, evaluate_popularity
+from compress.models import load_model
+from compress.recipe import Recipe
+from compress.stages import STAGES
+from compress.stages.base import CHECKPOINT_FILE, Artifact, StageContext
+
+STAGE_FILE = "stage.json"
+PENDING_FILE = "pending.json"
+MANIFEST_FILE = "manifest.json"
+ITEM_IDS_FILE = "item_ids.json"
+
+
+@dataclass
+class RunOptions:
+    force: bool = False
+    show_progress: bool = True
+    log: Callable[[str], None] = print
+
+
+def run_recipe(recipe: Recipe, options: RunOptions) -> dict[str, Any]:
+    """Run every stage of `recipe`; return the manifest (also written to the run folder)."""
+    log = options.log
+    run_dir = recipe.output_dir / recipe.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(recipe.device)
+
+    started = time.perf_counter()
+    data = load_data(recipe.data, recipe.seed)
+    fingerprint = data.fingerprint()
+    log(f"data: {data.num_users:,} users, {data.num_items:,} items, fingerprint {fingerprint} "
+        f"({time.perf_counter() - started:.1f}s)")
+    write_json(run_dir / ITEM_IDS_FILE, [_plain(i) for i in data.item_ids])
+    baseline = evaluate_popularity(data, "test", recipe.eval, recipe.data.max_len)
+    manifest: dict[str, Any] = {
+        "name": recipe.name,
+        "recipe": recipe.model_dump(mode="json"),
+        "data": {"fingerprint": fingerprint, "stats": data.stats(), "seconds": round(time.perf_counter() - started, 2)},
+        "versions": versions(),
+        "environment": describe_device(device),
+        "baseline": {"name": "popularity", "metrics": baseline},
+        "stages": [],
+    }
+    write_json(run_dir / MANIFEST_FILE, manifest)
+
+    input_id, source = fingerprint, None
+    for index, config in enumerate(recipe.stages):
+        folder = run_dir / f"{index + 1:02d}-{config.stage}"
+        config_hash = stable_hash(
+            {
+                "stage": config.stage,
+                "config": config.model_dump(mode="json"),
+                "input": input_id,
+                "eval": recipe.eval.model_dump(mode="json"),
+                "max_len": recipe.data.max_len,
+                "seed": recipe.seed,
+                "version": compress.__version__,
+            }
+        )
+        entry = _cached_entry(folder, config_hash) if not options.force else None
+        if entry is not None:
+            log(f"[{index + 1}/{len(recipe.stages)}] {config.stage}: cached ({folder})")
+        else:
+            _prepare_folder(folder, config_hash, options.force)
+            log(f"[{index + 1}/{len(recipe.stages)}] {config.stage}: running -> {folder}")
+            ctx = StageContext(
+                data=data,
+                max_len=recipe.data.max_len,
+                eval_config=recipe.eval,
+                device=device,
+                seed=recipe.seed,
+                folder=folder,
+                log=_stage_logger(folder, log),
+                show_progress=options.show_progress,
+            )
+            entry = _run_stage(ctx, config, source, config_hash, index)
+        manifest["stages"].append(entry)
+        write_json(run_dir / MANIFEST_FILE, manifest)
+        input_id = config_hash
+        source = Artifact(run_dir / entry["output"], entry["kind"])
+
+    manifest["seconds"] = round(time.perf_counter() - started, 2)
+    write_json(run_dir / MANIFEST_FILE, manifest)
+    return manifest
+
+
+def _run_stage(ctx: StageContext, config: Any, source: Artifact | None, config_hash: str, index: int) -> dict[str, Any]:
+    module = STAGES[config.stage]
+    torch.manual_seed(ctx.seed)
+    started = time.perf_counter()
+    result = module.run(ctx, config, source)
+    seconds = time.perf_counter() - started
+    params, metrics = measure_artifact(result.artifact, ctx)
+    entry = {
+        "name": config.stage,
+        "index": index,
+        "output": str(result.artifact.path.relative_to(ctx.folder.parent)),
+        "kind": result.artifact.kind,
+        "config_hash": config_hash,
+        "params": params,
+        "size_bytes": dir_size_bytes(result.artifact.path),
+        "seconds": round(seconds, 2),
+        "metrics": metrics,
+        "info": {k: v for k, v in result.info.items() if k != "history"},
+    }
+    write_json(ctx.folder / "metrics.json", {"test": metrics, "history": result.info.get("history", [])})
+    write_json(ctx.folder / STAGE_FILE, entry)  # last: marks the stage finished
+    (ctx.folder / CHECKPOINT_FILE).unlink(missing_ok=True)
+    (ctx.folder / PENDING_FILE).unlink(missing_ok=True)
+    ctx.log(f"{config.stage}: test ndcg@10 {metrics['ndcg@10']:.4f}  hr@10 {metrics['hr@10']:.4f}  ({seconds:.1f}s)")
+    return entry
+
+
+def measure_artifact(artifact: Artifact, ctx: StageContext) -> tuple[int, dict[str, float]]:
+    """Parameter count and full-ranking test metrics of a stage's output."""
+    if artifact.kind != "torch":
+        raise NotImplementedError(f"no evaluator for {artifact.kind} artifacts yet")
+    model = load_model(artifact.path, ctx.device)
+    return model.num_parameters(), evaluate_model(model, ctx.data, "test", ctx.eval_config, ctx.device)
+
+
+def _cached_entry(folder: Path, config_hash: str) -> dict[str, Any] | None:
+    stage_file = folder / STAGE_FILE
+    if not stage_file.is_file():
+        return None
+    entry = read_json(stage_file)
+    if entry.get("config_hash") != config_hash or not (folder.parent / entry["output"]).exists():
+        return None
+    return entry
+
+
+def _prepare_folder(folder: Path, config_hash: str, force: bool) -> None:
+    """Empty the folder unless it holds an unfinished run of this very config (then resume)."""
+    pending = folder / PENDING_FILE
+    resumable = not force and pending.is_file() and read_json(pending).get("config_hash") == config_hash
+    if folder.exists() and not resumable:
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(pending, {"config_hash": config_hash})
+
+
+def _stage_logger(folder: Path, echo: Callable[[str], None]) -> Callable[[str], None]:
+    log_file = folder / "log.txt"
+
+    def log(message: str) -> None:
+        with open(log_file, "a") as handle:
+            handle.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')}  {message}\n")
+        echo(message)
+
+    return log
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+

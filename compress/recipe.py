@@ -1,0 +1,130 @@
+"""Recipes: pydantic models of a YAML pipeline, `-o key=value` overrides, readable errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from compress.data import DataConfig
+from compress.errors import RecipeError
+from compress.evaluation import EvalConfig
+from compress.stages import STAGES
+
+StageConfig = Annotated[Union[tuple(m.Config for m in STAGES.values())], Field(discriminator="stage")]
+
+
+class Recipe(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Run name: the folder under output_dir.")
+    seed: int = Field(0, description="Seed for data generation, initialisation and batching.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when present, else CPU.")
+    output_dir: Path = Field(Path("artifacts"), description="Where run folders are written.")
+    data: DataConfig = Field(default_factory=DataConfig, description="Dataset and preprocessing.")
+    eval: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation protocol.")
+    stages: list[StageConfig] = Field(min_length=1, description="Stages, run in order.")
+
+    @model_validator(mode="after")
+    def _check_chain(self) -> "Recipe":
+        produced = None
+        for index, stage in enumerate(self.stages):
+            module = STAGES[stage.stage]
+            if module.ACCEPTS != produced:
+                have = f"a {produced} model" if produced else "nothing (it is the first stage)"
+                need = f"a {module.ACCEPTS} model" if module.ACCEPTS else "to be the first stage"
+                raise ValueError(f"stages.{index} ({stage.stage}) needs {need}, but gets {have}")
+            produced = module.PRODUCES
+        return self
+
+
+def load_recipe(path: Path, overrides: list[str] | None = None) -> Recipe:
+    """Read, override and validate a recipe; every problem is a RecipeError naming the field."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"recipe not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"{path} is not valid YAML:\n{exc}") from None
+    except UnicodeDecodeError:
+        raise RecipeError(f"{path} is not a UTF-8 text file") from None
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{path}: a recipe is a YAML mapping (name, data, stages, ...)")
+    for override in overrides or []:
+        apply_override(raw, override)
+    return validate_recipe(raw, source=str(path))
+
+
+def validate_recipe(raw: dict[str, Any], source: str = "recipe") -> Recipe:
+    try:
+        recipe = Recipe.model_validate(raw)
+    except ValidationError as exc:
+        raise RecipeError(f"{source} is invalid:\n{format_validation_error(exc)}") from None
+    _check_files(recipe)
+    return recipe
+
+
+def apply_override(raw: dict[str, Any], override: str) -> None:
+    """Set `a.b.c=value` in `raw`; `value` is parsed as YAML. A list step is an index or a stage name."""
+    key, sep, text = override.partition("=")
+    if not sep or not key:
+        raise RecipeError(f"override {override!r} is not key=value", "e.g. -o stages.train.epochs=3")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = text
+    node: Any = raw
+    parts = key.split(".")
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        if isinstance(node, list):
+            index = _list_index(node, part, key)
+            if last:
+                node[index] = value
+            else:
+                node = node[index]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                node = node.setdefault(part, {})
+        else:
+            raise RecipeError(f"override {key!r}: {'.'.join(parts[:depth])} is not a mapping or list")
+
+
+def _list_index(node: list[Any], part: str, key: str) -> int:
+    if part.lstrip("-").isdigit():
+        index = int(part)
+        if not -len(node) <= index < len(node):
+            raise RecipeError(f"override {key!r}: index {index} is out of range (the list has {len(node)} entries)")
+        return index
+    matches = [i for i, item in enumerate(node) if isinstance(item, dict) and item.get("stage") == part]
+    if len(matches) != 1:
+        found = "no" if not matches else f"{len(matches)}"
+        raise RecipeError(f"override {key!r}: {found} stage named {part!r}; use its index instead, e.g. stages.0")
+    return matches[0]
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown key (check its spelling and its place in the recipe)"
+        got = error.get("input")
+        shown = f" (got {got!r})" if error["type"] != "extra_forbidden" and not isinstance(got, (dict, list)) else ""
+        lines.append(f"  - {where}: {message}{shown}")
+    return "\n".join(lines)
+
+
+def _check_files(recipe: Recipe) -> None:
+    if recipe.data.source == "file" and not Path(recipe.data.path).is_file():
+        raise RecipeError(f"data.path: file not found: {recipe.data.path}", "paths are relative to the current folder")
+    for index, stage in enumerate(recipe.stages):
+        checkpoint = getattr(stage, "init_from", None)
+        if checkpoint is not None and not Path(checkpoint).is_dir():
+            raise RecipeError(f"stages.{index}.init_from: folder not found: {checkpoint}")

@@ -1,0 +1,59 @@
+"""Train stage: a teacher from scratch (or from a local LLaMA checkpoint) with next-item cross-entropy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from compress.data.batching import TrainBatch
+from compress.losses import next_item_loss
+from compress.models import (
+    ModelShape,
+    RecommenderConfig,
+    SequentialRecommender,
+    init_backbone_from_llama,
+    save_model,
+    shape_from_llama,
+)
+from compress.stages.base import Artifact, StageContext, StageResult
+from compress.training import OptimConfig, fit
+
+NAME = "train"
+ACCEPTS = None  # the first stage: builds its model, takes none
+PRODUCES = "torch"
+
+
+class Config(OptimConfig):
+    stage: Literal["train"] = "train"
+    model: ModelShape = Field(default_factory=ModelShape, description="Architecture of the model to train.")
+    init_from: Path | None = Field(
+        None, description="Local Hugging Face LLaMA checkpoint folder to initialise the backbone from."
+    )
+
+
+def build_model(config: Config, ctx: StageContext) -> SequentialRecommender:
+    shape = shape_from_llama(config.model, config.init_from) if config.init_from else config.model
+    model = SequentialRecommender(
+        RecommenderConfig(**shape.model_dump(), num_items=ctx.data.num_items, max_len=ctx.max_len)
+    )
+    if config.init_from:
+        copied = init_backbone_from_llama(model, config.init_from)
+        ctx.log(f"initialised {len(copied)} backbone tensors from {config.init_from}")
+    return model
+
+
+def run(ctx: StageContext, config: Config, source: Artifact | None) -> StageResult:
+    model = build_model(config, ctx)
+    ctx.log(f"model: {model.num_parameters():,} parameters, {config.model.num_layers} layers")
+
+    def loss_fn(model: SequentialRecommender, batch: TrainBatch):
+        states, _ = model(batch.item_ids, batch.attention_mask)
+        loss = next_item_loss(model, states, batch.targets, config.softmax, config.num_negatives)
+        return loss, {"ce": loss.item()}
+
+    result = fit(model, loss_fn, ctx.data, config, ctx.train_context())
+    save_model(model, ctx.model_folder)
+    info = {"best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "train_seconds": round(result.seconds, 2)}
+    return StageResult(Artifact(ctx.model_folder, "torch"), {**info, "history": result.history})
