@@ -1,0 +1,51 @@
+"""Shared tiny fixtures: a small synthetic dataset, a tiny model and a tiny recipe."""
+
+from __future__ import annotations
+
+import copy
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from compress.data import DataConfig, load_data
+from compress.data.sequences import SequenceData
+from compress.data.synthetic import SyntheticConfig
+from compress.models import RecommenderConfig, SequentialRecommender
+
+TINY_SYNTHETIC = {"users": 120, "items": 60, "clusters": 4, "min_len": 5, "max_len": 20}
+TINY_MODEL = {"hidden_size": 16, "num_layers": 2, "num_heads": 2, "intermediate_size": 32}
+
+
+@pytest.fixture(autouse=True)
+def _few_threads() -> None:
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def tiny_data() -> SequenceData:
+    return load_data(DataConfig(synthetic=SyntheticConfig(**TINY_SYNTHETIC), max_len=20), seed=0)
+
+
+@pytest.fixture
+def tiny_model(tiny_data: SequenceData) -> SequentialRecommender:
+    torch.manual_seed(0)
+    config = RecommenderConfig(**TINY_MODEL, num_items=tiny_data.num_items, max_len=20, dropout=0.0)
+    return SequentialRecommender(config).eval()
+
+
+def tiny_recipe(tmp_path: Path, **stage_overrides: Any) -> dict[str, Any]:
+    """A recipe dict that trains a tiny teacher for 2 short epochs into tmp_path."""
+    return copy.deepcopy({
+        "name": "tiny",
+        "seed": 0,
+        "device": "cpu",
+        "output_dir": str(tmp_path / "artifacts"),
+        "data": {"source": "synthetic", "synthetic": TINY_SYNTHETIC, "max_len": 20},
+        "eval": {"ks": [1, 5, 10, 20]},
+        "stages": [
+            {"stage": "train", "model": TINY_MODEL, "epochs": 2, "batch_size": 32, "lr": 0.01, **stage_overrides}
+        ],
+    })

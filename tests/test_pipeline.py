@@ -1,0 +1,94 @@
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from compress.artifacts import read_json
+from compress.models import load_model
+from compress.pipeline import RunOptions, run_recipe
+from compress.recipe import validate_recipe
+from tests.conftest import tiny_recipe
+
+QUIET = RunOptions(show_progress=False, log=lambda _: None)
+
+
+def test_run_writes_manifest_metrics_and_model(tmp_path):
+    manifest = run_recipe(validate_recipe(tiny_recipe(tmp_path)), QUIET)
+    run_dir = tmp_path / "artifacts" / "tiny"
+    on_disk = read_json(run_dir / "manifest.json")
+    assert on_disk["stages"] == manifest["stages"]
+    stage = on_disk["stages"][0]
+    assert {"name", "output", "config_hash", "params", "size_bytes", "seconds", "metrics"} <= stage.keys()
+    assert {"ndcg@10", "hr@10", "mrr@10", "ndcg@1", "hr@20"} <= stage["metrics"].keys()
+    assert on_disk["baseline"]["metrics"]["hr@10"] >= 0
+    assert on_disk["data"]["fingerprint"] and on_disk["data"]["stats"]["users"] == 120
+    assert {"torch", "transformers", "python"} <= on_disk["versions"].keys()
+    model = load_model(run_dir / stage["output"])
+    assert model.num_parameters() == stage["params"]
+    assert (run_dir / "01-train" / "metrics.json").is_file() and (run_dir / "01-train" / "log.txt").is_file()
+    assert not (run_dir / "01-train" / "checkpoint.pt").exists()
+    assert len(read_json(run_dir / "item_ids.json")) == on_disk["data"]["stats"]["items"]
+
+
+def test_rerun_is_cached_and_force_or_changes_rerun(tmp_path):
+    messages = []
+    options = RunOptions(show_progress=False, log=messages.append)
+    first = run_recipe(validate_recipe(tiny_recipe(tmp_path)), options)
+    messages.clear()
+    second = run_recipe(validate_recipe(tiny_recipe(tmp_path)), options)
+    assert any(": cached" in m for m in messages)
+    assert second["stages"][0] == first["stages"][0]
+
+    messages.clear()
+    changed = run_recipe(validate_recipe(tiny_recipe(tmp_path, lr=0.02)), options)
+    assert not any(": cached" in m for m in messages)
+    assert changed["stages"][0]["config_hash"] != first["stages"][0]["config_hash"]
+
+    messages.clear()
+    run_recipe(validate_recipe(tiny_recipe(tmp_path, lr=0.02)), RunOptions(force=True, show_progress=False, log=messages.append))
+    assert not any(": cached" in m for m in messages)
+
+
+def test_same_seed_same_metrics(tmp_path):
+    a = run_recipe(validate_recipe({**tiny_recipe(tmp_path), "name": "a"}), QUIET)
+    b = run_recipe(validate_recipe({**tiny_recipe(tmp_path), "name": "b"}), QUIET)
+    assert a["stages"][0]["metrics"] == b["stages"][0]["metrics"]
+
+
+def cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "compress", *args], capture_output=True, text=True, cwd=cwd)
+
+
+@pytest.mark.slow
+def test_cli_end_to_end(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_recipe(tmp_path)))
+    result = cli("run", str(recipe), "-o", "stages.train.epochs=1", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "popularity" in result.stdout and "ndcg@10" in result.stdout
+    manifest = json.loads((tmp_path / "artifacts" / "tiny" / "manifest.json").read_text())
+    assert manifest["recipe"]["stages"][0]["epochs"] == 1
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("name: x\nstages: [{stage: train, epochs: 0}]\n", "greater than or equal to 1"),
+        ("name: x\ncolour: red\nstages: [{stage: train}]\n", "colour: unknown key"),
+        ("name: x\ndata: {source: file, path: /nope.txt}\nstages: [{stage: train}]\n", "file not found"),
+    ],
+)
+def test_cli_user_errors_exit_2_without_traceback(tmp_path, content, message):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(content)
+    result = cli("run", str(recipe))
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_cli_help_lists_commands():
+    result = cli("--help")
+    assert result.returncode == 0 and "run" in result.stdout
