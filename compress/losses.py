@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from compress.models import SequentialRecommender
 
@@ -33,3 +35,108 @@ def next_item_loss(
     negative = negative.masked_fill(negatives[None, :] == target[:, None], float("-inf"))
     logits = torch.cat([positive, negative], dim=1).float()
     return F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=logits.device))
+
+
+class DistillWeights(BaseModel):
+    """One weight per loss term; 0 turns a term off."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ce: float = Field(1.0, ge=0, description="Next-item cross-entropy on the student's output.")
+    cosine: float = Field(0.0, ge=0, description="Hidden-state alignment, (1 - cosine similarity), per block.")
+    l2: float = Field(0.0, ge=0, description="Hidden-state alignment, L2 distance, per block.")
+    multi_supervision: float = Field(0.0, ge=0, description="Cross-entropy of the scoring head on intermediate blocks.")
+    kd: float = Field(0.0, ge=0, description="KL divergence to the teacher's item distribution (logit distillation).")
+    temperature: float = Field(2.0, gt=0, description="Softmax temperature of the kd term.")
+
+    @model_validator(mode="after")
+    def _some_term(self) -> "DistillWeights":
+        if not any((self.ce, self.cosine, self.l2, self.multi_supervision, self.kd)):
+            raise ValueError("every loss weight is 0: turn on at least one of ce, cosine, l2, multi_supervision, kd")
+        return self
+
+
+@dataclass(frozen=True)
+class BlockMap:
+    """Aligned hidden-state indices (into the backbones' hidden_states tuples), shallow to deep.
+
+    With B blocks, student output i*N/B is aligned with teacher output i*M/B for i = 1..B
+    (SLMRec); index 0 of hidden_states is the embedding, index N the final normed state.
+    """
+
+    student: tuple[int, ...]
+    teacher: tuple[int, ...]
+
+    @classmethod
+    def build(cls, student_layers: int, teacher_layers: int, blocks: int) -> "BlockMap":
+        if not 1 <= blocks <= min(student_layers, teacher_layers):
+            raise ValueError(
+                f"blocks ({blocks}) must be between 1 and the student's layer count ({student_layers})"
+                + (f" and the teacher's ({teacher_layers})" if teacher_layers < student_layers else "")
+            )
+        ids = range(1, blocks + 1)
+        return cls(
+            tuple(i * student_layers // blocks for i in ids), tuple(i * teacher_layers // blocks for i in ids)
+        )
+
+
+def distillation_loss(
+    student: SequentialRecommender,
+    teacher: SequentialRecommender,
+    item_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    targets: torch.Tensor,
+    weights: DistillWeights,
+    blocks: BlockMap,
+    softmax: Literal["full", "sampled"] = "full",
+    num_negatives: int = 1000,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The weighted sum of the active terms, and each term's value for logging."""
+    need_hidden = bool(weights.cosine or weights.l2 or weights.multi_supervision)
+    states, hidden = student(item_ids, attention_mask, output_hidden_states=need_hidden)
+    selected = targets > 0
+    terms: dict[str, torch.Tensor] = {}
+    if weights.ce:
+        terms["ce"] = next_item_loss(student, states, targets, softmax, num_negatives)
+    if weights.cosine or weights.l2 or weights.kd:
+        with torch.no_grad():
+            teacher_states, teacher_hidden = teacher(item_ids, attention_mask, output_hidden_states=need_hidden)
+    if weights.cosine or weights.l2:
+        pairs = [(hidden[s][selected], teacher_hidden[t][selected]) for s, t in zip(blocks.student, blocks.teacher)]
+        if weights.cosine:
+            terms["cosine"] = torch.stack([(1 - F.cosine_similarity(s, t, dim=-1)).mean() for s, t in pairs]).mean()
+        if weights.l2:
+            terms["l2"] = torch.stack([(s - t).norm(dim=-1).mean() for s, t in pairs]).mean()
+    if weights.multi_supervision:
+        terms["multi_supervision"] = _intermediate_ce(student, hidden, blocks.student[:-1], selected, targets)
+    if weights.kd:
+        terms["kd"] = _logit_kl(student, states[selected], teacher.score(teacher_states[selected]), weights.temperature)
+    total = sum(getattr(weights, name) * value for name, value in terms.items())
+    return total, {name: value.item() for name, value in terms.items()}
+
+
+def _intermediate_ce(
+    student: SequentialRecommender,
+    hidden: tuple[torch.Tensor, ...],
+    indices: tuple[int, ...],
+    selected: torch.Tensor,
+    targets: torch.Tensor,
+) -> torch.Tensor:
+    """The student's own head (final norm, projection, item table) on intermediate blocks."""
+    if not indices:  # one block: the final output is already supervised by ce
+        return hidden[-1].new_zeros(())
+    losses = []
+    for index in indices:
+        states = student.output_proj(student.backbone.norm(hidden[index][selected]))
+        losses.append(F.cross_entropy(student.score(states).float(), targets[selected]))
+    return torch.stack(losses).mean()
+
+
+def _logit_kl(
+    student: SequentialRecommender, student_states: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """KL(teacher || student) over real items (padding column dropped), scaled by T^2."""
+    student_logits = student.score(student_states)[:, 1:].float() / temperature
+    teacher_logits = teacher_logits[:, 1:].float() / temperature
+    kl = F.kl_div(F.log_softmax(student_logits, -1), F.log_softmax(teacher_logits, -1), log_target=True, reduction="batchmean")
+    return kl * temperature**2

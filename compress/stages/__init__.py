@@ -9,6 +9,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from compress.stages import train
+from compress.stages import distill, train
 
-STAGES: dict[str, ModuleType] = {module.NAME: module for module in (train,)}
+STAGES: dict[str, ModuleType] = {module.NAME: module for module in (train, distill)}

@@ -1,0 +1,94 @@
+"""Distill stage: SLMRec layer-wise knowledge distillation into a shallower student.
+
+The student keeps `num_layers` of the teacher's decoder layers (chosen `first`, `uniform` or
+by Block Influence) and starts from the copied teacher weights (or fresh, or a local LLaMA
+checkpoint). It trains with the teacher frozen on a weighted sum of next-item cross-entropy,
+hidden-state alignment at B blocks (1 - cosine, L2), multiple supervision of intermediate
+blocks, and optional logit distillation (KL at temperature T).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from compress.data.batching import TrainBatch
+from compress.errors import RecipeError
+from compress.layer_importance import Selection, block_influence, select_layers
+from compress.losses import BlockMap, DistillWeights, distillation_loss
+from compress.models import SequentialRecommender, init_backbone_from_llama, load_model, save_model
+from compress.models.surgery import keep_layers
+from compress.stages.base import Artifact, StageContext, StageResult
+from compress.training import OptimConfig, fit
+
+NAME = "distill"
+ACCEPTS = "torch"
+PRODUCES = "torch"
+
+
+class Config(OptimConfig):
+    stage: Literal["distill"] = "distill"
+    num_layers: int = Field(2, ge=1, description="Decoder layers of the student.")
+    layer_selection: Selection = Field(
+        "first", description="Which teacher layers the student keeps: first (SLMRec), uniform, or importance."
+    )
+    init: Literal["teacher", "fresh"] = Field(
+        "teacher", description="Start from the copied teacher weights, or from a fresh random init."
+    )
+    init_from: Path | None = Field(
+        None, description="Local Hugging Face LLaMA checkpoint to initialise the student's backbone from."
+    )
+    blocks: int = Field(1, ge=1, description="B: hidden states are aligned at B evenly spaced blocks.")
+    weights: DistillWeights = Field(default_factory=DistillWeights, description="Loss term weights.")
+
+
+def build_student(teacher: SequentialRecommender, config: Config, ctx: StageContext) -> SequentialRecommender:
+    depth = teacher.config.num_layers
+    if config.num_layers >= depth:
+        raise RecipeError(
+            f"distill: the student asks for {config.num_layers} layers but the teacher has {depth}",
+            "a student keeps fewer layers than its teacher",
+        )
+    importance = None
+    if config.layer_selection == "importance":
+        importance = block_influence(teacher, ctx.data, ctx.device, seed=ctx.seed)
+        ctx.log("block influence per teacher layer: " + ", ".join(f"{v:.3f}" for v in importance))
+    kept = select_layers(config.layer_selection, depth, config.num_layers, importance)
+    ctx.log(f"student keeps teacher layers {kept} of {depth}")
+    student = keep_layers(teacher, kept)
+    if config.init == "fresh" or config.init_from:
+        student = SequentialRecommender(student.config).to(ctx.device)
+    if config.init_from:
+        init_backbone_from_llama(student, config.init_from)
+    return student
+
+
+def run(ctx: StageContext, config: Config, source: Artifact) -> StageResult:
+    teacher = load_model(source.path, ctx.device).eval().requires_grad_(False)
+    try:
+        blocks = BlockMap.build(config.num_layers, teacher.config.num_layers, config.blocks)
+    except ValueError as exc:
+        raise RecipeError(f"distill: {exc}") from None
+    student = build_student(teacher, config, ctx)
+    ctx.log(
+        f"student: {student.num_parameters():,} parameters ({student.num_parameters() / teacher.num_parameters():.0%}"
+        f" of the teacher); aligned blocks student {blocks.student} <- teacher {blocks.teacher}"
+    )
+
+    def loss_fn(model: SequentialRecommender, batch: TrainBatch):
+        return distillation_loss(
+            model, teacher, batch.item_ids, batch.attention_mask, batch.targets,
+            config.weights, blocks, config.softmax, config.num_negatives,
+        )
+
+    result = fit(student, loss_fn, ctx.data, config, ctx.train_context())
+    save_model(student, ctx.model_folder)
+    info = {
+        "teacher_params": teacher.num_parameters(),
+        "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run,
+        "train_seconds": round(result.seconds, 2),
+    }
+    return StageResult(Artifact(ctx.model_folder, "torch"), {**info, "history": result.history})

@@ -1,0 +1,127 @@
+import pytest
+import torch
+
+from compress.errors import RecipeError
+from compress.layer_importance import block_influence, select_layers
+from compress.losses import BlockMap, DistillWeights, distillation_loss
+from compress.models import RecommenderConfig, SequentialRecommender, load_model
+from compress.models.surgery import keep_layers
+from compress.pipeline import RunOptions, run_recipe
+from compress.recipe import validate_recipe
+from tests.conftest import tiny_recipe
+
+TERMS = ("cosine", "l2", "multi_supervision", "kd")
+
+
+@pytest.fixture
+def teacher(tiny_data):
+    torch.manual_seed(0)
+    config = RecommenderConfig(hidden_size=16, num_layers=4, num_heads=2, intermediate_size=32,
+                               num_items=tiny_data.num_items, max_len=20, dropout=0.0)
+    return SequentialRecommender(config).eval()
+
+
+@pytest.fixture
+def batch():
+    ids = torch.tensor([[0, 0, 3, 4, 5, 6], [1, 2, 3, 4, 5, 6]])
+    targets = torch.tensor([[0, 0, 4, 5, 6, 7], [2, 3, 4, 5, 6, 7]])
+    return ids, (ids > 0).long(), targets
+
+
+def student_grads(student, teacher, batch, weights, blocks):
+    student.zero_grad()
+    loss, terms = distillation_loss(student, teacher, *batch, weights, blocks)
+    loss.backward()
+    return torch.cat([p.grad.flatten() for p in student.parameters() if p.grad is not None]), terms
+
+
+@pytest.mark.parametrize("term", TERMS)
+def test_each_term_acts_on_the_student_gradient(teacher, batch, term):
+    student = keep_layers(teacher, [0, 3])
+    # perturb the student so it differs from the teacher's corresponding states
+    with torch.no_grad():
+        for p in student.backbone.layers.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    blocks = BlockMap.build(2, 4, 2)
+    base, _ = student_grads(student, teacher, batch, DistillWeights(ce=1.0), blocks)
+    with_term, terms = student_grads(student, teacher, batch, DistillWeights(ce=1.0, **{term: 1.0}), blocks)
+    alone, _ = student_grads(student, teacher, batch, DistillWeights(ce=0.0, **{term: 1.0}), blocks)
+    assert terms[term] > 0
+    assert not torch.allclose(base, with_term)
+    assert alone.abs().sum() > 0
+
+
+def test_alignment_of_an_identical_student_is_zero(teacher, batch):
+    student = keep_layers(teacher, [0, 1, 2, 3])
+    blocks = BlockMap.build(4, 4, 2)
+    _, terms = distillation_loss(student, teacher, *batch, DistillWeights(ce=0, cosine=1, l2=1, kd=1), blocks)
+    assert terms["cosine"] == pytest.approx(0, abs=1e-5)
+    assert terms["l2"] == pytest.approx(0, abs=1e-4)
+    assert terms["kd"] == pytest.approx(0, abs=1e-5)
+
+
+def test_block_map_follows_slmrec():
+    blocks = BlockMap.build(student_layers=2, teacher_layers=8, blocks=2)
+    assert blocks.student == (1, 2) and blocks.teacher == (4, 8)
+    with pytest.raises(ValueError, match="blocks \\(3\\) must be between 1 and the student's layer count \\(2\\)"):
+        BlockMap.build(2, 8, 3)
+
+
+def test_all_weights_zero_is_rejected():
+    with pytest.raises(ValueError, match="every loss weight is 0"):
+        DistillWeights(ce=0)
+
+
+def test_keep_all_layers_is_identical_and_subset_is_consistent(tmp_path, teacher):
+    ids = torch.tensor([[1, 2, 3, 4]])
+    mask = torch.ones_like(ids)
+    same = keep_layers(teacher, [0, 1, 2, 3])
+    torch.testing.assert_close(same.last_states(ids, mask), teacher.last_states(ids, mask), rtol=0, atol=0)
+    student = keep_layers(teacher, [1, 3])
+    assert student.config.num_layers == 2 and len(student.backbone.layers) == 2
+    torch.testing.assert_close(student.backbone.layers[1].mlp.up_proj.weight, teacher.backbone.layers[3].mlp.up_proj.weight)
+    from compress.models import save_model
+
+    save_model(student, tmp_path / "s")
+    torch.testing.assert_close(load_model(tmp_path / "s").last_states(ids, mask), student.last_states(ids, mask))
+    with pytest.raises(ValueError, match="distinct and within"):
+        keep_layers(teacher, [0, 4])
+
+
+def test_layer_selection():
+    assert select_layers("first", 8, 2) == [0, 1]
+    assert select_layers("uniform", 8, 2) == [0, 7]
+    assert select_layers("importance", 4, 2, [0.1, 0.5, 0.05, 0.3]) == [1, 3]
+    with pytest.raises(ValueError):
+        select_layers("first", 2, 3)
+
+
+def test_block_influence_scores_every_layer(teacher, tiny_data):
+    scores = block_influence(teacher, tiny_data, torch.device("cpu"), batches=2, batch_size=16)
+    assert len(scores) == 4 and all(0 <= s <= 2 for s in scores)
+    assert len(set(round(s, 6) for s in scores)) > 1
+
+
+def distill_recipe(tmp_path, **distill):
+    raw = tiny_recipe(tmp_path)
+    raw["stages"][0]["model"] = {**raw["stages"][0]["model"], "num_layers": 4}
+    raw["stages"].append({"stage": "distill", "num_layers": 2, "blocks": 2, "epochs": 1, "batch_size": 32,
+                          "lr": 0.01, "weights": {"ce": 1, "cosine": 1, "multi_supervision": 1, "kd": 1}, **distill})
+    return raw
+
+
+def test_train_then_distill_in_a_recipe(tmp_path):
+    manifest = run_recipe(validate_recipe(distill_recipe(tmp_path)), RunOptions(show_progress=False, log=lambda _: None))
+    teacher, student = manifest["stages"]
+    assert [teacher["name"], student["name"]] == ["train", "distill"]
+    assert student["params"] < teacher["params"]
+    assert student["info"]["teacher_params"] == teacher["params"]
+    model = load_model(tmp_path / "artifacts" / "tiny" / student["output"])
+    assert model.config.num_layers == 2
+    assert 0 <= student["metrics"]["ndcg@10"] <= 1
+
+
+def test_student_deeper_than_teacher_is_a_clear_error(tmp_path):
+    recipe = validate_recipe(distill_recipe(tmp_path, num_layers=4))
+    with pytest.raises(RecipeError, match="student asks for 4 layers but the teacher has 4"):
+        run_recipe(recipe, RunOptions(show_progress=False, log=lambda _: None))
