@@ -25,3 +25,11 @@ class DataError(CompressError):
 
 class ArtifactError(CompressError):
     """A folder is not a valid model artifact, or its files do not agree."""
+
+
+class RunFolderError(CompressError):
+    """A folder is not a run folder written by `compress run`, or its files are incomplete."""
+
+
+class ParityError(CompressError):
+    """A converted model (exported, quantized) ranks too differently from its source."""

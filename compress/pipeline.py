@@ -4,10 +4,17 @@ A stage's id hashes its name, its config, its input's id (the data fingerprint f
 stage), the evaluation settings and the package version. A stage folder whose `stage.json`
 holds the same id is reused ("cached"); `stage.json` is written last, so a folder without it
 is unfinished and is redone (training resumes from its checkpoint when the id matches).
+The cache is content-addressed across runs too: a finished stage with the same id in a sibling
+run folder (same `output_dir`, e.g. another ablation variant) is hard-linked in and reused.
+
+With `bench.enabled`, every stage's artifact is benchmarked after evaluation (`bench.json`
+beside `metrics.json`, a summary in the manifest entry); one BenchSession serves the whole
+run, so the teacher is re-measured in this process before any ratio is computed.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -19,17 +26,18 @@ import torch
 
 import compress
 from compress.artifacts import dir_size_bytes, read_json, stable_hash, write_json
+from compress.bench import BenchSession, bench_stage
 from compress.data import load_data
 from compress.environment import describe_device, resolve_device, versions
 from compress.evaluation import evaluate_model, evaluate_popularity
 from compress.models import load_model
 from compress.recipe import Recipe
+from compress.runs import MANIFEST_FILE
 from compress.stages import STAGES
 from compress.stages.base import CHECKPOINT_FILE, Artifact, StageContext
 
 STAGE_FILE = "stage.json"
 PENDING_FILE = "pending.json"
-MANIFEST_FILE = "manifest.json"
 ITEM_IDS_FILE = "item_ids.json"
 
 
@@ -64,8 +72,9 @@ def run_recipe(recipe: Recipe, options: RunOptions) -> dict[str, Any]:
         "stages": [],
     }
     write_json(run_dir / MANIFEST_FILE, manifest)
+    bench = BenchSession(recipe.bench, device, data, recipe.data.max_len, log) if recipe.bench.enabled else None
 
-    input_id, source = fingerprint, None
+    input_id, source, teacher = fingerprint, None, None
     for index, config in enumerate(recipe.stages):
         folder = run_dir / f"{index + 1:02d}-{config.stage}"
         config_hash = stable_hash(
@@ -79,9 +88,9 @@ def run_recipe(recipe: Recipe, options: RunOptions) -> dict[str, Any]:
                 "version": compress.__version__,
             }
         )
-        entry = _cached_entry(folder, config_hash) if not options.force else None
+        entry, origin = _find_cached(folder, config_hash) if not options.force else (None, None)
         if entry is not None:
-            log(f"[{index + 1}/{len(recipe.stages)}] {config.stage}: cached ({folder})")
+            log(f"[{index + 1}/{len(recipe.stages)}] {config.stage}: cached ({origin})")
         else:
             _prepare_folder(folder, config_hash, options.force)
             log(f"[{index + 1}/{len(recipe.stages)}] {config.stage}: running -> {folder}")
@@ -96,10 +105,13 @@ def run_recipe(recipe: Recipe, options: RunOptions) -> dict[str, Any]:
                 show_progress=options.show_progress,
             )
             entry = _run_stage(ctx, config, source, config_hash, index)
+        source = Artifact(run_dir / entry["output"], entry["kind"])
+        teacher = teacher or source
+        if bench is not None:
+            entry = {**entry, "bench": bench_stage(bench, run_dir, entry, teacher, reuse=origin is not None)}
         manifest["stages"].append(entry)
         write_json(run_dir / MANIFEST_FILE, manifest)
         input_id = config_hash
-        source = Artifact(run_dir / entry["output"], entry["kind"])
 
     manifest["seconds"] = round(time.perf_counter() - started, 2)
     write_json(run_dir / MANIFEST_FILE, manifest)
@@ -149,6 +161,30 @@ def _cached_entry(folder: Path, config_hash: str) -> dict[str, Any] | None:
     if entry.get("config_hash") != config_hash or not (folder.parent / entry["output"]).exists():
         return None
     return entry
+
+
+def _find_cached(folder: Path, config_hash: str) -> tuple[dict[str, Any] | None, Path | None]:
+    """This run's finished stage for `config_hash`, else a sibling run's (linked in); and where it was found."""
+    entry = _cached_entry(folder, config_hash)
+    if entry is not None:
+        return entry, folder
+    run_dir = folder.parent
+    for sibling in sorted(run_dir.parent.iterdir()):
+        candidate = sibling / folder.name
+        if sibling != run_dir and (entry := _cached_entry(candidate, config_hash)) is not None:
+            if folder.exists():
+                shutil.rmtree(folder)
+            shutil.copytree(candidate, folder, copy_function=_link_or_copy)
+            return entry, candidate
+    return None, None
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    """Hard-link a finished file (files are replaced atomically, never edited in place); copy across devices."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def _prepare_folder(folder: Path, config_hash: str, force: bool) -> None:

@@ -6,42 +6,80 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from compress.bench import BenchConfig
 from compress.data import DataConfig
 from compress.errors import RecipeError
 from compress.evaluation import EvalConfig
-from compress.stages import STAGES
+from compress.stages import STAGES, accepts, produces
 
 StageConfig = Annotated[Union[tuple(m.Config for m in STAGES.values())], Field(discriminator="stage")]
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+
+
+class Variant(BaseModel):
+    """One ablation variant: overrides on the recipe, and stages taken out of its chain."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    set: list[str] = Field(default_factory=list, description="Overrides key.path=value, as with -o/--set.")
+    drop_stages: list[str] = Field(default_factory=list, description="Stage names removed from the chain.")
+
+
+class AblationConfig(BaseModel):
+    """Variants of the recipe that `compress ablate` runs side by side (a plain list is `set:`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    variants: dict[Annotated[str, Field(pattern=NAME_PATTERN)], Variant] = Field(
+        min_length=1, description="Variant name (a folder name) -> its changes; [] is the recipe as is."
+    )
+
+    @field_validator("variants", mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {name: {"set": v} if isinstance(v, list) else (v or {}) for name, v in value.items()}
+        return value
 
 
 class Recipe(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Run name: the folder under output_dir.")
+    name: str = Field(pattern=NAME_PATTERN, description="Run name: the folder under output_dir.")
     seed: int = Field(0, description="Seed for data generation, initialisation and batching.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when present, else CPU.")
     output_dir: Path = Field(Path("artifacts"), description="Where run folders are written.")
     data: DataConfig = Field(default_factory=DataConfig, description="Dataset and preprocessing.")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation protocol.")
     stages: list[StageConfig] = Field(min_length=1, description="Stages, run in order.")
+    bench: BenchConfig = Field(default_factory=BenchConfig, description="Benchmark of every stage's artifact.")
+    ablation: AblationConfig | None = Field(None, description="Variants for `compress ablate` (ignored by run).")
 
     @model_validator(mode="after")
     def _check_chain(self) -> "Recipe":
         produced = None
         for index, stage in enumerate(self.stages):
-            module = STAGES[stage.stage]
-            if module.ACCEPTS != produced:
+            wanted = accepts(stage)
+            if wanted != produced:
                 have = f"a {produced} model" if produced else "nothing (it is the first stage)"
-                need = f"a {module.ACCEPTS} model" if module.ACCEPTS else "to be the first stage"
+                need = f"a {wanted} model" if wanted else "to be the first stage"
                 raise ValueError(f"stages.{index} ({stage.stage}) needs {need}, but gets {have}")
-            produced = module.PRODUCES
+            check = getattr(STAGES[stage.stage], "check_chain", None)
+            if check is not None:
+                check(stage, index, self.stages)
+            produced = produces(stage)
         return self
 
 
 def load_recipe(path: Path, overrides: list[str] | None = None) -> Recipe:
     """Read, override and validate a recipe; every problem is a RecipeError naming the field."""
+    return validate_recipe(read_raw_recipe(path, overrides), source=str(path))
+
+
+def read_raw_recipe(path: Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """The recipe file as a dict with `overrides` applied, not yet validated."""
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"recipe not found: {path}")
@@ -55,7 +93,7 @@ def load_recipe(path: Path, overrides: list[str] | None = None) -> Recipe:
         raise RecipeError(f"{path}: a recipe is a YAML mapping (name, data, stages, ...)")
     for override in overrides or []:
         apply_override(raw, override)
-    return validate_recipe(raw, source=str(path))
+    return raw
 
 
 def validate_recipe(raw: dict[str, Any], source: str = "recipe") -> Recipe:

@@ -1,0 +1,352 @@
+"""Benchmarks: latency, throughput and peak memory of a model artifact, in torch or onnxruntime.
+
+Anything that scores batches can be measured: a *predict function* takes int64 `item_ids`
+and `attention_mask` arrays [B, L] and returns scores. Adapters turn a torch artifact
+(`load_model`, eager) or an ONNX artifact (`OnnxRecommender`, onnxruntime) into one.
+
+Inputs are real test-split histories. Two length modes are measured: `fixed` pads every
+sequence to the model's max length; `realistic` pads a batch only to its longest history
+(batch 1: the history's own length), so it follows the test split's length distribution.
+
+Ratios are honest only within one process: a BenchSession measures the teacher itself (the
+run's first stage) before it computes any ratio, and every ratio in a `bench.json` is
+`stage / teacher` for numbers measured by that same session (its `session` id is recorded).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import resource
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from compress.artifacts import dir_size_bytes, read_json, write_json
+from compress.data import DataConfig, load_data
+from compress.data.batching import history_and_target, left_pad
+from compress.data.sequences import SequenceData
+from compress.environment import describe_device, resolve_device
+from compress.models import load_model
+from compress.runs import MANIFEST_FILE, read_manifest, stage_folder
+from compress.stages.base import Artifact
+
+BENCH_FILE = "bench.json"
+LengthMode = Literal["fixed", "realistic"]
+LENGTH_MODES: tuple[LengthMode, ...] = ("fixed", "realistic")
+PredictFn = Callable[[np.ndarray, np.ndarray], Any]  # (item_ids, attention_mask) [B, L] int64 -> scores
+
+
+class BenchConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="Benchmark every stage's artifact after evaluating it.")
+    warmup: int = Field(5, ge=0, description="Untimed calls before timing starts (per length mode).")
+    iterations: int = Field(50, ge=1, description="Timed batch-1 calls per length mode (latency percentiles).")
+    batch_size_throughput: int = Field(256, ge=1, description="Batch size of the throughput measurement.")
+    throughput_iterations: int = Field(5, ge=1, description="Timed large-batch calls per length mode.")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads while measuring (null: torch's default).")
+    seed: int = Field(0, description="Seed of the test users whose histories are the inputs.")
+
+
+@dataclass
+class Predictor:
+    """A loaded model as the benchmark sees it."""
+
+    predict: PredictFn
+    engine: str
+    params: int
+    max_len: int
+
+
+def torch_predictor(folder: Path, device: torch.device) -> Predictor:
+    """PyTorch eager: `load_model` then scores of the last position (synchronised on CUDA)."""
+    model = load_model(folder, device)
+
+    @torch.inference_mode()
+    def predict(item_ids: np.ndarray, attention_mask: np.ndarray) -> torch.Tensor:
+        ids = torch.as_tensor(item_ids).to(device)
+        mask = torch.as_tensor(attention_mask).to(device)
+        scores = model.score(model.last_states(ids, mask))
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return scores
+
+    return Predictor(predict, "torch-eager", model.num_parameters(), model.config.max_len)
+
+
+def onnx_predictor(folder: Path, device: torch.device) -> Predictor:
+    """onnxruntime through `OnnxRecommender` (CUDA provider first on a CUDA device)."""
+    from compress.onnx_model import OnnxRecommender
+
+    providers = ["CPUExecutionProvider"]
+    if device.type == "cuda":
+        providers.insert(0, "CUDAExecutionProvider")
+    model = OnnxRecommender(folder, providers=providers)
+    return Predictor(model.scores, "onnxruntime", model.num_parameters(), model.max_len)
+
+
+PREDICTORS: dict[str, Callable[[Path, torch.device], Predictor]] = {"torch": torch_predictor, "onnx": onnx_predictor}
+
+
+def test_histories(data: SequenceData, max_len: int, count: int, seed: int) -> list[np.ndarray]:
+    """`count` test-split histories (last `max_len` items) of seeded random users."""
+    users = np.random.default_rng(seed).integers(0, data.num_users, size=count)
+    return [history_and_target(data, int(u), "test")[0][-max_len:] for u in users]
+
+
+def make_batch(histories: list[np.ndarray], mode: LengthMode, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """Left-padded (item_ids, attention_mask): to `max_len` (fixed) or to the longest history (realistic)."""
+    rows = [h[-max_len:] for h in histories]
+    length = max_len if mode == "fixed" else max(len(r) for r in rows)
+    ids = left_pad(rows, length)
+    return ids, (ids > 0).astype(np.int64)
+
+
+def time_calls(predict: PredictFn, batches: list[tuple[np.ndarray, np.ndarray]], warmup: int) -> np.ndarray:
+    """Milliseconds per call for `batches[warmup:]`, after untimed calls on `batches[:warmup]`."""
+    for ids, mask in batches[:warmup]:
+        predict(ids, mask)
+    times = []
+    for ids, mask in batches[warmup:]:
+        start = time.perf_counter()
+        predict(ids, mask)
+        times.append(time.perf_counter() - start)
+    return np.asarray(times) * 1000.0
+
+
+def latency_stats(ms: np.ndarray) -> dict[str, float]:
+    """p50/p95/p99/mean of per-call milliseconds."""
+    p50, p95, p99 = np.percentile(ms, [50, 95, 99])
+    return {"p50": float(p50), "p95": float(p95), "p99": float(p99), "mean": float(ms.mean())}
+
+
+def _rss_bytes() -> int:
+    """Current resident set size (Linux /proc); elsewhere the process high-water mark."""
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class PeakMemory:
+    """Peak memory while a block runs: process RSS sampled every few ms on CPU, max allocated on CUDA.
+
+    `increase_bytes` (peak minus the level when the block started) is what the model added.
+    """
+
+    def __init__(self, device: torch.device, interval_s: float = 0.002) -> None:
+        self.device = device
+        self.interval_s = interval_s
+        self.baseline = self.peak = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> "PeakMemory":
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.baseline = torch.cuda.memory_allocated(self.device)
+        else:
+            self.baseline = self.peak = _rss_bytes()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.peak = max(self.peak, _rss_bytes())
+
+    def __exit__(self, *exc: object) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self.peak = max(self.peak, _rss_bytes())
+        else:
+            self.peak = torch.cuda.max_memory_allocated(self.device)
+
+    def result(self) -> dict[str, Any]:
+        kind = "cuda_max_allocated" if self.device.type == "cuda" else "process_rss"
+        return {"kind": kind, "peak_bytes": self.peak, "increase_bytes": max(self.peak - self.baseline, 0)}
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Set torch's CPU thread count for a block (None: leave it)."""
+    if threads is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def headline(result: dict[str, Any]) -> dict[str, float]:
+    """The numbers a report shows and ratios are taken of: batch-1 latency and throughput at max length."""
+    return {
+        "params": result["params"],
+        "size_bytes": result["size_bytes"],
+        "latency_p50_ms": result["latency_ms"]["fixed"]["p50"],
+        "latency_p95_ms": result["latency_ms"]["fixed"]["p95"],
+        "latency_p99_ms": result["latency_ms"]["fixed"]["p99"],
+        "throughput_seq_per_s": result["throughput_seq_per_s"]["fixed"],
+        "peak_memory_bytes": result["memory"]["increase_bytes"],
+    }
+
+
+def ratios(numbers: dict[str, float], reference: dict[str, float]) -> dict[str, float | None]:
+    """`stage / teacher` for every headline number (latency 0.5 = twice as fast; None where the teacher is 0)."""
+    return {key: (numbers[key] / reference[key] if reference[key] else None) for key in numbers}
+
+
+class BenchSession:
+    """Measures artifacts in this process; ratios are against the teacher as measured by this session."""
+
+    def __init__(
+        self,
+        config: BenchConfig,
+        device: torch.device,
+        data: SequenceData,
+        max_len: int,
+        log: Callable[[str], None] = print,
+    ) -> None:
+        self.config = config
+        self.device = device
+        self.log = log
+        self.id = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{id(self) % 10_000:04d}"
+        count = max(config.warmup + config.iterations, config.batch_size_throughput)
+        self.histories = test_histories(data, max_len, count, config.seed)
+        self.settings = config.model_dump(exclude={"enabled"})
+        with torch_threads(config.threads):
+            self.environment = describe_device(device)
+        self._references: dict[Path, dict[str, float]] = {}
+
+    def measure(self, artifact: Artifact) -> dict[str, Any]:
+        """Latency (batch 1), throughput (large batch) and peak memory of one artifact; no ratios."""
+        cfg = self.config
+        with torch_threads(cfg.threads), PeakMemory(self.device) as memory:
+            predictor = PREDICTORS[artifact.kind](artifact.path, self.device)
+            singles = {m: [make_batch([h], m, predictor.max_len) for h in self.histories] for m in LENGTH_MODES}
+            latency = {
+                m: latency_stats(time_calls(predictor.predict, singles[m][: cfg.warmup + cfg.iterations], cfg.warmup))
+                for m in LENGTH_MODES
+            }
+            throughput = {}
+            for mode in LENGTH_MODES:
+                batch = make_batch(self.histories[: cfg.batch_size_throughput], mode, predictor.max_len)
+                ms = time_calls(predictor.predict, [batch] * (1 + cfg.throughput_iterations), warmup=1)
+                throughput[mode] = cfg.batch_size_throughput * len(ms) / (ms.sum() / 1000.0)
+            engine, params = predictor.engine, predictor.params
+            del predictor
+        return {
+            "session": self.id,
+            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "kind": artifact.kind,
+            "engine": engine,
+            "device": str(self.device),
+            "environment": self.environment,
+            "settings": self.settings,
+            "params": params,
+            "size_bytes": dir_size_bytes(artifact.path),
+            "latency_ms": latency,
+            "throughput_seq_per_s": throughput,
+            "memory": memory.result(),
+        }
+
+    def reference(self, teacher: Artifact) -> dict[str, float]:
+        """The teacher's headline numbers, measured by this session (once)."""
+        key = teacher.path.resolve()
+        if key not in self._references:
+            self.log(f"bench: measuring the teacher {teacher.path} in this process (ratios need it)")
+            self._references[key] = headline(self.measure(teacher))
+        return self._references[key]
+
+    def bench(self, artifact: Artifact, teacher: Artifact) -> dict[str, Any]:
+        """Measure `artifact` and add its ratios to `teacher`, both measured by this session."""
+        result = self.measure(artifact)
+        numbers = headline(result)
+        if artifact.path.resolve() == teacher.path.resolve():
+            self._references[teacher.path.resolve()] = numbers
+        reference = self.reference(teacher)
+        result["reference"] = {"session": self.id, **reference}
+        result["ratios"] = ratios(numbers, reference)
+        return result
+
+    def is_current(self, result: dict[str, Any]) -> bool:
+        """Whether a stored result was measured with these settings on this machine setup."""
+        return result.get("settings") == self.settings and result.get("environment") == self.environment
+
+
+def summary(result: dict[str, Any]) -> dict[str, Any]:
+    """What a manifest stage entry keeps of a bench.json: headline numbers, ratios, where measured."""
+    return {
+        "engine": result["engine"],
+        "device": result["device"],
+        "session": result["session"],
+        **headline(result),
+        "ratios": result["ratios"],
+    }
+
+
+def bench_stage(
+    session: BenchSession, run_dir: Path, entry: dict[str, Any], teacher: Artifact, reuse: bool = False
+) -> dict[str, Any]:
+    """Write `bench.json` beside the stage's `metrics.json` and return its summary.
+
+    With `reuse`, a stored bench.json measured with the same settings and environment is kept.
+    """
+    path = stage_folder(run_dir, entry) / BENCH_FILE
+    if reuse and path.is_file() and session.is_current(stored := read_json(path)):
+        return summary(stored)
+    artifact = Artifact(Path(run_dir) / entry["output"], entry["kind"])
+    result = {"artifact": entry["output"], **session.bench(artifact, teacher)}
+    result["reference"] = {"artifact": str(teacher.path.relative_to(run_dir)), **result["reference"]}
+    write_json(path, result)
+    numbers = summary(result)
+    session.log(
+        f"bench {entry['name']}: p50 {numbers['latency_p50_ms']:.2f} ms (x{numbers['ratios']['latency_p50_ms']:.2f}), "
+        f"{numbers['throughput_seq_per_s']:,.0f} seq/s at batch {session.config.batch_size_throughput} "
+        f"(x{numbers['ratios']['throughput_seq_per_s']:.2f}) on {session.device}"
+    )
+    return numbers
+
+
+def teacher_of(run_dir: Path, manifest: dict[str, Any]) -> Artifact:
+    """The run's teacher: the first stage's artifact."""
+    first = manifest["stages"][0]
+    return Artifact(Path(run_dir) / first["output"], first["kind"])
+
+
+def bench_run(
+    run_dir: Path,
+    config: BenchConfig | None = None,
+    device: str = "auto",
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Re-measure every stage of a finished run in this one process; update bench.json files and the manifest.
+
+    `config` defaults to the run's recipe `bench` section. Returns the updated manifest.
+    """
+    run_dir = Path(run_dir)
+    manifest = read_manifest(run_dir)
+    recipe = manifest["recipe"]
+    config = config or BenchConfig.model_validate(recipe.get("bench", {}))
+    data = load_data(DataConfig.model_validate(recipe["data"]), recipe["seed"])
+    session = BenchSession(config, resolve_device(device), data, recipe["data"]["max_len"], log)
+    teacher = teacher_of(run_dir, manifest)
+    for entry in manifest["stages"]:
+        entry["bench"] = bench_stage(session, run_dir, entry, teacher)
+    write_json(run_dir / MANIFEST_FILE, manifest)
+    return manifest
