@@ -62,3 +62,13 @@ def stable_hash(data: Any) -> str:
 def dir_size_bytes(path: Path) -> int:
     """Bytes on disk of every file in an artifact folder (temp files excluded)."""
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file() and not f.name.endswith(".tmp"))
+
+
+def human_bytes(size: float) -> str:
+    """1536 -> '1.5 KiB'."""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from compress.artifacts import human_bytes
 from compress.errors import CompressError
 
 app = typer.Typer(
@@ -56,6 +57,98 @@ def run(
     console.print(f"run folder: {loaded.output_dir / loaded.name}  ({manifest['seconds']:.1f}s)")
 
 
+@app.command()
+def bench(
+    run_dir: Path = typer.Argument(..., help="A run folder written by `compress run`, e.g. artifacts/quickstart."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda (auto: CUDA when present)."),
+    warmup: Optional[int] = typer.Option(None, help="Untimed calls first (default: the recipe's bench.warmup)."),
+    iterations: Optional[int] = typer.Option(None, help="Timed batch-1 calls (default: the recipe's)."),
+    batch_size: Optional[int] = typer.Option(None, help="Throughput batch size (default: the recipe's)."),
+    threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: the recipe's, else torch's)."),
+) -> None:
+    """Re-measure every stage of a run in this one process: latency, throughput, memory, ratios to the teacher.
+
+    Writes bench.json beside each stage's metrics.json and updates the manifest.
+
+    Examples:
+
+      compress bench artifacts/quickstart
+
+      compress bench artifacts/ml1m --iterations 200 --threads 1
+    """
+    from compress.bench import BenchConfig, bench_run
+    from compress.runs import read_manifest
+
+    given = {"warmup": warmup, "iterations": iterations, "batch_size_throughput": batch_size, "threads": threads}
+    stored = read_manifest(run_dir)["recipe"].get("bench", {})
+    config = BenchConfig.model_validate({**stored, **{k: v for k, v in given.items() if v is not None}})
+    manifest = bench_run(run_dir, config, device, log=console.print)
+    console.print(bench_table(manifest))
+
+
+def bench_table(manifest: dict[str, Any]) -> Table:
+    """One row per stage: batch-1 latency, throughput, memory and their ratios to the teacher."""
+    table = Table(title=f"run {manifest['name']}: benchmark (ratio = stage / teacher, same process)")
+    for column in ("stage", "engine", "p50 ms", "p95 ms", "seq/s", "memory", "params"):
+        table.add_column(column, justify="left" if column in ("stage", "engine") else "right")
+    for stage in manifest["stages"]:
+        b, r = stage["bench"], stage["bench"]["ratios"]
+        table.add_row(
+            stage["name"],
+            b["engine"],
+            f"{b['latency_p50_ms']:.2f} (x{r['latency_p50_ms']:.2f})",
+            f"{b['latency_p95_ms']:.2f}",
+            f"{b['throughput_seq_per_s']:,.0f} (x{r['throughput_seq_per_s']:.2f})",
+            human_bytes(b["peak_memory_bytes"]),
+            f"{b['params']:,} (x{r['params']:.2f})",
+        )
+    return table
+
+
+@app.command()
+def report(
+    run_dirs: list[Path] = typer.Argument(..., help="One or more run folders, e.g. artifacts/quickstart."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Report folder (default: <first run>/report)."),
+) -> None:
+    """Write report.md (+ PNG plots), a self-contained report.html and report.json for runs.
+
+    Examples:
+
+      compress report artifacts/quickstart
+
+      compress report artifacts/ml1m artifacts/ml1m-small --out reports/ml1m
+    """
+    from compress.report import build_report
+
+    files = build_report(run_dirs, out or run_dirs[0] / "report")
+    console.print(f"report: {files.markdown}\n        {files.html}")
+
+
+@app.command()
+def ablate(
+    recipe: Path = typer.Argument(..., help="Recipe YAML with an `ablation:` section."),
+    override: Optional[list[str]] = typer.Option(
+        None, "-o", "--set", help="Override a recipe value for every variant: key.path=value (repeatable)."
+    ),
+    out: Optional[Path] = typer.Option(None, "--out", help="Report folder (default: <output_dir>/<name>-ablation)."),
+    force: bool = typer.Option(False, "--force", help="Rerun every stage, ignoring cached results."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Run each variant of the recipe's `ablation:` section (sharing cached stages), then compare them.
+
+    Examples:
+
+      compress ablate recipes/ablation_example.yaml
+    """
+    from compress.ablation import run_ablation
+    from compress.pipeline import RunOptions
+
+    result = run_ablation(recipe, override or [], RunOptions(force=force, show_progress=not quiet, log=console.print), out)
+    for name, folder in result.runs.items():
+        console.print(f"variant {name}: {folder}")
+    console.print(f"report: {result.report.markdown}\n        {result.report.html}")
+
+
 def metrics_table(manifest: dict[str, Any]) -> Table:
     """One row per stage plus the popularity baseline: quality and cost side by side."""
     table = Table(title=f"run {manifest['name']}: test split, full ranking")
@@ -68,20 +161,11 @@ def metrics_table(manifest: dict[str, Any]) -> Table:
         table.add_row(
             stage["name"],
             f"{stage['params']:,}",
-            _human_bytes(stage["size_bytes"]),
+            human_bytes(stage["size_bytes"]),
             *(f"{metrics[k]:.4f}" for k in ("ndcg@10", "hr@10", "mrr@10")),
             f"{stage['seconds']:.1f}",
         )
     return table
-
-
-def _human_bytes(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} GiB"
 
 
 def main() -> None:

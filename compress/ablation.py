@@ -1,0 +1,77 @@
+"""`compress ablate`: run a recipe's ablation variants as separate runs and compare them in one report.
+
+Each variant is the recipe with its `set:` overrides applied and its `drop_stages` removed, run
+as `<output_dir>/<name>-<variant>/`. Variants share finished stages through the pipeline's
+content-addressed cache (a stage with the same id in a sibling run folder is linked in, not rerun),
+so e.g. a teacher common to all variants trains once.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from compress.errors import RecipeError
+from compress.pipeline import RunOptions, run_recipe
+from compress.recipe import Recipe, Variant, apply_override, read_raw_recipe, validate_recipe
+from compress.report import ReportFiles, build_report
+
+
+@dataclass
+class PlannedVariant:
+    name: str
+    changes: str  # e.g. "stages.distill.weights.kd=0; drop prune"
+    recipe: Recipe
+
+
+@dataclass
+class AblationResult:
+    runs: dict[str, Path]  # variant name -> run folder
+    report: ReportFiles
+
+
+def plan_variants(raw: dict[str, Any], source: str = "recipe") -> tuple[Recipe, list[PlannedVariant]]:
+    """Validate the recipe and every variant of its `ablation` section, before anything runs."""
+    recipe = validate_recipe(raw, source)
+    if recipe.ablation is None:
+        raise RecipeError(f"{source} has no `ablation:` section", "add ablation: {variants: {base: [], ...}}")
+    planned = [
+        PlannedVariant(
+            name,
+            "; ".join([*variant.set, *(f"drop {stage}" for stage in variant.drop_stages)]),
+            validate_recipe(_variant_raw(raw, recipe.name, name, variant), f"{source} (variant {name})"),
+        )
+        for name, variant in recipe.ablation.variants.items()
+    ]
+    return recipe, planned
+
+
+def _variant_raw(raw: dict[str, Any], base_name: str, name: str, variant: Variant) -> dict[str, Any]:
+    out = copy.deepcopy({k: v for k, v in raw.items() if k != "ablation"})
+    out["name"] = f"{base_name}-{name}"
+    for override in variant.set:
+        apply_override(out, override)
+    unknown = set(variant.drop_stages) - {stage.get("stage") for stage in out.get("stages", [])}
+    if unknown:
+        raise RecipeError(f"ablation.variants.{name}.drop_stages: no stage named {sorted(unknown)} in the recipe")
+    out["stages"] = [stage for stage in out["stages"] if stage.get("stage") not in variant.drop_stages]
+    return out
+
+
+def run_ablation(path: Path, overrides: list[str], options: RunOptions, out: Path | None = None) -> AblationResult:
+    """Run every variant of the recipe at `path`, then write the comparison report (default `<output_dir>/<name>-ablation`)."""
+    base, planned = plan_variants(read_raw_recipe(path, overrides), str(path))
+    runs: dict[str, Path] = {}
+    for variant in planned:
+        runs[variant.name] = variant.recipe.output_dir / variant.recipe.name
+        options.log(f"== variant {variant.name} -> {runs[variant.name]}")
+        run_recipe(variant.recipe, options)
+    report = build_report(
+        list(runs.values()),
+        out or base.output_dir / f"{base.name}-ablation",
+        [(variant.name, variant.changes) for variant in planned],
+        title=f"ablation: {base.name}",
+    )
+    return AblationResult(runs, report)
