@@ -52,7 +52,7 @@ class BenchConfig(BaseModel):
     iterations: int = Field(50, ge=1, description="Timed batch-1 calls per length mode (latency percentiles).")
     batch_size_throughput: int = Field(256, ge=1, description="Batch size of the throughput measurement.")
     throughput_iterations: int = Field(5, ge=1, description="Timed large-batch calls per length mode.")
-    threads: int | None = Field(None, ge=1, description="torch CPU threads while measuring (null: torch's default).")
+    threads: int | None = Field(None, ge=1, description="CPU threads while measuring: torch, onnxruntime intra-op (null: defaults).")
     seed: int = Field(0, description="Seed of the test users whose histories are the inputs.")
 
 
@@ -66,8 +66,11 @@ class Predictor:
     max_len: int
 
 
-def torch_predictor(folder: Path, device: torch.device) -> Predictor:
-    """PyTorch eager: `load_model` then scores of the last position (synchronised on CUDA)."""
+def torch_predictor(folder: Path, device: torch.device, threads: int | None = None) -> Predictor:
+    """PyTorch eager: `load_model` then scores of the last position (synchronised on CUDA).
+
+    Threads are set around the whole measurement (`torch_threads`), not here.
+    """
     model = load_model(folder, device)
 
     @torch.inference_mode()
@@ -82,18 +85,18 @@ def torch_predictor(folder: Path, device: torch.device) -> Predictor:
     return Predictor(predict, "torch-eager", model.num_parameters(), model.config.max_len)
 
 
-def onnx_predictor(folder: Path, device: torch.device) -> Predictor:
-    """onnxruntime through `OnnxRecommender` (CUDA provider first on a CUDA device)."""
+def onnx_predictor(folder: Path, device: torch.device, threads: int | None = None) -> Predictor:
+    """onnxruntime through `OnnxRecommender` (CUDA provider first on a CUDA device; `threads`: intra-op)."""
     from compress.onnx_model import OnnxRecommender
 
     providers = ["CPUExecutionProvider"]
     if device.type == "cuda":
         providers.insert(0, "CUDAExecutionProvider")
-    model = OnnxRecommender(folder, providers=providers)
+    model = OnnxRecommender(folder, providers=providers, threads=threads)
     return Predictor(model.scores, "onnxruntime", model.num_parameters(), model.max_len)
 
 
-PREDICTORS: dict[str, Callable[[Path, torch.device], Predictor]] = {"torch": torch_predictor, "onnx": onnx_predictor}
+PREDICTORS: dict[str, Callable[[Path, torch.device, int | None], Predictor]] = {"torch": torch_predictor, "onnx": onnx_predictor}
 
 
 def test_histories(data: SequenceData, max_len: int, count: int, seed: int) -> list[np.ndarray]:
@@ -237,7 +240,7 @@ class BenchSession:
         """Latency (batch 1), throughput (large batch) and peak memory of one artifact; no ratios."""
         cfg = self.config
         with torch_threads(cfg.threads), PeakMemory(self.device) as memory:
-            predictor = PREDICTORS[artifact.kind](artifact.path, self.device)
+            predictor = PREDICTORS[artifact.kind](artifact.path, self.device, cfg.threads)
             singles = {m: [make_batch([h], m, predictor.max_len) for h in self.histories] for m in LENGTH_MODES}
             latency = {
                 m: latency_stats(time_calls(predictor.predict, singles[m][: cfg.warmup + cfg.iterations], cfg.warmup))

@@ -49,3 +49,28 @@ def tiny_recipe(tmp_path: Path, **stage_overrides: Any) -> dict[str, Any]:
             {"stage": "train", "model": TINY_MODEL, "epochs": 2, "batch_size": 32, "lr": 0.01, **stage_overrides}
         ],
     })
+
+
+TINY_BENCH = {"warmup": 1, "iterations": 3, "batch_size_throughput": 8, "throughput_iterations": 1}
+
+
+def tiny_distill_recipe(tmp_path: Path, name: str = "tiny") -> dict[str, Any]:
+    """tiny_recipe with 1 training epoch, a 1-layer distilled student and a few-iteration benchmark."""
+    recipe = tiny_recipe(tmp_path, epochs=1)
+    recipe["name"] = name
+    recipe["stages"].append({"stage": "distill", "num_layers": 1, "epochs": 1, "batch_size": 32})
+    recipe["bench"] = dict(TINY_BENCH)
+    return recipe
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tiny_data: SequenceData, tmp_path_factory: pytest.TempPathFactory) -> tuple[SequentialRecommender, Path]:
+    """A tiny random model and its ONNX export (K = 10, the data's original item ids)."""
+    from compress.export import ExportSettings, export_onnx
+
+    torch.manual_seed(0)
+    config = RecommenderConfig(**TINY_MODEL, num_items=tiny_data.num_items, max_len=20, dropout=0.0)
+    model = SequentialRecommender(config).eval()
+    folder = tmp_path_factory.mktemp("onnx") / "artifact"
+    export_onnx(model, folder, ExportSettings(top_k=10), tiny_data.item_ids.tolist(), {"run": "test"})
+    return model, folder

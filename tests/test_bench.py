@@ -1,0 +1,118 @@
+import numpy as np
+import pytest
+import torch
+
+from compress.artifacts import read_json
+from compress.bench import (
+    BenchConfig,
+    BenchSession,
+    bench_run,
+    headline,
+    latency_stats,
+    make_batch,
+    onnx_predictor,
+    ratios,
+    time_calls,
+)
+from compress.models import save_model
+from compress.models.surgery import keep_layers
+from compress.pipeline import RunOptions, run_recipe
+from compress.recipe import validate_recipe
+from compress.stages.base import Artifact
+from tests.conftest import TINY_BENCH, tiny_distill_recipe
+
+CPU = torch.device("cpu")
+
+
+def test_latency_stats_and_ratio_arithmetic():
+    stats = latency_stats(np.arange(1.0, 101.0))
+    assert stats["p50"] == pytest.approx(50.5) and stats["mean"] == pytest.approx(50.5)
+    assert stats["p95"] == pytest.approx(95.05) and stats["p99"] == pytest.approx(99.01)
+    got = ratios({"latency_p50_ms": 2.0, "params": 30, "peak_memory_bytes": 5}, {"latency_p50_ms": 4.0, "params": 120, "peak_memory_bytes": 0})
+    assert got == {"latency_p50_ms": 0.5, "params": 0.25, "peak_memory_bytes": None}
+
+
+def test_make_batch_fixed_and_realistic_lengths():
+    histories = [np.array([3, 4]), np.array([5, 6, 7])]
+    ids, mask = make_batch(histories, "fixed", max_len=6)
+    assert ids.shape == (2, 6) and ids.dtype == np.int64 and ids[1].tolist() == [0, 0, 0, 5, 6, 7]
+    ids, mask = make_batch(histories, "realistic", max_len=6)
+    assert ids.shape == (2, 3) and mask[0].tolist() == [0, 1, 1]
+
+
+def test_time_calls_times_only_after_warmup():
+    calls = []
+    ms = time_calls(lambda ids, mask: calls.append(ids.shape), [(np.zeros((1, 2)), np.zeros((1, 2)))] * 5, warmup=2)
+    assert len(calls) == 5 and len(ms) == 3 and (ms >= 0).all()
+
+
+@pytest.fixture
+def teacher_and_student(tmp_path, tiny_model):
+    save_model(tiny_model, tmp_path / "teacher")
+    save_model(keep_layers(tiny_model, [0]), tmp_path / "student")
+    return Artifact(tmp_path / "teacher", "torch"), Artifact(tmp_path / "student", "torch")
+
+
+def test_session_result_structure_and_same_session_ratios(tiny_data, teacher_and_student):
+    teacher, student = teacher_and_student
+    messages = []
+    session = BenchSession(BenchConfig(**TINY_BENCH), CPU, tiny_data, 20, log=messages.append)
+    result = session.bench(student, teacher)
+
+    assert {"session", "engine", "device", "environment", "settings", "params", "size_bytes", "latency_ms",
+            "throughput_seq_per_s", "memory", "reference", "ratios"} <= result.keys()
+    assert set(result["latency_ms"]) == {"fixed", "realistic"}
+    assert {"p50", "p95", "p99", "mean"} <= result["latency_ms"]["fixed"].keys()
+    assert result["engine"] == "torch-eager" and result["environment"]["cpu_count"] >= 1
+    assert result["memory"]["kind"] == "process_rss" and result["memory"]["peak_bytes"] > 0
+    # the teacher was measured by this session before the ratio was taken, once
+    assert result["reference"]["session"] == result["session"] == session.id
+    assert sum("measuring the teacher" in m for m in messages) == 1
+    numbers, reference = headline(result), result["reference"]
+    for key, ratio in result["ratios"].items():
+        assert ratio == pytest.approx(numbers[key] / reference[key]) if reference[key] else ratio is None
+    assert result["ratios"]["params"] < 1
+
+    again = session.bench(teacher, teacher)
+    assert again["ratios"]["params"] == 1 and again["ratios"]["latency_p50_ms"] == 1
+    assert sum("measuring the teacher" in m for m in messages) == 1
+
+
+def test_run_benches_stages_and_cached_teacher_is_remeasured(tmp_path):
+    recipe = tiny_distill_recipe(tmp_path)
+    teacher_only = {**recipe, "stages": recipe["stages"][:1]}
+    run_recipe(validate_recipe(teacher_only), RunOptions(show_progress=False, log=lambda _: None))
+    run_dir = tmp_path / "artifacts" / "tiny"
+    teacher_bench = read_json(run_dir / "01-train" / "bench.json")
+    assert teacher_bench["ratios"]["latency_p50_ms"] == 1.0
+
+    messages = []
+    manifest = run_recipe(validate_recipe(recipe), RunOptions(show_progress=False, log=messages.append))
+    student_bench = read_json(run_dir / "02-distill" / "bench.json")
+    # the teacher's stored bench.json is from another process: the session measured it again
+    assert any("measuring the teacher" in m for m in messages)
+    assert student_bench["reference"]["session"] == student_bench["session"] != teacher_bench["session"]
+    assert student_bench["reference"]["artifact"] == "01-train/model"
+    summary = manifest["stages"][1]["bench"]
+    assert summary["latency_p50_ms"] == student_bench["latency_ms"]["fixed"]["p50"]
+    assert summary["ratios"] == student_bench["ratios"]
+
+    rebenched = bench_run(run_dir, BenchConfig(**TINY_BENCH), "cpu", log=lambda _: None)
+    sessions = {stage["bench"]["session"] for stage in rebenched["stages"]}
+    assert len(sessions) == 1 and sessions != {teacher_bench["session"]}
+    assert read_json(run_dir / "manifest.json")["stages"][0]["bench"]["session"] in sessions
+
+
+def test_onnx_adapter_measures_an_exported_model(tmp_path, tiny_data, tiny_model):
+    pytest.importorskip("onnxruntime")
+    export = pytest.importorskip("compress.export", reason="the export module is not in this tree yet")
+    folder = tmp_path / "onnx"
+    export.export_onnx(tiny_model, folder, export.ExportSettings(), list(range(1, tiny_data.num_items + 1)), {})
+    predictor = onnx_predictor(folder, CPU, threads=1)
+    ids, mask = make_batch([np.array([1, 2, 3])], "realistic", predictor.max_len)
+    assert np.asarray(predictor.predict(ids, mask)).shape == (1, tiny_data.num_items + 1)
+
+    session = BenchSession(BenchConfig(**TINY_BENCH), CPU, tiny_data, 20)
+    result = session.measure(Artifact(folder, "onnx"))
+    assert result["engine"] == "onnxruntime" and result["params"] > 0
+    assert result["latency_ms"]["realistic"]["p50"] > 0
