@@ -44,6 +44,29 @@ class Config(OptimConfig):
     weights: DistillWeights = Field(default_factory=DistillWeights, description="Loss term weights.")
 
 
+def check_chain(config: Config, index: int, stages: list) -> None:
+    """Up front: the student must be shallower than the teacher, and B at most its depth."""
+    teacher_layers = _depth_after(stages[index - 1]) if index > 0 else None
+    if teacher_layers is not None and config.num_layers >= teacher_layers:
+        raise ValueError(
+            f"stages.{index} (distill): the student asks for {config.num_layers} layers "
+            f"but the teacher has {teacher_layers}; a student keeps fewer layers than its teacher"
+        )
+    if config.blocks > config.num_layers:
+        raise ValueError(
+            f"stages.{index} (distill): blocks ({config.blocks}) must be at most the student's layers ({config.num_layers})"
+        )
+
+
+def _depth_after(stage) -> int | None:
+    """Decoder layers a stage's output has, when its config alone says so."""
+    if stage.stage == "train":
+        return stage.model.num_layers
+    if stage.stage == "distill":
+        return stage.num_layers
+    return None
+
+
 def build_student(teacher: SequentialRecommender, config: Config, ctx: StageContext) -> SequentialRecommender:
     depth = teacher.config.num_layers
     if config.num_layers >= depth:

@@ -121,7 +121,24 @@ def test_train_then_distill_in_a_recipe(tmp_path):
     assert 0 <= student["metrics"]["ndcg@10"] <= 1
 
 
-def test_student_deeper_than_teacher_is_a_clear_error(tmp_path):
-    recipe = validate_recipe(distill_recipe(tmp_path, num_layers=4))
-    with pytest.raises(RecipeError, match="student asks for 4 layers but the teacher has 4"):
-        run_recipe(recipe, RunOptions(show_progress=False, log=lambda _: None))
+@pytest.mark.parametrize(
+    "distill, message",
+    [
+        ({"num_layers": 4}, "student asks for 4 layers but the teacher has 4"),
+        ({"num_layers": 2, "blocks": 3}, "blocks (3) must be at most the student's layers (2)"),
+    ],
+)
+def test_impossible_students_are_rejected_before_any_training(tmp_path, distill, message):
+    with pytest.raises(RecipeError) as info:
+        validate_recipe(distill_recipe(tmp_path, **distill))
+    assert message in str(info.value)
+
+
+def test_student_deeper_than_teacher_is_caught_at_run_time_too(tmp_path, teacher, tiny_data):
+    from compress.stages.base import StageContext
+    from compress.stages.distill import Config, build_student
+    from compress.evaluation import EvalConfig
+
+    ctx = StageContext(tiny_data, 20, EvalConfig(), torch.device("cpu"), 0, tmp_path, log=lambda _: None)
+    with pytest.raises(RecipeError, match="student asks for 5 layers but the teacher has 4"):
+        build_student(teacher, Config(num_layers=5), ctx)
