@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from compress.artifacts import human_bytes
-from compress.errors import CompressError
+from compress.errors import CompressError, RecipeError
 
 app = typer.Typer(
     help="Turn an LLM-backbone sequential recommender into small, fast, deployable students.",
@@ -166,6 +167,80 @@ def metrics_table(manifest: dict[str, Any]) -> Table:
             f"{stage['seconds']:.1f}",
         )
     return table
+
+
+@app.command()
+def export(
+    path: Path = typer.Argument(..., help="A run folder (its last PyTorch model) or a model folder."),
+    out: Path = typer.Option(..., "--out", help="Folder for the ONNX artifact (model.onnx + metadata.json)."),
+    top_k: int = typer.Option(10, "--top-k", help="K of the top-K computed inside the graph."),
+    exporter: str = typer.Option("legacy", "--exporter", help="torch.onnx exporter: legacy (fast) or dynamo."),
+    min_overlap: float = typer.Option(0.99, "--min-overlap", help="Parity gate: minimum top-10 overlap with PyTorch."),
+) -> None:
+    """Export a PyTorch model to a self-contained ONNX artifact, checked for ranking parity.
+
+    Examples:
+
+      compress export artifacts/quickstart --out exported/quickstart
+
+      compress export artifacts/ml1m/02-distill/model --out exported/student --top-k 20
+    """
+    from pydantic import ValidationError
+
+    from compress.export import ExportSettings, export_path
+    from compress.parity import ParityConfig
+    from compress.recipe import format_validation_error
+
+    try:
+        settings = ExportSettings(top_k=top_k, exporter=exporter)
+        parity = ParityConfig(min_overlap=min_overlap)
+    except ValidationError as exc:
+        raise RecipeError(f"invalid export option:\n{format_validation_error(exc)}") from None
+    result = export_path(path, out, settings, parity, log=console.print)
+    if "metrics" in result:
+        metrics = result["metrics"]
+        console.print(f"onnxruntime test ndcg@10 {metrics['ndcg@10']:.4f}  hr@10 {metrics['hr@10']:.4f}")
+    console.print(f"artifact: {result['artifact']}")
+
+
+@app.command()
+def predict(
+    artifact: Path = typer.Argument(..., help="An ONNX artifact folder written by `compress export`."),
+    history: Optional[str] = typer.Option(None, "--history", help='Original item ids, oldest first: "i1 i2 i3".'),
+    input_file: Optional[Path] = typer.Option(
+        None, "--input", help="One history per line (plain ids, a JSON list, or JSONL with a `history` key)."
+    ),
+    top_k: Optional[int] = typer.Option(None, "--top-k", help="How many items (at most the K of the export)."),
+    cpu: bool = typer.Option(False, "--cpu", help="Use the CPU provider even where CUDA is available."),
+) -> None:
+    """Recommend the next items from an ONNX artifact with onnxruntime only (no PyTorch).
+
+    --history prints one recommendation per line; --input prints JSON lines.
+
+    Examples:
+
+      compress predict exported/quickstart --history "12 7 431"
+
+      compress predict exported/quickstart --input histories.jsonl --top-k 5 > recs.jsonl
+    """
+    from compress.onnx_model import OnnxRecommender
+    from compress.predict import InputError, Request, parse_history, read_requests, recommend
+
+    if (history is None) == (input_file is None):
+        raise InputError("give exactly one of --history or --input")
+    requests = [Request(parse_history(history))] if history is not None else read_requests(input_file)
+    model = OnnxRecommender(artifact, providers=["CPUExecutionProvider"] if cpu else None)
+    for result in recommend(model, requests, top_k):
+        if result.dropped:
+            where = f"line {result.request.line}: " if result.request.line else ""
+            errors.print(f"[yellow]warning:[/] {where}unknown item ids dropped: {' '.join(result.dropped)}")
+        if history is not None:
+            for rank, (item, score) in enumerate(zip(result.items, result.scores), start=1):
+                typer.echo(f"{rank}\t{item}\t{score:.6f}")
+        else:
+            record = {"line": result.request.line, "user": result.request.user, "items": result.items,
+                      "scores": [round(s, 6) for s in result.scores]}
+            typer.echo(json.dumps(record))
 
 
 def main() -> None:

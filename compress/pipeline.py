@@ -29,8 +29,10 @@ from compress.artifacts import dir_size_bytes, read_json, stable_hash, write_jso
 from compress.bench import BenchSession, bench_stage
 from compress.data import load_data
 from compress.environment import describe_device, resolve_device, versions
-from compress.evaluation import evaluate_model, evaluate_popularity
+from compress.evaluation import evaluate_model, evaluate_popularity, evaluate_scores
 from compress.models import load_model
+from compress.onnx_model import OnnxRecommender
+from compress.parity import onnx_scores
 from compress.recipe import Recipe
 from compress.runs import MANIFEST_FILE
 from compress.stages import STAGES
@@ -146,9 +148,12 @@ def _run_stage(ctx: StageContext, config: Any, source: Artifact | None, config_h
 
 
 def measure_artifact(artifact: Artifact, ctx: StageContext) -> tuple[int, dict[str, float]]:
-    """Parameter count and full-ranking test metrics of a stage's output."""
-    if artifact.kind != "torch":
-        raise NotImplementedError(f"no evaluator for {artifact.kind} artifacts yet")
+    """Parameter count and full-ranking test metrics of a stage's output (PyTorch or onnxruntime)."""
+    if artifact.kind == "onnx":
+        providers = ["CPUExecutionProvider"] if ctx.device.type == "cpu" else None
+        exported = OnnxRecommender(artifact.path, providers)
+        metrics = evaluate_scores(onnx_scores(exported), ctx.data, "test", ctx.eval_config, exported.max_len)
+        return exported.num_parameters(), metrics
     model = load_model(artifact.path, ctx.device)
     return model.num_parameters(), evaluate_model(model, ctx.data, "test", ctx.eval_config, ctx.device)
 

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from compress.data.sequences import SequenceData
+from compress.padding import left_pad
 
 Split = Literal["valid", "test"]
 
@@ -30,16 +31,6 @@ class EvalBatch:
     item_ids: torch.Tensor  # [B, L]
     attention_mask: torch.Tensor  # [B, L]
     targets: torch.Tensor  # [B]
-
-
-def left_pad(rows: list[np.ndarray], length: int) -> np.ndarray:
-    """Stack 1-D int arrays into [len(rows), length], right-aligned, 0 on the left."""
-    out = np.zeros((len(rows), length), dtype=np.int64)
-    for i, row in enumerate(rows):
-        row = row[-length:]
-        if len(row):
-            out[i, length - len(row) :] = row
-    return out
 
 
 def history_and_target(data: SequenceData, user: int, split: Split) -> tuple[np.ndarray, int]:

@@ -18,6 +18,7 @@ from transformers import LlamaConfig, LlamaModel
 
 from compress.artifacts import CONFIG_FILE, WEIGHTS_FILE, atomic_write
 from compress.errors import ArtifactError, RecipeError
+from compress.models.quantized import QuantizationSpec, apply_runtime, count_parameters, pack_state, unpack_state
 
 MODEL_TYPE = "compress-sequential-recommender"
 
@@ -134,16 +135,26 @@ class SequentialRecommender(nn.Module):
         return self(item_ids, attention_mask)[0][:, -1]
 
     def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+        """Weights of the architecture; quantized layers count the float weights they stand for."""
+        return count_parameters(self)
 
 
-def save_model(model: SequentialRecommender, folder: Path) -> None:
-    """Write `config.json` and `model.safetensors` into `folder`, each atomically."""
+def save_model(model: SequentialRecommender, folder: Path, quantization: QuantizationSpec | None = None) -> None:
+    """Write `config.json` and `model.safetensors` into `folder`, each atomically.
+
+    With `quantization`, the float `model` is stored quantized (see compress/models/quantized.py)
+    and `load_model` rebuilds the quantized runtime layers.
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    if quantization is None:
+        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    else:
+        state = pack_state(model, quantization)
     atomic_write(folder / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp)))
     config = {"model_type": MODEL_TYPE, **model.config.model_dump()}
+    if quantization is not None:
+        config["quantization"] = quantization.model_dump()
     atomic_write(folder / CONFIG_FILE, lambda tmp: tmp.write_text(json.dumps(config, indent=2) + "\n"))
 
 
@@ -159,8 +170,10 @@ def load_model(folder: Path, device: str | torch.device = "cpu") -> SequentialRe
         raise ArtifactError(f"{folder / CONFIG_FILE} is not valid JSON: {exc}") from None
     if raw.pop("model_type", None) != MODEL_TYPE:
         raise ArtifactError(f"{folder} holds no {MODEL_TYPE} (config.json model_type differs)")
+    quantization = raw.pop("quantization", None)
     try:
         config = RecommenderConfig(**raw)
+        spec = QuantizationSpec(**quantization) if quantization is not None else None
     except ValidationError as exc:
         raise ArtifactError(f"{folder / CONFIG_FILE} is not a valid model config:\n{exc}") from None
     model = SequentialRecommender(config)
@@ -168,10 +181,15 @@ def load_model(folder: Path, device: str | torch.device = "cpu") -> SequentialRe
         state = load_file(str(folder / WEIGHTS_FILE))
     except Exception as exc:  # safetensors raises its own untyped errors on corrupt files
         raise ArtifactError(f"cannot read {folder / WEIGHTS_FILE}: {exc}") from None
+    scales: dict[str, torch.Tensor] = {}
+    if spec is not None:
+        state, scales = unpack_state(state)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise ArtifactError(f"{folder}: weights do not match config.json:\n{exc}") from None
+    if spec is not None:
+        model = apply_runtime(model, spec, scales, torch.device(device))
     return model.to(device).eval()
 
 

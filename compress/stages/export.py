@@ -1,0 +1,39 @@
+"""Export stage: the PyTorch model as a self-contained ONNX artifact, gated on ranking parity.
+
+The artifact folder (`onnx/`) holds `model.onnx` (top-K inside the graph, onnxruntime
+optimisations applied) and `metadata.json` (item id map, max length, K, provenance,
+versions); `parity.json` records top-K overlap and NDCG@K against the PyTorch model.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from compress.export import ExportSettings, export_and_check
+from compress.models import load_model
+from compress.parity import ParityConfig
+from compress.stages.base import Artifact, StageContext, StageResult
+
+NAME = "export"
+ACCEPTS = "torch"
+PRODUCES = "onnx"
+
+
+class Config(ExportSettings):
+    stage: Literal["export"] = "export"
+    parity: ParityConfig = Field(
+        default_factory=ParityConfig, description="Ranking parity gate against the PyTorch model."
+    )
+
+
+def run(ctx: StageContext, config: Config, source: Artifact) -> StageResult:
+    model = load_model(source.path, "cpu")
+    folder = ctx.folder / "onnx"
+    provenance = {"run": ctx.folder.parent.name, "stage": ctx.folder.name, "model": str(source.path)}
+    settings = ExportSettings(**config.model_dump(exclude={"stage", "parity"}))
+    report = export_and_check(
+        model, folder, settings, config.parity, ctx.data, ctx.data.item_ids.tolist(), provenance, ctx.log
+    )
+    return StageResult(Artifact(folder, "onnx"), {"parity": report})
