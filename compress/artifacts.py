@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -57,6 +58,15 @@ def stable_hash(data: Any) -> str:
     """A short content hash of JSON-serialisable `data` (key order does not matter)."""
     text = json.dumps(data, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def link_or_copy(source: str | Path, target: str | Path) -> None:
+    """Hard-link a finished file (artifact files are replaced atomically, never edited in place);
+    copy where linking fails (another device)."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
 
 
 def dir_size_bytes(path: Path) -> int:

@@ -14,7 +14,6 @@ run, so the teacher is re-measured in this process before any ratio is computed.
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ import numpy as np
 import torch
 
 import compress
-from compress.artifacts import dir_size_bytes, read_json, stable_hash, write_json
+from compress.artifacts import dir_size_bytes, link_or_copy, read_json, stable_hash, write_json
 from compress.bench import BenchSession, bench_stage
 from compress.data import load_data
 from compress.environment import describe_device, resolve_device, versions
@@ -35,7 +34,7 @@ from compress.onnx_model import OnnxRecommender
 from compress.parity import onnx_scores
 from compress.recipe import Recipe
 from compress.runs import MANIFEST_FILE
-from compress.stages import STAGES
+from compress.stages import STAGES, content_id
 from compress.stages.base import CHECKPOINT_FILE, Artifact, StageContext
 
 STAGE_FILE = "stage.json"
@@ -79,17 +78,18 @@ def run_recipe(recipe: Recipe, options: RunOptions) -> dict[str, Any]:
     input_id, source, teacher = fingerprint, None, None
     for index, config in enumerate(recipe.stages):
         folder = run_dir / f"{index + 1:02d}-{config.stage}"
-        config_hash = stable_hash(
-            {
-                "stage": config.stage,
-                "config": config.model_dump(mode="json"),
-                "input": input_id,
-                "eval": recipe.eval.model_dump(mode="json"),
-                "max_len": recipe.data.max_len,
-                "seed": recipe.seed,
-                "version": compress.__version__,
-            }
-        )
+        identity = {
+            "stage": config.stage,
+            "config": config.model_dump(mode="json"),
+            "input": input_id,
+            "eval": recipe.eval.model_dump(mode="json"),
+            "max_len": recipe.data.max_len,
+            "seed": recipe.seed,
+            "version": compress.__version__,
+        }
+        if (content := content_id(config)) is not None:
+            identity["content"] = content
+        config_hash = stable_hash(identity)
         entry, origin = _find_cached(folder, config_hash) if not options.force else (None, None)
         if entry is not None:
             log(f"[{index + 1}/{len(recipe.stages)}] {config.stage}: cached ({origin})")
@@ -179,17 +179,9 @@ def _find_cached(folder: Path, config_hash: str) -> tuple[dict[str, Any] | None,
         if sibling != run_dir and (entry := _cached_entry(candidate, config_hash)) is not None:
             if folder.exists():
                 shutil.rmtree(folder)
-            shutil.copytree(candidate, folder, copy_function=_link_or_copy)
+            shutil.copytree(candidate, folder, copy_function=link_or_copy)
             return entry, candidate
     return None, None
-
-
-def _link_or_copy(src: str, dst: str) -> None:
-    """Hard-link a finished file (files are replaced atomically, never edited in place); copy across devices."""
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
 
 
 def _prepare_folder(folder: Path, config_hash: str, force: bool) -> None:

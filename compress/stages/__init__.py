@@ -14,9 +14,9 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
-from compress.stages import distill, export, quantize, train
+from compress.stages import distill, export, load, quantize, train
 
-STAGES: dict[str, ModuleType] = {module.NAME: module for module in (train, distill, export, quantize)}
+STAGES: dict[str, ModuleType] = {module.NAME: module for module in (train, load, distill, export, quantize)}
 
 
 def accepts(config: Any) -> str | None:
@@ -29,3 +29,9 @@ def produces(config: Any) -> str:
     """The artifact kind the stage configured by `config` writes."""
     kind = STAGES[config.stage].PRODUCES
     return kind(config) if callable(kind) else kind
+
+
+def content_id(config: Any) -> str | None:
+    """What the stage reads besides its input artifact (e.g. load's file hashes), for the cache id."""
+    reader = getattr(STAGES[config.stage], "content_id", None)
+    return reader(config) if reader is not None else None

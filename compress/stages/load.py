@@ -1,0 +1,55 @@
+"""Load stage: start a chain from a model trained elsewhere (e.g. another run's teacher).
+
+The model folder is verified (it must load, and fit the recipe's catalogue) and linked into
+the run. Its cache id includes the weights' and config's sha256, so replacing the files
+reruns the chain while a plain rerun reuses it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from compress.artifacts import CONFIG_FILE, WEIGHTS_FILE, link_or_copy, sha256_file
+from compress.errors import RecipeError
+from compress.models import load_model
+from compress.stages.base import Artifact, StageContext, StageResult
+
+NAME = "load"
+ACCEPTS = None
+PRODUCES = "torch"
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    stage: Literal["load"] = "load"
+    path: Path = Field(description="A model folder (config.json + model.safetensors), e.g. artifacts/<run>/01-train/model.")
+
+
+def content_id(config: Config) -> str:
+    """What the cache must notice: the files' contents, not only their path."""
+    return ":".join(sha256_file(config.path / name) for name in (CONFIG_FILE, WEIGHTS_FILE))
+
+
+def check_chain(config: Config, index: int, stages: list) -> None:
+    if not (config.path / CONFIG_FILE).is_file() or not (config.path / WEIGHTS_FILE).is_file():
+        raise ValueError(f"stages.{index}.path: {config.path} is not a model folder (config.json + model.safetensors)")
+
+
+def run(ctx: StageContext, config: Config, source: Artifact | None) -> StageResult:
+    model = load_model(config.path)
+    if model.config.num_items != ctx.data.num_items:
+        raise RecipeError(
+            f"load: {config.path} scores {model.config.num_items} items but the recipe's data has {ctx.data.num_items}",
+            "load a model trained on the same dataset and preprocessing",
+        )
+    ctx.model_folder.mkdir(parents=True, exist_ok=True)
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        (ctx.model_folder / name).unlink(missing_ok=True)
+        link_or_copy(config.path / name, ctx.model_folder / name)
+    ctx.log(f"loaded {model.num_parameters():,} parameters from {config.path}")
+    return StageResult(Artifact(ctx.model_folder, "torch"), {"source": str(config.path)})
+
