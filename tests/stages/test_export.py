@@ -1,0 +1,71 @@
+import onnx
+import pytest
+
+from compress.artifacts import read_json
+from compress.errors import ArtifactError, ParityError
+from compress.export import ExportSettings, export_path
+from compress.parity import ParityConfig, check_parity, ranking_parity, torch_scores
+from compress.pipeline import RunOptions, run_recipe
+from compress.recipe import validate_recipe
+from tests.conftest import tiny_recipe
+
+QUIET = RunOptions(show_progress=False, log=lambda _: None)
+
+
+def export_recipe(tmp_path, **export):
+    raw = tiny_recipe(tmp_path, epochs=1)
+    raw["stages"].append({"stage": "export", **export})
+    return {**raw, "bench": {"enabled": False}}
+
+
+def test_export_stage_is_in_parity_and_evaluated_with_onnxruntime(tmp_path):
+    manifest = run_recipe(validate_recipe(export_recipe(tmp_path, top_k=5)), QUIET)
+    run_dir = tmp_path / "artifacts" / "tiny"
+    train, export = manifest["stages"]
+    assert export["kind"] == "onnx" and export["output"] == "02-export/onnx"
+    folder = run_dir / export["output"]
+    onnx.checker.check_model(str(folder / "model.onnx"))
+    parity = read_json(folder / "parity.json")
+    assert parity["passed"] and parity["overlap@10"] >= 0.99
+    assert export["metrics"]["ndcg@10"] == pytest.approx(train["metrics"]["ndcg@10"], abs=1e-6)
+    metadata = read_json(folder / "metadata.json")
+    assert metadata["item_ids"] == read_json(run_dir / "item_ids.json") and metadata["top_k"] == 5
+    assert metadata["source"]["run"] == "tiny" and metadata["source"]["stage"] == "02-export"
+    assert metadata["opset"] == 17 and "onnxruntime" in metadata["versions"]
+
+
+def test_export_cli_path_from_a_run_and_from_a_bare_model(tmp_path, tiny_model):
+    run_recipe(validate_recipe({**tiny_recipe(tmp_path, epochs=1), "bench": {"enabled": False}}), QUIET)
+    result = export_path(tmp_path / "artifacts" / "tiny", tmp_path / "out", ExportSettings(), ParityConfig(), log=str)
+    assert result["parity"]["overlap@10"] >= 0.99
+    assert read_json(tmp_path / "out" / "metrics.json")["test"]["ndcg@10"] == pytest.approx(result["metrics"]["ndcg@10"])
+    from compress.models import save_model
+
+    save_model(tiny_model, tmp_path / "bare")
+    messages = []
+    export_path(tmp_path / "bare", tmp_path / "out2", ExportSettings(), ParityConfig(), log=messages.append)
+    assert "parity gate is skipped" in messages[0]
+    assert read_json(tmp_path / "out2" / "metadata.json")["item_ids"][:3] == [1, 2, 3]
+    with pytest.raises(ArtifactError, match="neither a run folder"):
+        export_path(tmp_path, tmp_path / "out3", ExportSettings(), ParityConfig())
+
+
+def test_parity_gate_failure_is_a_clear_error(tmp_path, tiny_model, tiny_data):
+    reference = torch_scores(tiny_model)
+    reversed_ranking = lambda batch: -reference(batch)  # noqa: E731 - the worst possible conversion
+    config = ParityConfig(users=50)
+    report = ranking_parity(reference, reversed_ranking, tiny_data, 20, config)
+    assert report["overlap@10"] == 0.0 and report["users"] == 50
+    with pytest.raises(ParityError, match="failed the ranking parity gate") as info:
+        check_parity(report, config, tmp_path, "the ONNX export")
+    assert "top-10 overlap 0.000 (min 0.99)" in str(info.value) and info.value.hint
+    assert read_json(tmp_path / "parity.json")["passed"] is False
+
+
+def test_export_options_are_validated(tmp_path):
+    with pytest.raises(Exception, match="top_k"):
+        validate_recipe(export_recipe(tmp_path, top_k=0))
+    raw = tiny_recipe(tmp_path)
+    raw["stages"] = [{"stage": "export"}]
+    with pytest.raises(Exception, match="needs a torch model, but gets nothing"):
+        validate_recipe(raw)
