@@ -1,0 +1,138 @@
+"""Prune stage: remove decoder layers (depth) and attention heads / MLP channels (width), then recover.
+
+Depth: ShortGPT's Block Influence of every layer on training sequences; the least influential
+layers go. Width: torch-pruning, heads in whole kv groups and MLP channels, by magnitude or
+Taylor importance (`compress.models.surgery.prune_width`). Depth goes first, then width.
+Recovery: a short fit distilled from the model before pruning (the distill stage's losses).
+The stage's info holds the test metrics right after pruning, before recovery.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from compress.data.batching import TrainBatch, train_batches
+from compress.errors import RecipeError
+from compress.evaluation import evaluate_model
+from compress.layer_importance import block_influence, select_layers
+from compress.losses import BlockMap, DistillWeights, distillation_loss, next_item_loss
+from compress.models import SequentialRecommender, load_model, save_model
+from compress.models.surgery import WidthImportance, keep_layers, prune_width
+from compress.pruning import PrunePlan, PruneTargets, plan_pruning
+from compress.stages.base import Artifact, StageContext, StageResult
+from compress.training import OptimConfig, fit
+
+NAME = "prune"
+ACCEPTS = "torch"
+PRODUCES = "torch"
+
+
+class Recovery(OptimConfig):
+    """Fine-tuning after pruning, with the model before pruning as a frozen teacher."""
+
+    epochs: int = Field(3, ge=1, description="Maximum recovery epochs.")
+    blocks: int = Field(1, ge=1, description="B: hidden states are aligned at B blocks (cosine/l2 weights).")
+    weights: DistillWeights = Field(
+        default_factory=lambda: DistillWeights(ce=1.0, kd=1.0), description="Loss term weights (distill's losses)."
+    )
+
+
+class Config(PruneTargets):
+    stage: Literal["prune"] = "prune"
+    importance: WidthImportance = Field(
+        "magnitude", description="Width importance: magnitude (weights) or taylor (|weight x gradient|)."
+    )
+    calibration_batches: int = Field(8, ge=1, description="Training batches for Block Influence and Taylor gradients.")
+    calibration_batch_size: int = Field(64, ge=1, description="Sequences per calibration batch.")
+    recovery: Recovery | None = Field(
+        default_factory=Recovery, description="Recovery fine-tuning after pruning; null: none."
+    )
+
+
+def run(ctx: StageContext, config: Config, source: Artifact) -> StageResult:
+    original = load_model(source.path, ctx.device).eval().requires_grad_(False)
+    plan = plan_pruning(config, original.config)
+    blocks = _block_map(plan, original, config.recovery) if config.recovery else None
+    before = original.config
+    ctx.log(
+        f"plan: layers {before.num_layers} -> {plan.num_layers}, heads {before.num_heads} -> {plan.num_heads} "
+        f"(kv {before.num_kv_heads} -> {plan.num_kv_heads}), MLP {before.intermediate_size} -> {plan.intermediate_size}"
+    )
+    kept, influence = _layers_to_keep(original, plan, config, ctx)
+    pruned = keep_layers(original, kept).requires_grad_(True)
+    if (plan.num_heads, plan.intermediate_size) != (before.num_heads, before.intermediate_size):
+        pruned = prune_width(pruned, plan.num_heads, plan.intermediate_size, config.importance,
+                             _calibration_losses(ctx, config))
+    pruned_metrics = evaluate_model(pruned, ctx.data, "test", ctx.eval_config, ctx.device)
+    ctx.log(
+        f"pruned: {pruned.num_parameters():,} of {original.num_parameters():,} parameters "
+        f"({pruned.num_parameters() / original.num_parameters():.0%}); before recovery test "
+        f"ndcg@10 {pruned_metrics['ndcg@10']:.4f} hr@10 {pruned_metrics['hr@10']:.4f}"
+    )
+    info = {
+        "params_before": original.num_parameters(),
+        "params_after": pruned.num_parameters(),
+        "layers_kept": kept,
+        "layers_removed": [i for i in range(before.num_layers) if i not in kept],
+        "block_influence": influence,
+        "heads_kept": f"{plan.num_heads}/{before.num_heads}",
+        "kv_heads_kept": f"{plan.num_kv_heads}/{before.num_kv_heads}",
+        "mlp_channels_kept": f"{plan.intermediate_size}/{before.intermediate_size}",
+        "metrics_before_recovery": pruned_metrics,
+    }
+    history: list[dict[str, float]] = []
+    if config.recovery is not None and blocks is not None:
+        result = fit(pruned, _recovery_loss(original, config.recovery, blocks), ctx.data, config.recovery,
+                     ctx.train_context())
+        info |= {"recovery_best_epoch": result.best_epoch, "recovery_epochs_run": result.epochs_run,
+                 "recovery_seconds": round(result.seconds, 2)}
+        history = result.history
+    save_model(pruned, ctx.model_folder)
+    return StageResult(Artifact(ctx.model_folder, "torch"), {**info, "history": history})
+
+
+def _block_map(plan: PrunePlan, original: SequentialRecommender, recovery: Recovery) -> BlockMap:
+    try:
+        return BlockMap.build(plan.num_layers, original.config.num_layers, recovery.blocks)
+    except ValueError as exc:
+        raise RecipeError(f"prune: recovery.{exc}", "lower recovery.blocks") from None
+
+
+def _layers_to_keep(
+    model: SequentialRecommender, plan: PrunePlan, config: Config, ctx: StageContext
+) -> tuple[list[int], list[float] | None]:
+    """Indices of the layers the plan keeps (the most influential) and every layer's Block Influence."""
+    depth = model.config.num_layers
+    if plan.num_layers == depth:
+        return list(range(depth)), None
+    influence = block_influence(
+        model, ctx.data, ctx.device, config.calibration_batches, config.calibration_batch_size, ctx.seed
+    )
+    ctx.log("block influence per layer: " + ", ".join(f"{v:.3f}" for v in influence))
+    return select_layers("importance", depth, plan.num_layers, influence), influence
+
+
+def _calibration_losses(ctx: StageContext, config: Config):
+    """Next-item losses of `calibration_batches` seeded training batches (gradients for Taylor importance)."""
+
+    def losses(model: SequentialRecommender) -> Iterator[torch.Tensor]:
+        batches = train_batches(ctx.data, ctx.max_len, config.calibration_batch_size, np.random.default_rng(ctx.seed))
+        for _, batch in zip(range(config.calibration_batches), batches):
+            states, _ = model(batch.item_ids.to(ctx.device), batch.attention_mask.to(ctx.device))
+            yield next_item_loss(model, states, batch.targets.to(ctx.device))
+
+    return losses
+
+
+def _recovery_loss(teacher: SequentialRecommender, recovery: Recovery, blocks: BlockMap):
+    def loss_fn(model: SequentialRecommender, batch: TrainBatch):
+        return distillation_loss(
+            model, teacher, batch.item_ids, batch.attention_mask, batch.targets,
+            recovery.weights, blocks, recovery.softmax, recovery.num_negatives,
+        )
+
+    return loss_fn
