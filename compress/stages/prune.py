@@ -21,10 +21,10 @@ from compress.evaluation import evaluate_model
 from compress.layer_importance import block_influence, select_layers
 from compress.losses import BlockMap, DistillWeights, distillation_loss, next_item_loss
 from compress.models import SequentialRecommender, load_model, save_model
-from compress.models.surgery import WidthImportance, keep_layers, prune_width
+from compress.models.surgery import CalibrationLosses, WidthImportance, keep_layers, prune_width
 from compress.pruning import PrunePlan, PruneTargets, plan_pruning
 from compress.stages.base import Artifact, StageContext, StageResult
-from compress.training import OptimConfig, fit
+from compress.training import LossFn, OptimConfig, fit
 
 NAME = "prune"
 ACCEPTS = "torch"
@@ -56,7 +56,7 @@ class Config(PruneTargets):
 def run(ctx: StageContext, config: Config, source: Artifact) -> StageResult:
     original = load_model(source.path, ctx.device).eval().requires_grad_(False)
     plan = plan_pruning(config, original.config)
-    blocks = _block_map(plan, original, config.recovery) if config.recovery else None
+    blocks = _block_map(plan, original, config.recovery) if config.recovery is not None else None
     before = original.config
     ctx.log(
         f"plan: layers {before.num_layers} -> {plan.num_layers}, heads {before.num_heads} -> {plan.num_heads} "
@@ -116,7 +116,7 @@ def _layers_to_keep(
     return select_layers("importance", depth, plan.num_layers, influence), influence
 
 
-def _calibration_losses(ctx: StageContext, config: Config):
+def _calibration_losses(ctx: StageContext, config: Config) -> CalibrationLosses:
     """Next-item losses of `calibration_batches` seeded training batches (gradients for Taylor importance)."""
 
     def losses(model: SequentialRecommender) -> Iterator[torch.Tensor]:
@@ -128,7 +128,7 @@ def _calibration_losses(ctx: StageContext, config: Config):
     return losses
 
 
-def _recovery_loss(teacher: SequentialRecommender, recovery: Recovery, blocks: BlockMap):
+def _recovery_loss(teacher: SequentialRecommender, recovery: Recovery, blocks: BlockMap) -> LossFn:
     def loss_fn(model: SequentialRecommender, batch: TrainBatch):
         return distillation_loss(
             model, teacher, batch.item_ids, batch.attention_mask, batch.targets,
