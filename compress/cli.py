@@ -55,7 +55,13 @@ def run(
     loaded = load_recipe(recipe, override or [])
     manifest = run_recipe(loaded, RunOptions(force=force, show_progress=not quiet, log=console.print))
     console.print(metrics_table(manifest))
-    console.print(f"run folder: {loaded.output_dir / loaded.name}  ({manifest['seconds']:.1f}s)")
+    run_dir = loaded.output_dir / loaded.name
+    console.print(f"run folder: {run_dir}  ({manifest['seconds']:.1f}s)")
+    if loaded.report:
+        from compress.report import build_report
+
+        files = build_report([run_dir], run_dir / "report")
+        console.print(f"report: {files.markdown}\n        {files.html}")
 
 
 @app.command()

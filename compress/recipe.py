@@ -55,6 +55,7 @@ class Recipe(BaseModel):
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation protocol.")
     stages: list[StageConfig] = Field(min_length=1, description="Stages, run in order.")
     bench: BenchConfig = Field(default_factory=BenchConfig, description="Benchmark of every stage's artifact.")
+    report: bool = Field(True, description="`compress run` ends by writing <run>/report/ (Markdown + HTML).")
     ablation: AblationConfig | None = Field(None, description="Variants for `compress ablate` (ignored by run).")
 
     @model_validator(mode="after")

@@ -70,6 +70,9 @@ def test_cli_end_to_end(tmp_path):
     assert "popularity" in result.stdout and "ndcg@10" in result.stdout
     manifest = json.loads((tmp_path / "artifacts" / "tiny" / "manifest.json").read_text())
     assert manifest["recipe"]["stages"][0]["epochs"] == 1
+    report = tmp_path / "artifacts" / "tiny" / "report"
+    assert (report / "report.md").is_file() and (report / "report.html").is_file()
+    assert f"{manifest['stages'][0]['metrics']['ndcg@10']:.4f}" in (report / "report.md").read_text()
 
 
 @pytest.mark.parametrize(
