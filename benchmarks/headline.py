@@ -2,8 +2,8 @@
 as far as the recipe goes) on a real dataset, benchmarked in one process, reported as JSON +
 Markdown + PNG under benchmarks/results/<name>/ (no weights: runs go to benchmarks/runs/).
 
-    python benchmarks/headline.py --recipe recipes/ml1m.yaml --data ../shared/datasets/ml-1m.txt
-    python benchmarks/headline.py --recipe recipes/beauty.yaml --data ../shared/datasets/Beauty.txt --name beauty
+    python benchmarks/headline.py --recipe recipes/ml1m.yaml
+    python benchmarks/headline.py --recipe recipes/beauty.yaml --data ../shared/datasets/Beauty.txt
 
 The pipeline runs with bench off; then `bench_run` measures all stages in one session, so every
 ratio to the teacher comes from numbers taken in this same process.
@@ -33,6 +33,10 @@ def main() -> int:
     parser.add_argument("--device", default="auto", help="bench device: auto | cpu | cuda")
     parser.add_argument("-o", "--set", dest="overrides", action="append", default=[], help="recipe override key=value")
     parser.add_argument("--results", type=Path, default=HERE / "results", help="where results are written")
+    parser.add_argument(
+        "--runs", type=Path, default=HERE / "runs",
+        help="where run folders go (a folder holding earlier runs of the same stages reuses them)",
+    )
     args = parser.parse_args()
 
     overrides = list(args.overrides)
@@ -40,7 +44,7 @@ def main() -> int:
         overrides += ["data.source=file", f"data.path={args.data}"]
     raw = read_raw_recipe(args.recipe, overrides)
     name = args.name or raw["name"]
-    raw.update(name=name, output_dir=str(HERE / "runs"))
+    raw.update(name=name, output_dir=str(args.runs))
     raw.setdefault("bench", {})["enabled"] = False  # measured below, all stages in one session
     recipe = validate_recipe(raw, str(args.recipe))
 

@@ -87,13 +87,14 @@ def torch_predictor(folder: Path, device: torch.device, threads: int | None = No
 
 def onnx_predictor(folder: Path, device: torch.device, threads: int | None = None) -> Predictor:
     """onnxruntime through `OnnxRecommender` (CUDA provider first on a CUDA device; `threads`: intra-op)."""
-    from compress.onnx_model import OnnxRecommender
+    from compress.onnx_model import OnnxRecommender, import_onnxruntime
 
     providers = ["CPUExecutionProvider"]
-    if device.type == "cuda":
+    if device.type == "cuda" and "CUDAExecutionProvider" in import_onnxruntime().get_available_providers():
         providers.insert(0, "CUDAExecutionProvider")
     model = OnnxRecommender(folder, providers=providers, threads=threads)
-    return Predictor(model.scores, "onnxruntime", model.num_parameters(), model.max_len)
+    engine = f"onnxruntime-{model.session.get_providers()[0].removesuffix('ExecutionProvider').lower()}"
+    return Predictor(model.scores, engine, model.num_parameters(), model.max_len)
 
 
 PREDICTORS: dict[str, Callable[[Path, torch.device, int | None], Predictor]] = {"torch": torch_predictor, "onnx": onnx_predictor}

@@ -24,6 +24,7 @@ from compress.environment import versions
 from compress.errors import ArtifactError
 from compress.evaluation import EvalConfig, evaluate_scores
 from compress.models import SequentialRecommender, load_model
+from compress.onnx_graph import share_transposed_initializers
 from compress.onnx_model import FORMAT, INPUTS, METADATA_FILE, MODEL_FILE, OUTPUTS, OnnxRecommender, import_onnxruntime
 from compress.parity import ParityConfig, check_parity, onnx_scores, ranking_parity, torch_scores
 
@@ -88,6 +89,7 @@ def export_onnx(
         raise ArtifactError(f"the exported graph fails onnx.checker: {exc}") from None
     optimize_onnx(raw, folder / MODEL_FILE, settings.optimization)
     raw.unlink()
+    share_transposed_initializers(folder / MODEL_FILE)  # the tied item table is stored once
     metadata = {
         "format": FORMAT,
         "num_items": model.config.num_items,

@@ -101,7 +101,7 @@ class OnnxRecommender:
         return top_scores, top_ids
 
     def num_parameters(self) -> int:
-        """Sum of the graph's initializer sizes (a tied item table counts twice: lookup and scoring)."""
+        """Sum of the graph's initializer sizes (the export stores the tied item table once)."""
         import onnx
 
         graph = onnx.load(str(self.folder / MODEL_FILE), load_external_data=False).graph

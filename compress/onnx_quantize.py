@@ -20,6 +20,7 @@ import onnx
 
 from compress.artifacts import read_json, write_json
 from compress.errors import ArtifactError
+from compress.onnx_graph import share_transposed_initializers
 from compress.onnx_model import METADATA_FILE, MODEL_FILE, import_onnxruntime, read_metadata
 
 OnnxMode = Literal["dynamic", "static"]
@@ -71,6 +72,7 @@ def quantize_onnx(
                 activation_type=QuantType.QInt8, calibrate_method=getattr(CalibrationMethod, calibrate_method),
                 **common,
             )
+        share_transposed_initializers(output)  # quant_pre_process folds the table's transpose again
         try:
             onnx.checker.check_model(str(output))
         except onnx.checker.ValidationError as exc:

@@ -114,5 +114,5 @@ def test_onnx_adapter_measures_an_exported_model(tmp_path, tiny_data, tiny_model
 
     session = BenchSession(BenchConfig(**TINY_BENCH), CPU, tiny_data, 20)
     result = session.measure(Artifact(folder, "onnx"))
-    assert result["engine"] == "onnxruntime" and result["params"] > 0
+    assert result["engine"] == "onnxruntime-cpu" and result["params"] > 0
     assert result["latency_ms"]["realistic"]["p50"] > 0

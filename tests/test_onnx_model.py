@@ -25,7 +25,9 @@ def test_scores_match_pytorch_and_topk_leaves_out_inputs(tiny_onnx):
     assert top_ids.shape == (2, 10) and (np.diff(top_scores, axis=1) <= 0).all()
     for row, inputs in zip(top_ids, ids):
         assert not set(row) & set(inputs)
-    assert onnx_model.num_parameters() >= model.num_parameters()
+    # the tied table, stored again transposed for scoring, counts once (equal constants, such as the
+    # untrained norms' ones, may be shared by the exporter, hence no equality)
+    assert abs(onnx_model.num_parameters() - model.num_parameters()) < model.item_table.numel() // 2
     assert onnx_model.metadata["source"] == {"run": "test"} and onnx_model.max_len == 20
 
 

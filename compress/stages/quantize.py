@@ -56,7 +56,11 @@ class Config(BaseModel):
         None, description="onnxruntime op types to quantize; default MatMul (dynamic), MatMul+Gemm (static)."
     )
     per_channel: bool = Field(True, description="onnxruntime: per-channel weight scales.")
-    reduce_range: bool = Field(False, description="onnxruntime: 7-bit weights (helps on CPUs without VNNI).")
+    reduce_range: bool = Field(
+        True,
+        description="onnxruntime: 7-bit weights. Full 8-bit per-channel weights saturate on CPUs without VNNI "
+        "(measured on Amazon Beauty, AVX2 AMD EPYC: top-10 overlap 0.847 with 8 bits, 0.949 with 7).",
+    )
     calibration_users: int = Field(256, ge=1, description="onnxruntime static: training sequences to calibrate on.")
     calibrate_method: Literal["MinMax", "Entropy", "Percentile"] = Field(
         "MinMax", description="onnxruntime static: how activation ranges are chosen."
