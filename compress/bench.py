@@ -87,14 +87,22 @@ def torch_predictor(folder: Path, device: torch.device, threads: int | None = No
 
 def onnx_predictor(folder: Path, device: torch.device, threads: int | None = None) -> Predictor:
     """onnxruntime through `OnnxRecommender` (CUDA provider first on a CUDA device; `threads`: intra-op)."""
-    from compress.onnx_model import OnnxRecommender, import_onnxruntime
+    from compress.onnx_model import OnnxRecommender
 
-    providers = ["CPUExecutionProvider"]
-    if device.type == "cuda" and "CUDAExecutionProvider" in import_onnxruntime().get_available_providers():
-        providers.insert(0, "CUDAExecutionProvider")
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.type == "cuda" else ["CPUExecutionProvider"]
     model = OnnxRecommender(folder, providers=providers, threads=threads)
     engine = f"onnxruntime-{model.session.get_providers()[0].removesuffix('ExecutionProvider').lower()}"
     return Predictor(model.scores, engine, model.num_parameters(), model.max_len)
+
+
+def engine_device(kind: str, device: torch.device) -> torch.device:
+    """Where an artifact of `kind` runs in a session on `device`: onnxruntime without its CUDA provider uses the CPU."""
+    if kind == "onnx" and device.type == "cuda":
+        from compress.onnx_model import import_onnxruntime
+
+        if "CUDAExecutionProvider" not in import_onnxruntime().get_available_providers():
+            return torch.device("cpu")
+    return device
 
 
 PREDICTORS: dict[str, Callable[[Path, torch.device, int | None], Predictor]] = {"torch": torch_predictor, "onnx": onnx_predictor}
@@ -240,8 +248,9 @@ class BenchSession:
     def measure(self, artifact: Artifact) -> dict[str, Any]:
         """Latency (batch 1), throughput (large batch) and peak memory of one artifact; no ratios."""
         cfg = self.config
-        with torch_threads(cfg.threads), PeakMemory(self.device) as memory:
-            predictor = PREDICTORS[artifact.kind](artifact.path, self.device, cfg.threads)
+        device = engine_device(artifact.kind, self.device)
+        with torch_threads(cfg.threads), PeakMemory(device) as memory:
+            predictor = PREDICTORS[artifact.kind](artifact.path, device, cfg.threads)
             singles = {m: [make_batch([h], m, predictor.max_len) for h in self.histories] for m in LENGTH_MODES}
             latency = {
                 m: latency_stats(time_calls(predictor.predict, singles[m][: cfg.warmup + cfg.iterations], cfg.warmup))
@@ -259,7 +268,7 @@ class BenchSession:
             "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "kind": artifact.kind,
             "engine": engine,
-            "device": str(self.device),
+            "device": str(device),
             "environment": self.environment,
             "settings": self.settings,
             "params": params,

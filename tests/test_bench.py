@@ -116,3 +116,14 @@ def test_onnx_adapter_measures_an_exported_model(tmp_path, tiny_data, tiny_model
     result = session.measure(Artifact(folder, "onnx"))
     assert result["engine"] == "onnxruntime-cpu" and result["params"] > 0
     assert result["latency_ms"]["realistic"]["p50"] > 0
+
+
+def test_onnx_without_a_cuda_provider_is_measured_as_a_cpu_engine(monkeypatch):
+    ort = pytest.importorskip("onnxruntime")
+    from compress.bench import engine_device
+
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    assert engine_device("onnx", cuda).type == "cpu" and engine_device("torch", cuda) == cuda
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert engine_device("onnx", cuda) == cuda and engine_device("onnx", CPU) == CPU
