@@ -10,6 +10,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+from compress.faults import kill_point
+
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 
@@ -25,9 +27,20 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
+        kill_point(f"write:{path.name}")
         os.replace(tmp, path)
+        _fsync_dir(path.parent)  # the rename itself survives a reboot
+        kill_point(f"wrote:{path.name}")
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _umask() -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -84,12 +85,14 @@ def bench(
       compress bench artifacts/ml1m --iterations 200 --threads 1
     """
     from compress.bench import BenchConfig, bench_run
+    from compress.locking import run_lock
     from compress.runs import read_manifest
 
     given = {"warmup": warmup, "iterations": iterations, "batch_size_throughput": batch_size, "threads": threads}
     stored = read_manifest(run_dir)["recipe"].get("bench", {})
     config = BenchConfig.model_validate({**stored, **{k: v for k, v in given.items() if v is not None}})
-    manifest = bench_run(run_dir, config, device, log=console.print)
+    with run_lock(run_dir, console.print):  # it rewrites bench.json files and the manifest
+        manifest = bench_run(run_dir, config, device, log=console.print)
     console.print(bench_table(manifest))
 
 
@@ -251,6 +254,7 @@ def predict(
 
 def main() -> None:
     """Console entry point: a CompressError is a message and exit code 2; tracebacks with --debug."""
+    signal.signal(signal.SIGTERM, _terminate)  # `kill <pid>` unwinds like Ctrl-C: the run lock is released
     try:
         app()
     except CompressError as exc:
@@ -263,3 +267,7 @@ def main() -> None:
     except KeyboardInterrupt:
         errors.print("interrupted: finished stages are kept; rerun the same command to resume")
         sys.exit(130)
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt

@@ -33,3 +33,7 @@ class RunFolderError(CompressError):
 
 class ParityError(CompressError):
     """A converted model (exported, quantized) ranks too differently from its source."""
+
+
+class ResourceError(CompressError):
+    """A stage ran out of disk space or memory; finished stages are kept."""

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from compress.errors import ArtifactError, CompressError
+from compress.integrity import verify_artifact
 
 MODEL_FILE = "model.onnx"
 METADATA_FILE = "metadata.json"
@@ -53,6 +54,7 @@ def read_metadata(folder: Path) -> dict[str, Any]:
             raise ArtifactError(
                 f"{folder} is not an ONNX artifact: {name} is missing", "create one with `compress export`"
             )
+    verify_artifact(folder)
     try:
         metadata = json.loads((folder / METADATA_FILE).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

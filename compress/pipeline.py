@@ -14,6 +14,7 @@ run, so the teacher is re-measured in this process before any ratio is computed.
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from dataclasses import dataclass
@@ -29,6 +30,10 @@ from compress.bench import BenchSession, bench_stage
 from compress.data import load_data
 from compress.environment import describe_device, resolve_device, versions
 from compress.evaluation import evaluate_model, evaluate_popularity, evaluate_scores
+from compress.errors import ArtifactError
+from compress.failures import resource_errors
+from compress.integrity import remove_stale, verify_folder, write_file_list
+from compress.locking import run_lock
 from compress.models import load_model
 from compress.onnx_model import OnnxRecommender
 from compress.parity import onnx_scores
@@ -50,10 +55,14 @@ class RunOptions:
 
 
 def run_recipe(recipe: Recipe, options: RunOptions) -> dict[str, Any]:
-    """Run every stage of `recipe`; return the manifest (also written to the run folder)."""
-    log = options.log
+    """Run every stage of `recipe`, holding the run folder's lock; return the manifest (also written there)."""
     run_dir = recipe.output_dir / recipe.name
-    run_dir.mkdir(parents=True, exist_ok=True)
+    with run_lock(run_dir, options.log):
+        return _run_locked(recipe, options, run_dir)
+
+
+def _run_locked(recipe: Recipe, options: RunOptions, run_dir: Path) -> dict[str, Any]:
+    log = options.log
     device = resolve_device(recipe.device)
 
     started = time.perf_counter()
@@ -61,6 +70,8 @@ def run_recipe(recipe: Recipe, options: RunOptions) -> dict[str, Any]:
     fingerprint = data.fingerprint()
     log(f"data: {data.num_users:,} users, {data.num_items:,} items, fingerprint {fingerprint} "
         f"({time.perf_counter() - started:.1f}s)")
+    for note in data.notes():
+        log(f"data: {note}")
     write_json(run_dir / ITEM_IDS_FILE, [_plain(i) for i in data.item_ids])
     baseline = evaluate_popularity(data, "test", recipe.eval, recipe.data.max_len)
     manifest: dict[str, Any] = {
@@ -90,7 +101,7 @@ def run_recipe(recipe: Recipe, options: RunOptions) -> dict[str, Any]:
         if (content := content_id(config)) is not None:
             identity["content"] = content
         config_hash = stable_hash(identity)
-        entry, origin = _find_cached(folder, config_hash) if not options.force else (None, None)
+        entry, origin = _find_cached(folder, config_hash, log) if not options.force else (None, None)
         if entry is not None:
             log(f"[{index + 1}/{len(recipe.stages)}] {config.stage}: cached ({origin})")
         else:
@@ -106,7 +117,8 @@ def run_recipe(recipe: Recipe, options: RunOptions) -> dict[str, Any]:
                 log=_stage_logger(folder, log),
                 show_progress=options.show_progress,
             )
-            entry = _run_stage(ctx, config, source, config_hash, index)
+            with resource_errors(f"stage {folder.name}", folder, device):
+                entry = _run_stage(ctx, config, source, config_hash, index)
         source = Artifact(run_dir / entry["output"], entry["kind"])
         teacher = teacher or source
         if bench is not None:
@@ -140,9 +152,9 @@ def _run_stage(ctx: StageContext, config: Any, source: Artifact | None, config_h
         "info": {k: v for k, v in result.info.items() if k != "history"},
     }
     write_json(ctx.folder / "metrics.json", {"test": metrics, "history": result.info.get("history", [])})
+    write_file_list(ctx.folder)  # size + sha256 of every artifact file, checked whenever it is loaded
     write_json(ctx.folder / STAGE_FILE, entry)  # last: marks the stage finished
-    (ctx.folder / CHECKPOINT_FILE).unlink(missing_ok=True)
-    (ctx.folder / PENDING_FILE).unlink(missing_ok=True)
+    _remove_resume_files(ctx.folder)
     ctx.log(f"{config.stage}: test ndcg@10 {metrics['ndcg@10']:.4f}  hr@10 {metrics['hr@10']:.4f}  ({seconds:.1f}s)")
     return entry
 
@@ -159,24 +171,37 @@ def measure_artifact(artifact: Artifact, ctx: StageContext) -> tuple[int, dict[s
 
 
 def _cached_entry(folder: Path, config_hash: str) -> dict[str, Any] | None:
+    """The finished stage in `folder` if it has this id; its files are checked (ArtifactError if damaged)."""
     stage_file = folder / STAGE_FILE
     if not stage_file.is_file():
         return None
-    entry = read_json(stage_file)
+    try:
+        entry = read_json(stage_file)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{stage_file} is damaged: {exc}", "rerun with --force (or delete the stage folder)") from None
     if entry.get("config_hash") != config_hash or not (folder.parent / entry["output"]).exists():
         return None
+    verify_folder(folder)
     return entry
 
 
-def _find_cached(folder: Path, config_hash: str) -> tuple[dict[str, Any] | None, Path | None]:
+def _find_cached(
+    folder: Path, config_hash: str, log: Callable[[str], None]
+) -> tuple[dict[str, Any] | None, Path | None]:
     """This run's finished stage for `config_hash`, else a sibling run's (linked in); and where it was found."""
     entry = _cached_entry(folder, config_hash)
     if entry is not None:
+        _remove_resume_files(folder)  # left when a run was killed right after stage.json
         return entry, folder
     run_dir = folder.parent
     for sibling in sorted(run_dir.parent.iterdir()):
         candidate = sibling / folder.name
-        if sibling != run_dir and (entry := _cached_entry(candidate, config_hash)) is not None:
+        try:
+            entry = _cached_entry(candidate, config_hash) if sibling != run_dir else None
+        except ArtifactError as exc:
+            log(f"not reusing {candidate}: {exc.message}")
+            continue
+        if entry is not None:
             if folder.exists():
                 shutil.rmtree(folder)
             shutil.copytree(candidate, folder, copy_function=link_or_copy)
@@ -190,8 +215,15 @@ def _prepare_folder(folder: Path, config_hash: str, force: bool) -> None:
     resumable = not force and pending.is_file() and read_json(pending).get("config_hash") == config_hash
     if folder.exists() and not resumable:
         shutil.rmtree(folder)
+    elif resumable:
+        remove_stale(folder)  # temp files of writes cut short, an unfinished file list
     folder.mkdir(parents=True, exist_ok=True)
     write_json(pending, {"config_hash": config_hash})
+
+
+def _remove_resume_files(folder: Path) -> None:
+    (folder / CHECKPOINT_FILE).unlink(missing_ok=True)
+    (folder / PENDING_FILE).unlink(missing_ok=True)
 
 
 def _stage_logger(folder: Path, echo: Callable[[str], None]) -> Callable[[str], None]:

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from compress.data.readers import read_interactions
-from compress.data.sequences import SequenceData, build_sequences
+from compress.data.sequences import SequenceData, build_sequences, handle_duplicates
 from compress.data.synthetic import SyntheticConfig, generate
 
 __all__ = ["ColumnNames", "DataConfig", "SequenceData", "load_data"]
@@ -32,6 +32,9 @@ class DataConfig(BaseModel):
     )
     columns: ColumnNames = Field(default_factory=ColumnNames, description="Column names for tables.")
     header: bool = Field(True, description="Whether a csv/tsv file has a header row.")
+    duplicates: Literal["error", "drop", "keep"] = Field(
+        "error", description="Rows repeated exactly in a file: an error, dropped (first kept), or kept as repeats."
+    )
     kcore: int = Field(0, ge=0, description="Keep only users and items with at least k interactions (0: off).")
     max_len: int = Field(50, ge=2, description="Most recent items a model sees.")
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig, description="Synthetic data size.")
@@ -45,6 +48,7 @@ class DataConfig(BaseModel):
 
 def load_data(config: DataConfig, seed: int) -> SequenceData:
     """Read or generate the interactions and turn them into remapped user sequences."""
+    duplicates = 0
     if config.source == "synthetic":
         table = generate(config.synthetic, seed)
     else:
@@ -57,4 +61,7 @@ def load_data(config: DataConfig, seed: int) -> SequenceData:
             time_col=config.columns.timestamp,
             header=config.header,
         )
-    return build_sequences(table, kcore=config.kcore)
+        table, duplicates = handle_duplicates(table, config.duplicates, str(config.path))
+    data = build_sequences(table, kcore=config.kcore)
+    data.dropped_duplicates = duplicates
+    return data

@@ -26,6 +26,7 @@ class SequenceData:
     item_ids: np.ndarray
     user_ids: np.ndarray
     dropped_users: int = 0
+    dropped_duplicates: int = 0
 
     @property
     def num_users(self) -> int:
@@ -44,6 +45,15 @@ class SequenceData:
             digest.update(np.ascontiguousarray(array, dtype=np.int64).tobytes())
         return digest.hexdigest()[:16]
 
+    def notes(self) -> list[str]:
+        """What preprocessing left out, for the run log."""
+        notes = []
+        if self.dropped_users:
+            notes.append(f"dropped {self.dropped_users:,} users with fewer than {MIN_INTERACTIONS} interactions")
+        if self.dropped_duplicates:
+            notes.append(f"dropped {self.dropped_duplicates:,} duplicate rows (data.duplicates: drop)")
+        return notes
+
     def stats(self) -> dict[str, float | int]:
         lengths = self.lengths
         return {
@@ -51,6 +61,7 @@ class SequenceData:
             "items": self.num_items,
             "interactions": int(lengths.sum()),
             "dropped_users": self.dropped_users,
+            "dropped_duplicates": self.dropped_duplicates,
             "seq_len_min": int(lengths.min()),
             "seq_len_median": float(np.median(lengths)),
             "seq_len_mean": round(float(lengths.mean()), 2),
@@ -71,6 +82,24 @@ def build_sequences(table: pd.DataFrame, kcore: int = 0) -> SequenceData:
             "lower `data.kcore` or check the data file",
         )
     return remap(table, dropped)
+
+
+def handle_duplicates(table: pd.DataFrame, policy: str, source: str) -> tuple[pd.DataFrame, int]:
+    """Rows equal in every column (user, item, timestamp): `error` (DataError), `drop` (keep the first) or `keep`."""
+    repeated = table.duplicated(keep="first").to_numpy()
+    count = int(repeated.sum())
+    if count == 0 or policy == "keep":
+        return table, 0
+    if policy == "error":
+        row = int(np.argmax(repeated))
+        same = (table == table.iloc[row]).all(axis=1).to_numpy()
+        first = int(np.argmax(same))
+        shown = ", ".join(f"{col} {table.iloc[row][col]!r}" for col in table.columns)
+        raise DataError(
+            f"{source}: {count:,} duplicate row(s); e.g. row {row + 1} repeats row {first + 1} ({shown})",
+            "set data.duplicates: drop (keep the first of each) or keep (they are repeated interactions)",
+        )
+    return table[~repeated].reset_index(drop=True), count
 
 
 def sort_by_time(table: pd.DataFrame) -> pd.DataFrame:

@@ -18,6 +18,7 @@ from transformers import LlamaConfig, LlamaModel
 
 from compress.artifacts import CONFIG_FILE, WEIGHTS_FILE, atomic_write
 from compress.errors import ArtifactError, RecipeError
+from compress.integrity import verify_artifact
 from compress.models.quantized import QuantizationSpec, apply_runtime, count_parameters, pack_state, unpack_state
 
 MODEL_TYPE = "compress-sequential-recommender"
@@ -159,11 +160,12 @@ def save_model(model: SequentialRecommender, folder: Path, quantization: Quantiz
 
 
 def load_model(folder: Path, device: str | torch.device = "cpu") -> SequentialRecommender:
-    """Rebuild a model from `folder`; a missing file or a config/weights mismatch is an ArtifactError."""
+    """Rebuild a model from `folder`; a missing, damaged (see compress/integrity.py) or mismatched file is an ArtifactError."""
     folder = Path(folder)
     for name in (CONFIG_FILE, WEIGHTS_FILE):
         if not (folder / name).is_file():
             raise ArtifactError(f"{folder} is not a model artifact: {name} is missing")
+    verify_artifact(folder)
     try:
         raw = json.loads((folder / CONFIG_FILE).read_text())
     except json.JSONDecodeError as exc:

@@ -13,6 +13,7 @@ from typing import Any
 
 from compress.artifacts import read_json
 from compress.bench import BENCH_FILE, headline
+from compress.integrity import verify_folder
 from compress.runs import read_manifest, stage_folder
 
 QUALITY = ("ndcg@10", "hr@10", "mrr@10")
@@ -50,6 +51,7 @@ def collect_run(run_dir: Path) -> RunSummary:
     run = RunSummary(manifest["name"], run_dir, manifest)
     teacher: dict[str, float] | None = None
     for entry in manifest["stages"]:
+        verify_folder(stage_folder(run_dir, entry))
         bench_file = stage_folder(run_dir, entry) / BENCH_FILE
         bench = read_json(bench_file) if bench_file.is_file() else None
         values = {key: entry["metrics"][key] for key in QUALITY}

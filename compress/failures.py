@@ -1,0 +1,54 @@
+"""A full disk or an out-of-memory inside a stage: one clear message, earlier stages untouched.
+
+Stages write only into their own folder, and a folder counts as finished only once its
+`stage.json` is written, so a stage that fails half-way leaves finished stages as they were and
+is redone (resumed from its last epoch checkpoint) by the next run.
+"""
+
+from __future__ import annotations
+
+import errno
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from compress.errors import ResourceError
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+RERUN = "then rerun the same command: finished stages are kept and training resumes from its last checkpoint"
+
+
+@contextmanager
+def resource_errors(what: str, folder: Path, device: torch.device) -> Iterator[None]:
+    """Turn ENOSPC / EDQUOT, MemoryError and torch out-of-memory raised in the block into a ResourceError.
+
+    `what` names the failing step (e.g. "stage 02-distill"); `folder` is where it was writing.
+    """
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in DISK_FULL:
+            raise
+        target = exc.filename or folder
+        raise ResourceError(
+            f"{what} failed: no space left on the device writing {target} ({exc.strerror})",
+            f"free disk space on that device (or set output_dir to another disk), {RERUN}",
+        ) from exc
+    except (MemoryError, torch.OutOfMemoryError) as exc:
+        raise _out_of_memory(what, device, exc) from exc
+    except RuntimeError as exc:
+        if "can't allocate memory" not in str(exc):  # torch's CPU allocator says so in a plain RuntimeError
+            raise
+        raise _out_of_memory(what, device, exc) from exc
+
+
+def _out_of_memory(what: str, device: torch.device, exc: BaseException) -> ResourceError:
+    where = "GPU" if device.type == "cuda" else "CPU"
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return ResourceError(
+        f"{what} ran out of {where} memory ({detail[:200]})",
+        f"lower the stage's batch_size (or eval.batch_size / eval_users), use a smaller model or a device "
+        f"with more memory, {RERUN}",
+    )
