@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from compress.artifacts import human_bytes
@@ -260,9 +261,9 @@ def main() -> None:
     except CompressError as exc:
         if os.environ.get(DEBUG_ENV):
             raise
-        errors.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+        errors.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False, soft_wrap=True)
         if exc.hint:
-            errors.print(f"[yellow]hint:[/] {exc.hint}", highlight=False)
+            errors.print(f"[yellow]hint:[/] {escape(exc.hint)}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         errors.print("interrupted: finished stages are kept; rerun the same command to resume")

@@ -161,6 +161,8 @@ def format_validation_error(exc: ValidationError) -> str:
 
 
 def _check_files(recipe: Recipe) -> None:
+    if recipe.data.source == "file" and Path(recipe.data.path).is_dir():
+        raise RecipeError(f"data.path: {recipe.data.path} is a folder, not a file", "point it at the interactions file")
     if recipe.data.source == "file" and not Path(recipe.data.path).is_file():
         raise RecipeError(f"data.path: file not found: {recipe.data.path}", "paths are relative to the current folder")
     for index, stage in enumerate(recipe.stages):

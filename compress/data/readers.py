@@ -19,6 +19,7 @@ in file order. Ids are kept as read (strings or integers); preprocessing remaps 
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -40,10 +41,24 @@ def read_interactions(
 ) -> pd.DataFrame:
     """Read `path` in format `fmt` into a (user, item[, timestamp]) table."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"data path {path} is a folder, not a file", "set `data.path` to the interactions file")
     if not path.is_file():
         raise DataError(f"data file not found: {path}", "check `data.path` in the recipe (or -o data.path=...)")
     if path.stat().st_size == 0:
         raise DataError(f"data file is empty: {path}")
+    try:
+        table = _read_format(path, fmt, user_col, item_col, time_col, header)
+    except OSError as exc:  # permission denied, I/O error: the file exists but cannot be read
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}", "check the file's permissions") from None
+    if table.empty:
+        raise DataError(f"no interactions in {path}")
+    return table
+
+
+def _read_format(
+    path: Path, fmt: str, user_col: str, item_col: str, time_col: str | None, header: bool
+) -> pd.DataFrame:
     fmt = detect_format(path) if fmt == "auto" else fmt
     if fmt == "pairs":
         table = _read_pairs(path)
@@ -55,8 +70,6 @@ def read_interactions(
         table = _read_atomic(path)
     else:
         raise DataError(f"unknown data format {fmt!r}", f"use one of {', '.join(FORMATS)}")
-    if table.empty:
-        raise DataError(f"no interactions in {path}")
     return table
 
 
@@ -149,8 +162,10 @@ def _read_pairs_checked(path: Path) -> pd.DataFrame:
     widths = np.fromiter((len(tokens) for tokens in split), dtype=np.int64, count=len(split))
     if (widths != 2).any():
         first = int(np.argmax(widths != 2))
+        line = " ".join(split[first])
         raise DataError(
-            f"{path}: line {int(line_numbers[first])}: expected `user item`, got {widths[first]} fields",
+            f"{path}: line {int(line_numbers[first])}: expected `user item`, got {widths[first]} fields"
+            + _delimiter_note(line),
             "a `pairs` file has exactly two whitespace-separated integers per line",
         )
     tokens = np.array(split, dtype=object).reshape(-1)
@@ -184,14 +199,20 @@ def _read_table(
         if fmt == "parquet":
             raw = pd.read_parquet(path)
         else:
-            raw = pd.read_csv(
-                path,
-                sep="," if fmt == "csv" else "\t",
-                header=0 if header else None,
-                dtype=str,
-                keep_default_na=False,
-                encoding="utf-8",
-            )
+            with warnings.catch_warnings():
+                # a row longer than the header: pandas would drop its extra fields with only a warning
+                warnings.simplefilter("error", pd.errors.ParserWarning)
+                raw = pd.read_csv(
+                    path,
+                    sep="," if fmt == "csv" else "\t",
+                    header=0 if header else None,
+                    dtype=str,
+                    keep_default_na=False,
+                    encoding="utf-8",
+                    index_col=False,
+                )
+    except pd.errors.ParserWarning:
+        raise DataError(f"cannot read {path} as {fmt}: a row has more fields than the header") from None
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not valid UTF-8 ({exc.reason})") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError, ValueError) as exc:
@@ -201,7 +222,8 @@ def _read_table(
     missing = [c for c in (user_col, item_col) if c not in raw.columns]
     if missing:
         raise DataError(
-            f"{path}: column(s) {missing} not found; the file has {list(map(str, raw.columns))}",
+            f"{path}: column(s) {missing} not found; the file has {list(map(str, raw.columns))}"
+            + (_delimiter_note(str(raw.columns[0])) if len(raw.columns) == 1 else ""),
             "set `data.columns.user` / `data.columns.item` (and `timestamp`) to the file's column names",
         )
     table = pd.DataFrame({"user": raw[user_col].to_numpy(), "item": raw[item_col].to_numpy()})
@@ -219,6 +241,14 @@ def _numeric_timestamps(column: pd.Series, path: Path) -> np.ndarray:
         first = int(np.argmax(values.isna().to_numpy()))
         raise DataError(f"{path}: row {first + 1}: timestamp {column.iloc[first]!r} is not a number")
     return values.to_numpy(dtype=np.float64)
+
+
+def _delimiter_note(text: str) -> str:
+    """', which looks separated by ";"' when `text` (one field) holds another common delimiter."""
+    for delimiter in (",", ";", "\t", "|"):
+        if delimiter in text:
+            return f" (the line looks separated by {delimiter!r}; check `data.format`)"
+    return ""
 
 
 def _read_atomic(path: Path) -> pd.DataFrame:
