@@ -21,7 +21,7 @@ RERUN = "then rerun the same command: finished stages are kept and training resu
 
 
 @contextmanager
-def resource_errors(what: str, folder: Path, device: torch.device) -> Iterator[None]:
+def resource_errors(what: str, folder: Path, device: torch.device | None = None) -> Iterator[None]:
     """Turn ENOSPC / EDQUOT, MemoryError and torch out-of-memory raised in the block into a ResourceError.
 
     `what` names the failing step (e.g. "stage 02-distill"); `folder` is where it was writing.
@@ -45,7 +45,7 @@ def resource_errors(what: str, folder: Path, device: torch.device) -> Iterator[N
 
 
 def _out_of_memory(what: str, device: torch.device, exc: BaseException) -> ResourceError:
-    where = "GPU" if device.type == "cuda" else "CPU"
+    where = "GPU" if device is not None and device.type == "cuda" else "CPU"
     detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return ResourceError(
         f"{what} ran out of {where} memory ({detail[:200]})",

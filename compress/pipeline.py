@@ -57,7 +57,7 @@ class RunOptions:
 def run_recipe(recipe: Recipe, options: RunOptions) -> dict[str, Any]:
     """Run every stage of `recipe`, holding the run folder's lock; return the manifest (also written there)."""
     run_dir = recipe.output_dir / recipe.name
-    with run_lock(run_dir, options.log):
+    with run_lock(run_dir, options.log), resource_errors(f"run {recipe.name}", run_dir):
         return _run_locked(recipe, options, run_dir)
 
 
@@ -122,7 +122,8 @@ def _run_locked(recipe: Recipe, options: RunOptions, run_dir: Path) -> dict[str,
         source = Artifact(run_dir / entry["output"], entry["kind"])
         teacher = teacher or source
         if bench is not None:
-            entry = {**entry, "bench": bench_stage(bench, run_dir, entry, teacher, reuse=origin is not None)}
+            with resource_errors(f"benchmark of stage {folder.name}", folder, device):
+                entry = {**entry, "bench": bench_stage(bench, run_dir, entry, teacher, reuse=origin is not None)}
         manifest["stages"].append(entry)
         write_json(run_dir / MANIFEST_FILE, manifest)
         input_id = config_hash

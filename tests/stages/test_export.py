@@ -4,6 +4,7 @@ import pytest
 from compress.artifacts import read_json
 from compress.errors import ArtifactError, ParityError
 from compress.export import ExportSettings, export_path
+from compress.integrity import verify_artifact
 from compress.parity import ParityConfig, check_parity, ranking_parity, torch_scores
 from compress.pipeline import RunOptions, run_recipe
 from compress.recipe import validate_recipe
@@ -39,6 +40,9 @@ def test_export_cli_path_from_a_run_and_from_a_bare_model(tmp_path, tiny_model):
     result = export_path(tmp_path / "artifacts" / "tiny", tmp_path / "out", ExportSettings(), ParityConfig(), log=str)
     assert result["parity"]["overlap@10"] >= 0.99
     assert read_json(tmp_path / "out" / "metrics.json")["test"]["ndcg@10"] == pytest.approx(result["metrics"]["ndcg@10"])
+    assert set(read_json(tmp_path / "out" / "files.json")["files"]) == {"model.onnx", "metadata.json", "metrics.json", "parity.json"}
+    export_path(tmp_path / "artifacts" / "tiny", tmp_path / "out", ExportSettings(top_k=5), ParityConfig(), log=str)
+    assert verify_artifact(tmp_path / "out")  # exporting again over it replaces the old list
     from compress.models import save_model
 
     save_model(tiny_model, tmp_path / "bare")
