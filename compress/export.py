@@ -23,7 +23,7 @@ from compress.data.sequences import SequenceData
 from compress.environment import versions
 from compress.errors import ArtifactError
 from compress.evaluation import EvalConfig, evaluate_scores
-from compress.integrity import remove_stale, write_file_list
+from compress.integrity import FILES_FILE, write_file_list
 from compress.models import SequentialRecommender, load_model
 from compress.onnx_graph import share_transposed_initializers
 from compress.onnx_model import FORMAT, INPUTS, METADATA_FILE, MODEL_FILE, OUTPUTS, OnnxRecommender, import_onnxruntime
@@ -186,8 +186,7 @@ def export_path(
     model = load_model(model_dir, "cpu")
     provenance = {"run": run_dir.name if run_dir else None, "stage": model_dir.parent.name, "model": str(model_dir)}
     out = Path(out)
-    if out.is_dir():
-        remove_stale(out)  # the list of a previous export would not match the new files
+    (out / FILES_FILE).unlink(missing_ok=True)  # a previous export's list would not match the new files
     if run_dir is None:
         log(f"{model_dir} is not inside a run folder: item ids are exported as 1..N and the parity gate is skipped")
         ids = list(range(1, model.config.num_items + 1))

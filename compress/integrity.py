@@ -11,6 +11,7 @@ it, never loaded. A folder without a list (a model saved by hand) is loaded as i
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -77,13 +78,16 @@ def verify_artifact(path: Path) -> bool:
     return True
 
 
-def remove_stale(folder: Path) -> list[Path]:
-    """Remove temp files left by a killed writer and an unfinished folder's old list; return what went."""
-    removed = [p for p in Path(folder).rglob(".*.tmp") if p.is_file()]
-    removed += [p for p in [Path(folder) / FILES_FILE] if p.is_file()]
-    for path in removed:
-        path.unlink()
-    return removed
+def clear_unfinished(folder: Path, keep: set[str]) -> None:
+    """Empty an unfinished stage folder but for the top-level names in `keep` (e.g. its checkpoint):
+    a killed process may have left partial artifacts, temp files and scratch folders, and none is listed yet."""
+    for path in Path(folder).iterdir():
+        if path.name in keep:
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 def _read_list(folder: Path) -> dict[str, dict[str, Any]] | None:

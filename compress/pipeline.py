@@ -32,7 +32,7 @@ from compress.environment import describe_device, resolve_device, versions
 from compress.evaluation import evaluate_model, evaluate_popularity, evaluate_scores
 from compress.errors import ArtifactError
 from compress.failures import resource_errors
-from compress.integrity import remove_stale, verify_folder, write_file_list
+from compress.integrity import clear_unfinished, verify_folder, write_file_list
 from compress.locking import run_lock
 from compress.models import load_model
 from compress.onnx_model import OnnxRecommender
@@ -213,13 +213,20 @@ def _find_cached(
 def _prepare_folder(folder: Path, config_hash: str, force: bool) -> None:
     """Empty the folder unless it holds an unfinished run of this very config (then resume)."""
     pending = folder / PENDING_FILE
-    resumable = not force and pending.is_file() and read_json(pending).get("config_hash") == config_hash
+    resumable = not force and pending.is_file() and _pending_hash(pending) == config_hash
     if folder.exists() and not resumable:
         shutil.rmtree(folder)
     elif resumable:
-        remove_stale(folder)  # temp files of writes cut short, an unfinished file list
+        clear_unfinished(folder, {CHECKPOINT_FILE, PENDING_FILE, "log.txt"})  # what a killed process left half-done
     folder.mkdir(parents=True, exist_ok=True)
     write_json(pending, {"config_hash": config_hash})
+
+
+def _pending_hash(pending: Path) -> str | None:
+    try:
+        return read_json(pending).get("config_hash")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):  # damaged: start the stage afresh
+        return None
 
 
 def _remove_resume_files(folder: Path) -> None:
