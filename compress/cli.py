@@ -26,6 +26,7 @@ app = typer.Typer(
 console = Console()
 errors = Console(stderr=True)
 DEBUG_ENV = "COMPRESS_DEBUG"
+INTERRUPTED = 130
 
 
 @app.callback()
@@ -265,10 +266,11 @@ def main() -> None:
         if exc.hint:
             errors.print(f"[yellow]hint:[/] {escape(exc.hint)}", highlight=False, soft_wrap=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        errors.print("interrupted: finished stages are kept; rerun the same command to resume")
-        sys.exit(130)
+    except SystemExit as exc:
+        if exc.code == INTERRUPTED:  # typer turns KeyboardInterrupt (Ctrl-C, or SIGTERM below) into exit 130
+            errors.print("interrupted: finished stages are kept; rerun the same command to resume")
+        raise
 
 
 def _terminate(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
+    raise KeyboardInterrupt  # unwinds through every `finally`: temp files removed, run lock released

@@ -19,6 +19,7 @@ import torch
 import yaml
 
 from compress.artifacts import read_json
+from compress.cli import main
 from compress.faults import KILL_ENV
 from compress.pipeline import RunOptions, run_recipe
 from compress.recipe import validate_recipe
@@ -148,3 +149,31 @@ def test_sigkill_at_each_point_resumes_bit_identical(tmp_path, reference, point,
     assert any(expected in m for m in messages), messages
     assert listed_files(tmp_path / "tiny") == reference
     assert_clean(tmp_path / "tiny")
+
+
+def test_sigterm_stops_cleanly_and_the_rerun_resumes(tmp_path, reference):
+    """`kill <pid>`: exit 130, the run lock released, temp files gone; the rerun resumes bit-identically."""
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump(two_stage_recipe(tmp_path)))
+    pid = os.fork()
+    if pid == 0:  # child: the console entry point, as `compress run tiny.yaml`
+        code = 1
+        try:
+            sys.argv = ["compress", "run", str(recipe), "--quiet"]
+            main()
+            code = 0
+        except SystemExit as exit:
+            code = exit.code if isinstance(exit.code, int) else 1
+        finally:
+            os._exit(code)
+    checkpoint = tmp_path / "tiny" / "01-train" / "checkpoint.pt"
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and time.monotonic() < deadline:
+        time.sleep(0.002)
+    os.kill(pid, signal.SIGTERM)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 130
+    assert not (tmp_path / "tiny" / "run.lock").exists()
+    messages = rerun(tmp_path)
+    assert not any("taking it over" in m for m in messages)
+    assert listed_files(tmp_path / "tiny") == reference
