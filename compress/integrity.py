@@ -22,7 +22,8 @@ FILES_FILE = "files.json"
 STAGE_MARK = "stage.json"  # = pipeline.STAGE_FILE; a stage folder's list counts only once it is there
 UNLISTED = frozenset({FILES_FILE, STAGE_MARK, "log.txt", "bench.json", "checkpoint.pt", "pending.json"})
 
-# Files already checked in this process, by (path, size, mtime, inode, expected sha256): hash once per load.
+# Files already checked in this process, by (path, size, mtime, inode, expected sha256): each file is
+# hashed once per process, however many times it is loaded (a pipeline loads a model several times).
 _verified: set[tuple[str, int, int, int, str]] = set()
 
 
