@@ -180,37 +180,98 @@ def _read_user_lines(path: Path) -> pd.DataFrame:
 def _read_table(
     path: Path, fmt: str, user_col: str, item_col: str, time_col: str | None, header: bool
 ) -> pd.DataFrame:
+    """csv/tsv/parquet through pyarrow: only the user, item and timestamp columns are read, and
+    string ids come back dictionary-encoded (pandas categoricals), not as a Python string per row."""
+    import pyarrow as pa
+
     try:
-        if fmt == "parquet":
-            raw = pd.read_parquet(path)
-        else:
-            raw = pd.read_csv(
-                path,
-                sep="," if fmt == "csv" else "\t",
-                header=0 if header else None,
-                dtype=str,
-                keep_default_na=False,
-                encoding="utf-8",
+        names = _column_names(path, fmt, header)
+        missing = [c for c in (user_col, item_col) if c not in names]
+        if missing:
+            raise DataError(
+                f"{path}: column(s) {missing} not found; the file has {names}",
+                "set `data.columns.user` / `data.columns.item` (and `timestamp`) to the file's column names",
             )
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not valid UTF-8 ({exc.reason})") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError, ValueError) as exc:
+        wanted = [user_col, item_col] + ([time_col] if time_col and time_col in names else [])
+        arrow = _read_columns(path, fmt, header, names, wanted)
+    except pa.ArrowInvalid as exc:
+        if "UTF8" in str(exc):
+            raise DataError(f"{path}: not valid UTF-8 ({exc})") from None
         raise DataError(f"cannot read {path} as {fmt}: {exc}") from None
-    if not header:
-        raw.columns = [str(c) for c in raw.columns]
-    missing = [c for c in (user_col, item_col) if c not in raw.columns]
-    if missing:
-        raise DataError(
-            f"{path}: column(s) {missing} not found; the file has {list(map(str, raw.columns))}",
-            "set `data.columns.user` / `data.columns.item` (and `timestamp`) to the file's column names",
-        )
-    table = pd.DataFrame({"user": raw[user_col].to_numpy(), "item": raw[item_col].to_numpy()})
-    if (table["user"].astype(str) == "").any() or (table["item"].astype(str) == "").any():
-        first = int(np.argmax(((table["user"].astype(str) == "") | (table["item"].astype(str) == "")).to_numpy()))
-        raise DataError(f"{path}: row {first + 1} has an empty user or item id")
-    if time_col and time_col in raw.columns:
-        table["timestamp"] = _numeric_timestamps(raw[time_col], path)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read {path} as {fmt}: {exc}") from None
+    user, item = arrow.column(user_col), arrow.column(item_col)
+    empty = _empty_strings(user) | _empty_strings(item)
+    if empty.any():
+        raise DataError(f"{path}: row {int(np.argmax(empty)) + 1} has an empty user or item id")
+    table = pd.DataFrame({"user": _ids(user), "item": _ids(item)})
+    if len(wanted) == 3:
+        table["timestamp"] = _arrow_timestamps(arrow.column(time_col), path)
     return table
+
+
+def _column_names(path: Path, fmt: str, header: bool) -> list[str]:
+    """The file's column names (without a header: "0", "1", ... by position)."""
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    if fmt == "parquet":
+        return list(pq.read_schema(path).names)
+    reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(autogenerate_column_names=not header),
+                            parse_options=pacsv.ParseOptions(delimiter="," if fmt == "csv" else "\t"))
+    names = list(reader.schema.names)
+    return names if header else [str(i) for i in range(len(names))]
+
+
+def _read_columns(path: Path, fmt: str, header: bool, names: list[str], wanted: list[str]):
+    """A pyarrow Table of the `wanted` columns; csv/tsv fields read as strings, as written."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    if fmt == "parquet":
+        return pq.read_table(path, columns=wanted)
+    return pacsv.read_csv(
+        path,
+        read_options=pacsv.ReadOptions(column_names=None if header else names),
+        parse_options=pacsv.ParseOptions(delimiter="," if fmt == "csv" else "\t"),
+        convert_options=pacsv.ConvertOptions(
+            include_columns=wanted, column_types={c: pa.string() for c in wanted}, strings_can_be_null=False,
+        ),
+    )
+
+
+def _empty_strings(column) -> np.ndarray:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        return np.zeros(len(column), dtype=bool)
+    return pc.equal(pc.utf8_length(column), 0).to_numpy(zero_copy_only=False)
+
+
+def _ids(column):
+    """Ids as a numpy array (numbers) or a pandas categorical (strings: one copy of each distinct id)."""
+    import pyarrow as pa
+
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        return column.dictionary_encode().to_pandas()
+    return column.to_numpy()
+
+
+def _arrow_timestamps(column, path: Path) -> np.ndarray:
+    """float64 timestamps; what pyarrow cannot cast goes through pandas, which names the bad row."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_integer(column.type) or pa.types.is_floating(column.type) or pa.types.is_string(column.type):
+        try:
+            values = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
+        except pa.ArrowInvalid:
+            values = None
+        if values is not None and not np.isnan(values).any():
+            return values
+    return _numeric_timestamps(column.to_pandas(), path)
 
 
 def _numeric_timestamps(column: pd.Series, path: Path) -> np.ndarray:
