@@ -39,7 +39,7 @@ class EvalConfig(BaseModel):
     batch_size: int = Field(256, ge=1, description="Users scored at once.")
     max_users: int | None = Field(None, ge=1, description="Evaluate only the first N users (quick checks).")
     item_chunk: int = Field(
-        65536, ge=1, description="Items scored at once in full ranking: bounds memory to batch_size x item_chunk "
+        8192, ge=1, description="Items scored at once in full ranking: bounds memory to batch_size x item_chunk "
         "scores for large catalogues; the metrics do not depend on it."
     )
 
