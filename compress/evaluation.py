@@ -8,7 +8,9 @@ the target, so a constant scorer gets no credit):
 History items other than the target are removed from the candidates (`mask_history`).
 Full ranking scores the catalogue `item_chunk` items at a time and adds up, chunk by chunk,
 the candidates scoring at least the target, so memory holds [batch_size, item_chunk] scores
-however large the catalogue; the ranks are the same for every chunk size.
+however large the catalogue. The ranks do not depend on the chunk size, except that BLAS may
+round a dot product differently for another matrix width (about 1e-7 relative), which can
+only reorder items whose scores agree to that precision.
 The SLMRec paper's protocol (the target against `num_negatives` uniformly sampled unseen
 items, with a fixed seed) is available as `protocol: sampled`, never the default.
 """
@@ -214,6 +216,29 @@ def model_ranks(
             _histories(data, batch, split, config), data.num_items, config.item_chunk,
         ).cpu().numpy())
     return np.concatenate(ranks)
+
+
+@torch.no_grad()
+def top_k_items(
+    model: torch.nn.Module, item_ids: torch.Tensor, attention_mask: torch.Tensor, k: int, item_chunk: int = 8192
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """([B, k] scores, [B, k] internal item ids), best first, items of the input left out (as in
+    the exported graph); the catalogue is scored `item_chunk` items at a time, each chunk's top-k
+    merged into the running top-k, so memory holds [B, item_chunk + k] scores."""
+    states = model.last_states(item_ids, attention_mask)
+    best_scores = states.new_empty((len(states), 0))
+    best_ids = torch.zeros((len(states), 0), dtype=torch.int64, device=states.device)
+    for start in range(0, model.config.num_items + 1, item_chunk):
+        stop = min(start + item_chunk, model.config.num_items + 1)
+        scores = model.score(states, start, stop)
+        rows, cols = torch.nonzero((item_ids >= start) & (item_ids < stop), as_tuple=True)
+        scores[rows, item_ids[rows, cols] - start] = float("-inf")
+        top = scores.topk(min(k, stop - start), dim=1)
+        merged_scores = torch.cat([best_scores, top.values], dim=1)
+        merged_ids = torch.cat([best_ids, top.indices + start], dim=1)
+        keep = merged_scores.topk(min(k, merged_scores.shape[1]), dim=1)
+        best_scores, best_ids = keep.values, merged_ids.gather(1, keep.indices)
+    return best_scores, best_ids
 
 
 def popularity_scores(data: SequenceData, split: Split) -> torch.Tensor:

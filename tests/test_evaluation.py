@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from compress.data.batching import eval_batches
 from compress.data.sequences import build_sequences
 from compress.evaluation import (
     EvalConfig,
@@ -14,6 +15,7 @@ from compress.evaluation import (
     mask_history_items,
     metrics_from_ranks,
     target_ranks,
+    top_k_items,
 )
 import pandas as pd
 
@@ -123,3 +125,14 @@ def test_evaluate_model_gives_the_same_metrics_for_every_item_chunk(tiny_data, t
         EvalConfig(item_chunk=7), max_len=20,
     )
     assert rows == pytest.approx(whole)  # scores of whole rows (as onnxruntime gives them)
+
+
+def test_top_k_merged_over_chunks_equals_the_exported_graphs_top_k(tiny_data, tiny_model):
+    from compress.export import RankingGraph
+
+    batch = next(iter(eval_batches(tiny_data, "test", 20, 16)))
+    expected_scores, expected_ids = RankingGraph(tiny_model, 10)(batch.item_ids, batch.attention_mask)[:2]
+    for chunk in (1, 7, 10, 60, 61, 8192):
+        scores, ids = top_k_items(tiny_model, batch.item_ids, batch.attention_mask, 10, item_chunk=chunk)
+        assert ids.tolist() == expected_ids.tolist()
+        torch.testing.assert_close(scores, expected_scores)  # BLAS may round another matrix width differently

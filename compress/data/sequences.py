@@ -84,7 +84,13 @@ def _codes(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         column = column.cat.reorder_categories(column.cat.categories.sort_values())
         codes, uniques = np.asarray(column.cat.codes), np.asarray(column.cat.categories)
         return codes.astype(np.int32 if len(uniques) < 2**31 else np.int64, copy=False), uniques
-    codes, uniques = pd.factorize(column, sort=True)
+    values = column.to_numpy()
+    if values.dtype.kind in "iu" and len(values) and 0 <= values.min() and values.max() < 4 * len(values) + 1024:
+        present = np.bincount(values) > 0  # small non-negative integer ids: no hashing, no sort
+        code_of = np.cumsum(present, dtype=np.int64) - 1
+        codes, uniques = code_of[values], np.flatnonzero(present).astype(values.dtype)
+    else:
+        codes, uniques = pd.factorize(column, sort=True)
     dtype = np.int32 if len(uniques) < 2**31 else np.int64
     return codes.astype(dtype, copy=False), np.asarray(uniques)
 
