@@ -200,7 +200,8 @@ def model_ranks(
     model: torch.nn.Module, data: SequenceData, split: Split, config: EvalConfig, device: torch.device,
     users: np.ndarray,
 ) -> np.ndarray:
-    """Full-ranking 0-based target ranks of `users` (in order), the catalogue scored in chunks.
+    """Full-ranking 0-based target ranks of `users` (in order), the catalogue scored in chunks
+    (`model` in eval mode).
 
     The target's score is its dot product with the user state, rounded to the dtype the
     chunks are scored in, so it compares with the other items as their scores do.

@@ -156,6 +156,7 @@ def _validate(model: SequentialRecommender, data: SequenceData, config: EvalConf
     if not distributed.active():
         return evaluate_model(model, data, "valid", config, device)
     users = evaluation_users(data, config)
+    model.eval()  # fit sets train mode again
     mine = model_ranks(model, data, "valid", config, device, distributed.strided(users))
     ranks = distributed.gather_in_order(mine, len(users))
     return {**metrics_from_ranks(ranks, config.ks), "users": int(len(users))}

@@ -230,7 +230,7 @@ def _read_columns(path: Path, fmt: str, header: bool, names: list[str], wanted: 
     import pyarrow.parquet as pq
 
     if fmt == "parquet":
-        return pq.read_table(path, columns=wanted)
+        return _read_parquet(path, pq.ParquetFile(path), wanted)
     return pacsv.read_csv(
         path,
         read_options=pacsv.ReadOptions(column_names=None if header else names),
@@ -239,6 +239,26 @@ def _read_columns(path: Path, fmt: str, header: bool, names: list[str], wanted: 
             include_columns=wanted, column_types={c: pa.string() for c in wanted}, strings_can_be_null=False,
         ),
     )
+
+
+def _read_parquet(path: Path, file, wanted: list[str]):
+    """Numeric columns are copied batch by batch into arrays of their final size (one copy of
+    the data in memory, not the decoded table and its concatenation); other types in one read."""
+    import pyarrow as pa
+
+    types = {c: file.schema_arrow.field(c).type for c in wanted}
+    if not all(pa.types.is_integer(t) or pa.types.is_floating(t) for t in types.values()):
+        return file.read(columns=wanted)
+    columns = {c: np.empty(file.metadata.num_rows, dtype=t.to_pandas_dtype()) for c, t in types.items()}
+    start = 0
+    for batch in file.iter_batches(batch_size=1 << 20, columns=wanted):
+        for name in wanted:
+            column = batch.column(name)
+            if column.null_count:
+                raise DataError(f"{path}: column {name!r} has missing values")
+            columns[name][start : start + len(batch)] = column.to_numpy()
+        start += len(batch)
+    return pa.table(columns)
 
 
 def _empty_strings(column) -> np.ndarray:
