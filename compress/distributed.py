@@ -23,6 +23,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from compress.errors import RecipeError
+
 T = TypeVar("T")
 # Other ranks wait while rank 0 evaluates, benchmarks, exports and quantizes a stage alone.
 WAIT_TIMEOUT = timedelta(hours=4)
@@ -54,15 +56,23 @@ def is_main() -> bool:
 def setup(device: torch.device) -> torch.device:
     """Join torchrun's process group if launched by it; return this rank's device.
 
-    gloo on CPU, NCCL on CUDA with one GPU per local rank (`cuda:LOCAL_RANK`).
+    gloo on CPU; on CUDA one GPU per local rank (`cuda:LOCAL_RANK`), NCCL for its tensors.
     """
     if not launched():
         return device
     if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if local_rank >= torch.cuda.device_count():
+            raise RecipeError(
+                f"local rank {local_rank} has no GPU: this machine has {torch.cuda.device_count()}",
+                "start at most one process per GPU (--nproc / --nproc-per-node)",
+            )
+        device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=WAIT_TIMEOUT)
+        # on CUDA: NCCL for the gradients, gloo for the small CPU collectives (metrics, objects)
+        backend = "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, timeout=WAIT_TIMEOUT)
     return device
 
 
