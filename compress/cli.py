@@ -57,8 +57,10 @@ def run(
       torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29500 -m compress run recipe.yaml
     """
     from compress import distributed
+    from compress.recipe import load_recipe
 
     if nproc > 1 and not distributed.launched():
+        load_recipe(recipe, override or [])  # a mistake is one message here, not one per process
         raise typer.Exit(distributed.relaunch(distributed.without_option(sys.argv[1:], "--nproc"), nproc))
     try:
         _run(recipe, override or [], force, quiet)
