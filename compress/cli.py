@@ -43,6 +43,9 @@ def run(
     ),
     force: bool = typer.Option(False, "--force", help="Rerun every stage, ignoring cached results."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    nproc: int = typer.Option(
+        1, "--nproc", min=1, help="Train data parallel in N processes on this machine (torchrun; one per GPU)."
+    ),
 ) -> None:
     """Run the pipeline a recipe describes; finished stages with unchanged inputs are reused.
 
@@ -51,12 +54,32 @@ def run(
       compress run recipes/quickstart.yaml
 
       compress run recipes/ml1m.yaml -o data.path=../shared/datasets/ml-1m.txt -o stages.train.epochs=5
+
+      compress run recipes/quickstart.yaml --nproc 8
+
+      torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29500 -m compress run recipe.yaml
     """
+    from compress import distributed
+    from compress.recipe import load_recipe
+
+    if nproc > 1 and not distributed.launched():
+        load_recipe(recipe, override or [])  # a mistake is one message here, not one per process
+        raise typer.Exit(distributed.relaunch(distributed.without_option(sys.argv[1:], "--nproc"), nproc))
+    try:
+        _run(recipe, override or [], force, quiet)
+    finally:
+        distributed.shutdown()
+
+
+def _run(recipe: Path, override: list[str], force: bool, quiet: bool) -> None:
+    from compress import distributed
     from compress.pipeline import RunOptions, run_recipe
     from compress.recipe import load_recipe
 
-    loaded = load_recipe(recipe, override or [])
+    loaded = load_recipe(recipe, override)
     manifest = run_recipe(loaded, RunOptions(force=force, show_progress=not quiet, log=console.print))
+    if not distributed.is_main():
+        return
     console.print(metrics_table(manifest))
     run_dir = loaded.output_dir / loaded.name
     console.print(f"run folder: {run_dir}  ({manifest['seconds']:.1f}s)")

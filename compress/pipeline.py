@@ -10,6 +10,10 @@ run folder (same `output_dir`, e.g. another ablation variant) is hard-linked in 
 With `bench.enabled`, every stage's artifact is benchmarked after evaluation (`bench.json`
 beside `metrics.json`, a summary in the manifest entry); one BenchSession serves the whole
 run, so the teacher is re-measured in this process before any ratio is computed.
+
+Under torchrun every rank runs this loop on the same data: the training stages run on all
+ranks (data parallel, see compress/distributed.py); rank 0 alone writes folders, logs and the
+manifest, runs the other stages, evaluates and benchmarks, and broadcasts each stage's entry.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import numpy as np
 import torch
 
 import compress
+from compress import distributed
 from compress.artifacts import dir_size_bytes, link_or_copy, read_json, stable_hash, write_json
 from compress.bench import BenchSession, bench_stage
 from compress.data import load_data
@@ -55,15 +60,20 @@ class RunOptions:
 
 
 def run_recipe(recipe: Recipe, options: RunOptions) -> dict[str, Any]:
-    """Run every stage of `recipe`, holding the run folder's lock; return the manifest (also written there)."""
+    """Run every stage of `recipe`, holding the run folder's lock (rank 0); return the manifest (also written there)."""
+    device = distributed.setup(resolve_device(recipe.device))
     run_dir = recipe.output_dir / recipe.name
+    if not distributed.is_main():  # rank 0 holds the lock for the whole group
+        return _run_locked(recipe, options, run_dir, device)
     with run_lock(run_dir, options.log), resource_errors(f"run {recipe.name}", run_dir):
-        return _run_locked(recipe, options, run_dir)
+        return _run_locked(recipe, options, run_dir, device)
 
 
-def _run_locked(recipe: Recipe, options: RunOptions, run_dir: Path) -> dict[str, Any]:
-    log = options.log
-    device = resolve_device(recipe.device)
+def _run_locked(recipe: Recipe, options: RunOptions, run_dir: Path, device: torch.device) -> dict[str, Any]:
+    main = distributed.is_main()
+    log = options.log if main else _silent
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
 
     started = time.perf_counter()
     data = load_data(recipe.data, recipe.seed)
@@ -72,8 +82,11 @@ def _run_locked(recipe: Recipe, options: RunOptions, run_dir: Path) -> dict[str,
         f"({time.perf_counter() - started:.1f}s)")
     for note in data.notes():
         log(f"data: {note}")
-    write_json(run_dir / ITEM_IDS_FILE, [_plain(i) for i in data.item_ids])
-    baseline = evaluate_popularity(data, "test", recipe.eval, recipe.data.max_len)
+    if distributed.active():
+        log(f"data parallel: {distributed.world_size()} processes ({distributed.backend()})")
+    if main:
+        write_json(run_dir / ITEM_IDS_FILE, [_plain(i) for i in data.item_ids])
+    baseline = distributed.on_main(evaluate_popularity, data, "test", recipe.eval, recipe.data.max_len)
     manifest: dict[str, Any] = {
         "name": recipe.name,
         "recipe": recipe.model_dump(mode="json"),
@@ -83,8 +96,11 @@ def _run_locked(recipe: Recipe, options: RunOptions, run_dir: Path) -> dict[str,
         "baseline": {"name": "popularity", "metrics": baseline},
         "stages": [],
     }
-    write_json(run_dir / MANIFEST_FILE, manifest)
-    bench = BenchSession(recipe.bench, device, data, recipe.data.max_len, log) if recipe.bench.enabled else None
+    if distributed.active():
+        manifest["environment"]["processes"] = distributed.world_size()
+    if main:
+        write_json(run_dir / MANIFEST_FILE, manifest)
+    bench = BenchSession(recipe.bench, device, data, recipe.data.max_len, log) if recipe.bench.enabled and main else None
 
     input_id, source, teacher = fingerprint, None, None
     for index, config in enumerate(recipe.stages):
@@ -93,7 +109,7 @@ def _run_locked(recipe: Recipe, options: RunOptions, run_dir: Path) -> dict[str,
             "stage": config.stage,
             "config": config.model_dump(mode="json"),
             "input": input_id,
-            "eval": recipe.eval.model_dump(mode="json"),
+            "eval": recipe.eval.model_dump(mode="json", exclude={"item_chunk"}),  # memory only, same metrics
             "max_len": recipe.data.max_len,
             "seed": recipe.seed,
             "version": compress.__version__,
@@ -101,11 +117,12 @@ def _run_locked(recipe: Recipe, options: RunOptions, run_dir: Path) -> dict[str,
         if (content := content_id(config)) is not None:
             identity["content"] = content
         config_hash = stable_hash(identity)
-        entry, origin = _find_cached(folder, config_hash, log) if not options.force else (None, None)
+        found = None if options.force else distributed.on_main(_find_cached, folder, config_hash, log)
+        entry, origin = found or (None, None)
         if entry is not None:
             log(f"[{index + 1}/{len(recipe.stages)}] {config.stage}: cached ({origin})")
         else:
-            _prepare_folder(folder, config_hash, options.force)
+            distributed.on_main(_prepare_folder, folder, config_hash, options.force)
             log(f"[{index + 1}/{len(recipe.stages)}] {config.stage}: running -> {folder}")
             ctx = StageContext(
                 data=data,
@@ -114,23 +131,28 @@ def _run_locked(recipe: Recipe, options: RunOptions, run_dir: Path) -> dict[str,
                 device=device,
                 seed=recipe.seed,
                 folder=folder,
-                log=_stage_logger(folder, log),
-                show_progress=options.show_progress,
+                log=_stage_logger(folder, log) if main else _silent,
+                show_progress=options.show_progress and main,
             )
             with resource_errors(f"stage {folder.name}", folder, device):
-                entry = _run_stage(ctx, config, source, config_hash, index)
+                if not main and getattr(STAGES[config.stage], "DATA_PARALLEL", False):
+                    torch.manual_seed(ctx.seed)  # as _run_stage does on rank 0
+                    STAGES[config.stage].run(ctx, config, source)  # this rank's part of the training; rank 0 saves
+                entry = distributed.on_main(_run_stage, ctx, config, source, config_hash, index)
         source = Artifact(run_dir / entry["output"], entry["kind"])
         teacher = teacher or source
         if bench is not None:
             with resource_errors(f"benchmark of stage {folder.name}", folder, device):
                 entry = {**entry, "bench": bench_stage(bench, run_dir, entry, teacher, reuse=origin is not None)}
         manifest["stages"].append(entry)
-        write_json(run_dir / MANIFEST_FILE, manifest)
+        if main:
+            write_json(run_dir / MANIFEST_FILE, manifest)
         input_id = config_hash
 
     manifest["seconds"] = round(time.perf_counter() - started, 2)
-    write_json(run_dir / MANIFEST_FILE, manifest)
-    return manifest
+    if main:
+        write_json(run_dir / MANIFEST_FILE, manifest)
+    return distributed.broadcast(manifest)
 
 
 def _run_stage(ctx: StageContext, config: Any, source: Artifact | None, config_hash: str, index: int) -> dict[str, Any]:
@@ -243,6 +265,10 @@ def _stage_logger(folder: Path, echo: Callable[[str], None]) -> Callable[[str], 
         echo(message)
 
     return log
+
+
+def _silent(message: str) -> None:
+    """The log of ranks other than 0."""
 
 
 def _plain(value: Any) -> Any:

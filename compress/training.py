@@ -3,6 +3,14 @@
 AdamW, linear warm-up then cosine decay, gradient clipping, early stopping on validation
 NDCG@10 (the best weights are restored at the end), bf16 autocast on CUDA, and a checkpoint
 after every epoch that holds everything needed to resume exactly where it stopped.
+
+Under torchrun (see compress/distributed.py) the same loop is data parallel: every rank draws
+the same shuffled order of users, takes every world_size-th user of each batch (`batch_size`
+stays the global batch, so steps per epoch and the LR schedule do not depend on the number of
+processes), and steps a DistributedDataParallel wrapper of the model; validation users are
+split across ranks and their ranks gathered, so every rank sees the same metrics and stops at
+the same epoch. Rank 0 alone writes the checkpoint, which holds the unwrapped model and no
+per-rank state, so a run resumes under any world size.
 """
 
 from __future__ import annotations
@@ -20,10 +28,11 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from compress import distributed
 from compress.artifacts import atomic_write
 from compress.data.batching import TrainBatch, train_batches, trainable_users
 from compress.data.sequences import SequenceData
-from compress.evaluation import EvalConfig, evaluate_model
+from compress.evaluation import EvalConfig, evaluate_model, evaluation_users, metrics_from_ranks, model_ranks
 from compress.models import SequentialRecommender
 
 LossFn = Callable[[SequentialRecommender, TrainBatch], tuple[torch.Tensor, dict[str, float]]]
@@ -84,21 +93,22 @@ def fit(
     if ctx.checkpoint.is_file():
         _resume(ctx.checkpoint, model, optimizer, scheduler, state, ctx.device)
         ctx.log(f"resumed from {ctx.checkpoint} after epoch {state.epoch}")
+    step_loss = distributed.wrap(_StepLoss(model, loss_fn), ctx.device)
     eval_config = ctx.eval_config.model_copy(update={"max_users": config.eval_users, "protocol": "full"})
     started = time.perf_counter() - state.seconds
     autocast = ctx.device.type == "cuda"
 
-    with _progress(ctx.show_progress) as progress:
+    with _progress(ctx.show_progress and distributed.is_main()) as progress:
         task = progress.add_task("training", total=total_steps, completed=state.epoch * steps_per_epoch, info="")
         while state.epoch < config.epochs and not state.stopped:
             losses: list[float] = []
-            batches = train_batches(data, ctx.max_len, config.batch_size, state.rng)
+            batches = train_batches(data, ctx.max_len, config.batch_size, state.rng, part=distributed.batch_part)
             for step, batch in enumerate(batches):
                 if step >= steps_per_epoch:
                     break
                 batch = TrainBatch(*(t.to(ctx.device) for t in (batch.item_ids, batch.attention_mask, batch.targets)))
                 with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=autocast):
-                    loss, _terms = loss_fn(model, batch)
+                    loss, _terms = step_loss(batch.item_ids, batch.attention_mask, batch.targets)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if config.grad_clip > 0:
@@ -108,9 +118,9 @@ def fit(
                 losses.append(loss.item())
                 progress.update(task, advance=1, info=f"epoch {state.epoch + 1} loss {np.mean(losses[-50:]):.4f}")
             state.epoch += 1
-            metrics = evaluate_model(model, data, "valid", eval_config, ctx.device)
+            metrics = _validate(model, data, eval_config, ctx.device)
             model.train()
-            record = {"epoch": state.epoch, "loss": float(np.mean(losses)), **_pick(metrics)}
+            record = {"epoch": state.epoch, "loss": distributed.mean(float(np.mean(losses))), **_pick(metrics)}
             state.history.append(record)
             _track_best(model, metrics[SELECTION_METRIC], state, config.patience)
             state.seconds = time.perf_counter() - started
@@ -119,12 +129,37 @@ def fit(
                 f"valid ndcg@10 {record['ndcg@10']:.4f}  hr@10 {record['hr@10']:.4f}"
                 + ("  (best)" if state.best_epoch == state.epoch else "")
             )
-            _save_checkpoint(ctx.checkpoint, model, optimizer, scheduler, state)
+            if distributed.is_main():
+                _save_checkpoint(ctx.checkpoint, model, optimizer, scheduler, state)
 
     if state.best_state is not None:
         model.load_state_dict(state.best_state)
     model.eval()
     return TrainResult(state.best_metric, state.best_epoch, state.epoch, time.perf_counter() - started, state.history)
+
+
+class _StepLoss(torch.nn.Module):
+    """The loss of one batch as a module's forward, so DistributedDataParallel can wrap it
+    (its gradient hooks are armed in forward); the teacher a loss closes over stays unwrapped."""
+
+    def __init__(self, model: SequentialRecommender, loss_fn: LossFn) -> None:
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+
+    def forward(self, item_ids, attention_mask, targets) -> tuple[torch.Tensor, dict[str, float]]:
+        return self.loss_fn(self.model, TrainBatch(item_ids, attention_mask, targets))
+
+
+def _validate(model: SequentialRecommender, data: SequenceData, config: EvalConfig, device: torch.device) -> dict:
+    """Validation metrics; under torchrun each rank ranks its share of the users and all get the whole."""
+    if not distributed.active():
+        return evaluate_model(model, data, "valid", config, device)
+    users = evaluation_users(data, config)
+    model.eval()  # fit sets train mode again
+    mine = model_ranks(model, data, "valid", config, device, distributed.strided(users))
+    ranks = distributed.gather_in_order(mine, len(users))
+    return {**metrics_from_ranks(ranks, config.ks), "users": int(len(users))}
 
 
 @dataclass

@@ -4,15 +4,18 @@ import numpy as np
 import pytest
 import torch
 
+from compress.data.batching import eval_batches
 from compress.data.sequences import build_sequences
 from compress.evaluation import (
     EvalConfig,
+    chunked_ranks,
     evaluate_model,
     evaluate_popularity,
     evaluate_scores,
     mask_history_items,
     metrics_from_ranks,
     target_ranks,
+    top_k_items,
 )
 import pandas as pd
 
@@ -95,3 +98,41 @@ def test_evaluate_model_runs_in_batches(tiny_data, tiny_model):
     large = evaluate_model(tiny_model, tiny_data, "valid", EvalConfig(batch_size=500), torch.device("cpu"))
     assert small == pytest.approx(large)
     assert small["users"] == tiny_data.num_users
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, 13, 20, 21, 1000])
+def test_chunked_ranks_equal_whole_row_ranks_with_ties_and_history(chunk):
+    rng = np.random.default_rng(1)
+    scores = torch.from_numpy(rng.integers(0, 4, size=(9, 21)).astype(np.float32))  # 20 items, many ties
+    scores[:, 0] = float("-inf")
+    targets = torch.from_numpy(rng.integers(1, 21, size=9))
+    histories = [rng.choice(np.arange(1, 21), size=int(rng.integers(0, 6)), replace=False) for _ in range(9)]
+    expected = target_ranks(mask_history_items(scores, histories, targets), targets)
+    target_scores = scores.gather(1, targets[:, None]).squeeze(1)
+
+    ranks = chunked_ranks(lambda a, b: scores[:, a:b], target_scores, targets, histories, 20, chunk)
+
+    assert ranks.tolist() == expected.tolist()
+
+
+def test_evaluate_model_gives_the_same_metrics_for_every_item_chunk(tiny_data, tiny_model):
+    cpu = torch.device("cpu")
+    whole = evaluate_model(tiny_model, tiny_data, "test", EvalConfig(), cpu)  # one chunk: 60 items
+    for chunk in (1, 7, 16, 59, 60, 61):
+        assert evaluate_model(tiny_model, tiny_data, "test", EvalConfig(item_chunk=chunk), cpu) == whole
+    rows = evaluate_scores(
+        lambda b: tiny_model.score(tiny_model.last_states(b.item_ids, b.attention_mask)), tiny_data, "test",
+        EvalConfig(item_chunk=7), max_len=20,
+    )
+    assert rows == pytest.approx(whole)  # scores of whole rows (as onnxruntime gives them)
+
+
+def test_top_k_merged_over_chunks_equals_the_exported_graphs_top_k(tiny_data, tiny_model):
+    from compress.export import RankingGraph
+
+    batch = next(iter(eval_batches(tiny_data, "test", 20, 16)))
+    expected_scores, expected_ids = RankingGraph(tiny_model, 10)(batch.item_ids, batch.attention_mask)[:2]
+    for chunk in (1, 7, 10, 60, 61, 8192):
+        scores, ids = top_k_items(tiny_model, batch.item_ids, batch.attention_mask, 10, item_chunk=chunk)
+        assert ids.tolist() == expected_ids.tolist()
+        torch.testing.assert_close(scores, expected_scores)  # BLAS may round another matrix width differently

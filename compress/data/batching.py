@@ -7,7 +7,7 @@ from s[:-2]; test predicts s[-1] from s[:-1]. Inputs keep the most recent `max_l
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Literal
+from typing import Callable, Iterator, Literal
 
 import numpy as np
 import torch
@@ -45,13 +45,21 @@ def trainable_users(data: SequenceData) -> np.ndarray:
 
 
 def train_batches(
-    data: SequenceData, max_len: int, batch_size: int, generator: np.random.Generator
+    data: SequenceData,
+    max_len: int,
+    batch_size: int,
+    generator: np.random.Generator,
+    part: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> Iterator[TrainBatch]:
-    """One shuffled epoch: inputs s[:-3] and targets s[1:-2], last `max_len` positions."""
+    """One shuffled epoch: inputs s[:-3] and targets s[1:-2], last `max_len` positions.
+
+    `part` keeps one process's share of each batch's users (data-parallel training).
+    """
     users = trainable_users(data)
     users = users[generator.permutation(len(users))]
     for start in range(0, len(users), batch_size):
-        windows = [data.sequence(u)[:-2][-(max_len + 1) :] for u in users[start : start + batch_size]]
+        chunk = users[start : start + batch_size]
+        windows = [data.sequence(u)[:-2][-(max_len + 1) :] for u in (part(chunk) if part else chunk)]
         inputs = left_pad([w[:-1] for w in windows], max_len)
         targets = left_pad([w[1:] for w in windows], max_len)
         yield TrainBatch(

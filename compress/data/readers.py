@@ -195,44 +195,119 @@ def _read_user_lines(path: Path) -> pd.DataFrame:
 def _read_table(
     path: Path, fmt: str, user_col: str, item_col: str, time_col: str | None, header: bool
 ) -> pd.DataFrame:
+    """csv/tsv/parquet through pyarrow: only the user, item and timestamp columns are read, and
+    string ids come back dictionary-encoded (pandas categoricals), not as a Python string per row."""
+    import pyarrow as pa
+
     try:
-        if fmt == "parquet":
-            raw = pd.read_parquet(path)
-        else:
-            with warnings.catch_warnings():
-                # a row longer than the header: pandas would drop its extra fields with only a warning
-                warnings.simplefilter("error", pd.errors.ParserWarning)
-                raw = pd.read_csv(
-                    path,
-                    sep="," if fmt == "csv" else "\t",
-                    header=0 if header else None,
-                    dtype=str,
-                    keep_default_na=False,
-                    encoding="utf-8",
-                    index_col=False,
-                )
-    except pd.errors.ParserWarning:
-        raise DataError(f"cannot read {path} as {fmt}: a row has more fields than the header") from None
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not valid UTF-8 ({exc.reason})") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError, ValueError) as exc:
+        names = _column_names(path, fmt, header)
+        missing = [c for c in (user_col, item_col) if c not in names]
+        if missing:
+            raise DataError(
+                f"{path}: column(s) {missing} not found; the file has {names}"
+                + (_delimiter_note(str(names[0])) if len(names) == 1 else ""),
+                "set `data.columns.user` / `data.columns.item` (and `timestamp`) to the file's column names",
+            )
+        wanted = [user_col, item_col] + ([time_col] if time_col and time_col in names else [])
+        arrow = _read_columns(path, fmt, header, names, wanted)
+    except pa.ArrowInvalid as exc:
+        if "UTF8" in str(exc):
+            raise DataError(f"{path}: not valid UTF-8 ({exc})") from None
         raise DataError(f"cannot read {path} as {fmt}: {exc}") from None
-    if not header:
-        raw.columns = [str(c) for c in raw.columns]
-    missing = [c for c in (user_col, item_col) if c not in raw.columns]
-    if missing:
-        raise DataError(
-            f"{path}: column(s) {missing} not found; the file has {list(map(str, raw.columns))}"
-            + (_delimiter_note(str(raw.columns[0])) if len(raw.columns) == 1 else ""),
-            "set `data.columns.user` / `data.columns.item` (and `timestamp`) to the file's column names",
-        )
-    table = pd.DataFrame({"user": raw[user_col].to_numpy(), "item": raw[item_col].to_numpy()})
-    if (table["user"].astype(str) == "").any() or (table["item"].astype(str) == "").any():
-        first = int(np.argmax(((table["user"].astype(str) == "") | (table["item"].astype(str) == "")).to_numpy()))
-        raise DataError(f"{path}: row {first + 1} has an empty user or item id")
-    if time_col and time_col in raw.columns:
-        table["timestamp"] = _numeric_timestamps(raw[time_col], path)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read {path} as {fmt}: {exc}") from None
+    user, item = arrow.column(user_col), arrow.column(item_col)
+    empty = _empty_strings(user) | _empty_strings(item)
+    if empty.any():
+        raise DataError(f"{path}: row {int(np.argmax(empty)) + 1} has an empty user or item id")
+    table = pd.DataFrame({"user": _ids(user), "item": _ids(item)})
+    if len(wanted) == 3:
+        table["timestamp"] = _arrow_timestamps(arrow.column(time_col), path)
     return table
+
+
+def _column_names(path: Path, fmt: str, header: bool) -> list[str]:
+    """The file's column names (without a header: "0", "1", ... by position)."""
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    if fmt == "parquet":
+        return list(pq.read_schema(path).names)
+    reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(autogenerate_column_names=not header),
+                            parse_options=pacsv.ParseOptions(delimiter="," if fmt == "csv" else "\t"))
+    names = list(reader.schema.names)
+    return names if header else [str(i) for i in range(len(names))]
+
+
+def _read_columns(path: Path, fmt: str, header: bool, names: list[str], wanted: list[str]):
+    """A pyarrow Table of the `wanted` columns; csv/tsv fields read as strings, as written."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    if fmt == "parquet":
+        return _read_parquet(path, pq.ParquetFile(path), wanted)
+    return pacsv.read_csv(
+        path,
+        read_options=pacsv.ReadOptions(column_names=None if header else names),
+        parse_options=pacsv.ParseOptions(delimiter="," if fmt == "csv" else "\t"),
+        convert_options=pacsv.ConvertOptions(
+            include_columns=wanted, column_types={c: pa.string() for c in wanted}, strings_can_be_null=False,
+        ),
+    )
+
+
+def _read_parquet(path: Path, file, wanted: list[str]):
+    """Numeric columns are copied batch by batch into arrays of their final size (one copy of
+    the data in memory, not the decoded table and its concatenation); other types in one read."""
+    import pyarrow as pa
+
+    types = {c: file.schema_arrow.field(c).type for c in wanted}
+    if not all(pa.types.is_integer(t) or pa.types.is_floating(t) for t in types.values()):
+        return file.read(columns=wanted)
+    columns = {c: np.empty(file.metadata.num_rows, dtype=t.to_pandas_dtype()) for c, t in types.items()}
+    start = 0
+    for batch in file.iter_batches(batch_size=1 << 20, columns=wanted):
+        for name in wanted:
+            column = batch.column(name)
+            if column.null_count:
+                raise DataError(f"{path}: column {name!r} has missing values")
+            columns[name][start : start + len(batch)] = column.to_numpy()
+        start += len(batch)
+    return pa.table(columns)
+
+
+def _empty_strings(column) -> np.ndarray:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        return np.zeros(len(column), dtype=bool)
+    return pc.equal(pc.utf8_length(column), 0).to_numpy(zero_copy_only=False)
+
+
+def _ids(column):
+    """Ids as a numpy array (numbers) or a pandas categorical (strings: one copy of each distinct id)."""
+    import pyarrow as pa
+
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        return column.dictionary_encode().to_pandas()
+    return column.to_numpy()
+
+
+def _arrow_timestamps(column, path: Path) -> np.ndarray:
+    """float64 timestamps; what pyarrow cannot cast goes through pandas, which names the bad row."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_integer(column.type) or pa.types.is_floating(column.type) or pa.types.is_string(column.type):
+        try:
+            values = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
+        except pa.ArrowInvalid:
+            values = None
+        if values is not None and not np.isnan(values).any():
+            return values
+    return _numeric_timestamps(column.to_pandas(), path)
 
 
 def _numeric_timestamps(column: pd.Series, path: Path) -> np.ndarray:

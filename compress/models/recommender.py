@@ -125,10 +125,13 @@ class SequentialRecommender(nn.Module):
         states = self.output_proj(outputs.last_hidden_state)
         return states, (outputs.hidden_states if output_hidden_states else None)
 
-    def score(self, states: torch.Tensor) -> torch.Tensor:
-        """Scores over all items ([..., num_items + 1]); the padding column is -inf."""
-        logits = states @ self.item_table.t()
-        logits[..., 0] = float("-inf")
+    def score(self, states: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """Scores over all items ([..., num_items + 1]), or over items start..stop-1 only (a chunk
+        of a large catalogue); the padding column is -inf."""
+        table = self.item_table if (start, stop) == (0, None) else self.item_table[start:stop]
+        logits = states @ table.t()
+        if start == 0:
+            logits[..., 0] = float("-inf")
         return logits
 
     def last_states(self, item_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

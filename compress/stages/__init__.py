@@ -6,6 +6,8 @@ ACCEPTS and PRODUCES may be functions of the stage's config (quantize: onnxrunti
 gives ONNX, the other backends torch). A module may also define
 `check_chain(config, index, stages)`, raising ValueError when its place in the recipe's chain
 cannot work (e.g. bitsandbytes weights into ONNX export); the recipe calls it up front.
+`DATA_PARALLEL = True` marks a stage that trains with `fit`: under torchrun every rank runs
+it (rank 0 alone saves); the other stages run on rank 0 only.
 Adding a stage means adding its file and one line here.
 """
 

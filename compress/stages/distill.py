@@ -14,6 +14,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from compress import distributed
 from compress.data.batching import TrainBatch
 from compress.errors import RecipeError
 from compress.layer_importance import Selection, block_influence, select_layers
@@ -26,6 +27,7 @@ from compress.training import OptimConfig, fit
 NAME = "distill"
 ACCEPTS = "torch"
 PRODUCES = "torch"
+DATA_PARALLEL = True  # under torchrun every rank runs it (fit is data parallel); rank 0 saves
 
 
 class Config(OptimConfig):
@@ -107,7 +109,8 @@ def run(ctx: StageContext, config: Config, source: Artifact) -> StageResult:
         )
 
     result = fit(student, loss_fn, ctx.data, config, ctx.train_context())
-    save_model(student, ctx.model_folder)
+    if distributed.is_main():
+        save_model(student, ctx.model_folder)
     info = {
         "teacher_params": teacher.num_parameters(),
         "best_epoch": result.best_epoch,

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
+from compress import distributed
 from compress.data.batching import TrainBatch, train_batches
 from compress.errors import RecipeError
 from compress.evaluation import evaluate_model
@@ -29,6 +30,7 @@ from compress.training import LossFn, OptimConfig, fit
 NAME = "prune"
 ACCEPTS = "torch"
 PRODUCES = "torch"
+DATA_PARALLEL = True  # under torchrun every rank runs it (fit is data parallel); rank 0 saves
 
 
 class Recovery(OptimConfig):
@@ -91,7 +93,8 @@ def run(ctx: StageContext, config: Config, source: Artifact) -> StageResult:
         info |= {"recovery_best_epoch": result.best_epoch, "recovery_epochs_run": result.epochs_run,
                  "recovery_seconds": round(result.seconds, 2)}
         history = result.history
-    save_model(pruned, ctx.model_folder)
+    if distributed.is_main():
+        save_model(pruned, ctx.model_folder)
     return StageResult(Artifact(ctx.model_folder, "torch"), {**info, "history": history})
 
 

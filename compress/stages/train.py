@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from compress import distributed
 from compress.data.batching import TrainBatch
 from compress.losses import next_item_loss
 from compress.models import (
@@ -23,6 +24,7 @@ from compress.training import OptimConfig, fit
 NAME = "train"
 ACCEPTS = None  # the first stage: builds its model, takes none
 PRODUCES = "torch"
+DATA_PARALLEL = True  # under torchrun every rank runs it (fit is data parallel); rank 0 saves
 
 
 class Config(OptimConfig):
@@ -54,6 +56,7 @@ def run(ctx: StageContext, config: Config, source: Artifact | None) -> StageResu
         return loss, {"ce": loss.item()}
 
     result = fit(model, loss_fn, ctx.data, config, ctx.train_context())
-    save_model(model, ctx.model_folder)
+    if distributed.is_main():
+        save_model(model, ctx.model_folder)
     info = {"best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "train_seconds": round(result.seconds, 2)}
     return StageResult(Artifact(ctx.model_folder, "torch"), {**info, "history": result.history})
