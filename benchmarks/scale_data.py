@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from proc_memory import status_kib
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "scale"
 SUFFIX = {"pairs": "txt", "csv": "csv", "parquet": "parquet"}
@@ -59,24 +61,17 @@ def measure(path: Path, fmt: str) -> dict:
     """Load one file in this process: seconds and peak RSS growth."""
     from compress.data import DataConfig, load_data
 
-    before = _rss_kib("VmRSS")
+    before = status_kib("VmRSS")
     started = time.perf_counter()
     data = load_data(DataConfig(source="file", path=path, format=fmt), seed=0)
     seconds = time.perf_counter() - started
     return {
         "seconds": round(seconds, 2),
-        "peak_rss_growth_mib": round((_rss_kib("VmHWM") - before) / 1024, 1),
+        "peak_rss_growth_mib": round((status_kib("VmHWM") - before) / 1024, 1),
         "result_mib": round((data.items.nbytes + data.offsets.nbytes) / 2**20, 1),
         "users": data.num_users, "items": data.num_items, "interactions": int(data.lengths.sum()),
         "fingerprint": data.fingerprint(),
     }
-
-
-def _rss_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def main() -> None:

@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from proc_memory import status_kib
+
 RESULTS = Path(__file__).parent / "results" / "scale"
 
 
@@ -49,7 +51,7 @@ def measure(items: int, users: int, chunk: int, batch_size: int, hidden: int, th
     eval_config = EvalConfig(batch_size=batch_size, item_chunk=chunk)
     cpu, everyone = torch.device("cpu"), evaluation_users(data, eval_config)
     model_ranks(model, data, "test", eval_config, cpu, everyone[:batch_size])  # warm-up
-    before = _rss_kib("VmRSS")
+    before = status_kib("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # peak RSS := current RSS
     started = time.perf_counter()
     ranks = model_ranks(model, data, "test", eval_config, cpu, everyone)  # what evaluate_model runs
@@ -58,17 +60,10 @@ def measure(items: int, users: int, chunk: int, batch_size: int, hidden: int, th
     return {
         "items": items, "users": users, "item_chunk": chunk, "batch_size": batch_size, "hidden": hidden,
         "threads": threads, "seconds": round(seconds, 3), "users_per_s": round(users / seconds, 1),
-        "peak_rss_growth_mib": round((_rss_kib("VmHWM") - before) / 1024, 1),
+        "peak_rss_growth_mib": round((status_kib("VmHWM") - before) / 1024, 1),
         "rss_before_mib": round(before / 1024, 1), "ndcg@10": metrics["ndcg@10"],
         "mean_rank": float(ranks.mean()),
     }
-
-
-def _rss_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def main() -> None:
