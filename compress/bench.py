@@ -54,6 +54,12 @@ class BenchConfig(BaseModel):
     throughput_iterations: int = Field(5, ge=1, description="Timed large-batch calls per length mode.")
     threads: int | None = Field(None, ge=1, description="CPU threads while measuring: torch, onnxruntime intra-op (null: defaults).")
     seed: int = Field(0, description="Seed of the test users whose histories are the inputs.")
+    rounds: int = Field(
+        1, ge=1,
+        description="Rounds per stage; with more than 1 the teacher is re-measured just before the stage in "
+        "every round, numbers are medians over rounds and ratios the median of the per-round ratios "
+        "(steadier on a noisy machine).",
+    )
 
 
 @dataclass
@@ -218,6 +224,17 @@ def headline(result: dict[str, Any]) -> dict[str, float]:
     }
 
 
+def median_of(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Leaf-wise median of equally shaped nested dicts of numbers."""
+    first = results[0]
+    if isinstance(first, dict):
+        return {key: median_of([r[key] for r in results]) for key in first}
+    if isinstance(first, (int, float)) and not isinstance(first, bool):
+        middle = float(np.median(results))
+        return int(middle) if all(isinstance(r, int) for r in results) and middle.is_integer() else middle
+    return first
+
+
 def ratios(numbers: dict[str, float], reference: dict[str, float]) -> dict[str, float | None]:
     """`stage / teacher` for every headline number (latency 0.5 = twice as fast; None where the teacher is 0)."""
     return {key: (numbers[key] / reference[key] if reference[key] else None) for key in numbers}
@@ -288,6 +305,8 @@ class BenchSession:
 
     def bench(self, artifact: Artifact, teacher: Artifact) -> dict[str, Any]:
         """Measure `artifact` and add its ratios to `teacher`, both measured by this session."""
+        if self.config.rounds > 1:
+            return self._bench_rounds(artifact, teacher)
         result = self.measure(artifact)
         numbers = headline(result)
         if artifact.path.resolve() == teacher.path.resolve():
@@ -295,6 +314,27 @@ class BenchSession:
         reference = self.reference(teacher)
         result["reference"] = {"session": self.id, **reference}
         result["ratios"] = ratios(numbers, reference)
+        return result
+
+    def _bench_rounds(self, artifact: Artifact, teacher: Artifact) -> dict[str, Any]:
+        """`rounds` x (teacher, then `artifact`): medians of the numbers, median of the per-round ratios."""
+        is_teacher = artifact.path.resolve() == teacher.path.resolve()
+        results, references = [], []
+        for _ in range(self.config.rounds):
+            reference = None if is_teacher else headline(self.measure(teacher))
+            results.append(self.measure(artifact))
+            references.append(reference or headline(results[-1]))
+        result = {**results[0], **median_of(
+            [{k: r[k] for k in ("latency_ms", "throughput_seq_per_s")} for r in results]
+        )}
+        result["memory"] = max((r["memory"] for r in results), key=lambda m: m["increase_bytes"])
+        result["rounds"] = self.config.rounds
+        result["reference"] = {"session": self.id, **median_of(references)}
+        per_round = [ratios(headline(r), ref) for r, ref in zip(results, references)]
+        result["ratios"] = {
+            key: (None if any(r[key] is None for r in per_round) else float(np.median([r[key] for r in per_round])))
+            for key in per_round[0]
+        }
         return result
 
     def is_current(self, result: dict[str, Any]) -> bool:

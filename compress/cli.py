@@ -98,6 +98,9 @@ def bench(
     iterations: Optional[int] = typer.Option(None, help="Timed batch-1 calls (default: the recipe's)."),
     batch_size: Optional[int] = typer.Option(None, help="Throughput batch size (default: the recipe's)."),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: the recipe's, else torch's)."),
+    rounds: Optional[int] = typer.Option(
+        None, min=1, help="Rounds of (teacher, stage) per stage; medians over rounds (default: the recipe's)."
+    ),
 ) -> None:
     """Re-measure every stage of a run in this one process: latency, throughput, memory, ratios to the teacher.
 
@@ -107,13 +110,14 @@ def bench(
 
       compress bench artifacts/quickstart
 
-      compress bench artifacts/ml1m --iterations 200 --threads 1
+      compress bench artifacts/ml1m --iterations 200 --threads 1 --rounds 3
     """
     from compress.bench import BenchConfig, bench_run
     from compress.locking import run_lock
     from compress.runs import read_manifest
 
-    given = {"warmup": warmup, "iterations": iterations, "batch_size_throughput": batch_size, "threads": threads}
+    given = {"warmup": warmup, "iterations": iterations, "batch_size_throughput": batch_size, "threads": threads,
+             "rounds": rounds}
     stored = read_manifest(run_dir)["recipe"].get("bench", {})
     config = BenchConfig.model_validate({**stored, **{k: v for k, v in given.items() if v is not None}})
     with run_lock(run_dir, console.print):  # it rewrites bench.json files and the manifest

@@ -127,3 +127,27 @@ def test_onnx_without_a_cuda_provider_is_measured_as_a_cpu_engine(monkeypatch):
     assert engine_device("onnx", cuda).type == "cpu" and engine_device("torch", cuda) == cuda
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     assert engine_device("onnx", cuda) == cuda and engine_device("onnx", CPU) == CPU
+
+
+def test_rounds_interleave_the_teacher_and_take_medians(tiny_data, teacher_and_student, monkeypatch):
+    teacher, student = teacher_and_student
+    session = BenchSession(BenchConfig(**TINY_BENCH, rounds=3), CPU, tiny_data, 20, log=lambda _: None)
+    # per call: (which model, p50 ms, seq/s); the teacher drifts, the student has one outlier round
+    planned = iter([("teacher", 10.0, 100.0), ("student", 5.0, 300.0),
+                    ("teacher", 20.0, 50.0), ("student", 5.0, 200.0),
+                    ("teacher", 10.0, 100.0), ("student", 100.0, 400.0)])
+
+    def fake_measure(artifact):
+        name, p50, rate = next(planned)
+        assert artifact.path.name == name  # the teacher right before the stage, every round
+        return {"params": 7, "size_bytes": 9, "latency_ms": {"fixed": {"p50": p50, "p95": p50, "p99": p50}},
+                "throughput_seq_per_s": {"fixed": rate}, "memory": {"increase_bytes": int(p50)}}
+
+    monkeypatch.setattr(session, "measure", fake_measure)
+    result = session.bench(student, teacher)
+    assert result["rounds"] == 3 and result["latency_ms"]["fixed"]["p50"] == 5.0  # median of 5, 5, 100
+    assert result["throughput_seq_per_s"]["fixed"] == 300.0 and result["memory"]["increase_bytes"] == 100
+    assert result["reference"]["latency_p50_ms"] == 10.0 and result["reference"]["params"] == 7
+    assert result["ratios"]["latency_p50_ms"] == 0.5  # median of 0.5, 0.25, 10
+    assert result["ratios"]["throughput_seq_per_s"] == 4.0  # median of 3, 4, 4
+    assert result["ratios"]["params"] == 1.0
