@@ -19,7 +19,9 @@ RATIO_NOTE = (
     "Ratios in parentheses are stage / teacher (the run's first stage): latency 0.50x is twice as fast, "
     "throughput 2.00x serves twice as many sequences. Quality, parameter and size ratios come from the "
     "manifest; latency, throughput and memory ratios are taken from each stage's bench.json, where the "
-    "teacher was measured in the same process as the stage."
+    "teacher was measured in the same process as the stage. With bench rounds > 1, a stage's numbers are "
+    "medians over its rounds and its ratio is the median of per-round ratios against a teacher measured "
+    "just before it, so a ratio can differ from the quotient of the medians shown."
 )
 
 
