@@ -17,12 +17,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from proc_memory import status_kib
+from scaling import run_child, status_kib, write_results
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "scale"
@@ -100,20 +99,14 @@ def main() -> None:
                 codes.append(("baseline", args.baseline))
             for code, root in codes:
                 env = {**os.environ, "PYTHONPATH": str(root)}
-                done = subprocess.run([sys.executable, __file__, "--one", str(path), fmt],
-                                      capture_output=True, text=True, env=env)
-                if done.returncode != 0:
-                    print(f"{code} {path}: failed\n{done.stderr[-2000:]}", file=sys.stderr)
+                measured = run_child([sys.executable, __file__, "--one", str(path), fmt], f"{code} {path}", env)
+                if measured is None:
                     continue
                 row = {"interactions": size, "format": fmt, "code": code,
-                       "file_mib": round(path.stat().st_size / 2**20, 1),
-                       **json.loads(done.stdout.strip().splitlines()[-1])}
+                       "file_mib": round(path.stat().st_size / 2**20, 1), **measured}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "scale_data.json").write_text(json.dumps(rows, indent=2) + "\n")
-    (args.out / "scale_data.md").write_text(markdown(rows))
-    print((args.out / "scale_data.md").read_text())
+    write_results(args.out, "scale_data", rows, markdown)
 
 
 def markdown(rows: list[dict]) -> str:

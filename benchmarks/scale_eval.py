@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from proc_memory import status_kib
+from scaling import run_child, status_kib, write_results
 
 RESULTS = Path(__file__).parent / "results" / "scale"
 
@@ -88,18 +87,13 @@ def main() -> None:
             command = [sys.executable, __file__, "--one", str(items), str(chunk), "--users", str(args.users),
                        "--batch-size", str(args.batch_size), "--hidden", str(args.hidden),
                        "--threads", str(args.threads)]
-            done = subprocess.run(command, capture_output=True, text=True)
-            if done.returncode != 0:
-                print(f"items {items} chunk {chunk}: failed\n{done.stderr[-2000:]}", file=sys.stderr)
+            row = run_child(command, f"items {items} chunk {chunk}")
+            if row is None:
                 continue
-            row = json.loads(done.stdout.strip().splitlines()[-1])
             row["mode"] = "chunked" if chunk <= items else "unchunked"
             rows.append(row)
             print(json.dumps(row), flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "scale_eval.json").write_text(json.dumps(rows, indent=2) + "\n")
-    (args.out / "scale_eval.md").write_text(markdown(rows))
-    print((args.out / "scale_eval.md").read_text())
+    write_results(args.out, "scale_eval", rows, markdown)
 
 
 def markdown(rows: list[dict]) -> str:

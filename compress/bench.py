@@ -323,7 +323,7 @@ class BenchSession:
         for _ in range(self.config.rounds):
             reference = None if is_teacher else headline(self.measure(teacher))
             results.append(self.measure(artifact))
-            references.append(reference or headline(results[-1]))
+            references.append(headline(results[-1]) if is_teacher else reference)
         result = {**results[0], **median_of(
             [{k: r[k] for k in ("latency_ms", "throughput_seq_per_s")} for r in results]
         )}
