@@ -16,7 +16,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from compress.artifacts import read_json, write_json
+from compress.runs.artifacts import read_json, write_json
 from compress.bench import bench_run
 from compress.pipeline import RunOptions, run_recipe
 from compress.recipe import read_raw_recipe, validate_recipe

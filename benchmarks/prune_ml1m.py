@@ -21,12 +21,12 @@ from typing import Any
 
 import torch
 
-from compress.artifacts import write_json
+from compress.runs.artifacts import write_json
 from compress.bench import BenchConfig, BenchSession
 from compress.data import DataConfig, load_data
 from compress.pipeline import RunOptions, run_recipe
 from compress.recipe import validate_recipe
-from compress.runs import read_manifest
+from compress.runs.layout import read_manifest
 from compress.stages.base import Artifact
 
 HERE = Path(__file__).resolve().parent

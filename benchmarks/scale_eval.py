@@ -30,7 +30,7 @@ def measure(items: int, users: int, chunk: int, batch_size: int, hidden: int, th
     import torch
 
     from compress.data.sequences import SequenceData
-    from compress.evaluation import EvalConfig, evaluation_users, metrics_from_ranks, model_ranks
+    from compress.evaluation.metrics import EvalConfig, evaluation_users, metrics_from_ranks, model_ranks
     from compress.models import RecommenderConfig, SequentialRecommender
 
     torch.set_num_threads(threads)

@@ -29,13 +29,13 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from compress.artifacts import dir_size_bytes, read_json, write_json
+from compress.runs.artifacts import dir_size_bytes, read_json, write_json
 from compress.data import DataConfig, load_data
 from compress.data.batching import history_and_target, left_pad
 from compress.data.sequences import SequenceData
-from compress.environment import describe_device, resolve_device
+from compress.runtime.environment import describe_device, resolve_device
 from compress.models import load_model
-from compress.runs import MANIFEST_FILE, read_manifest, stage_folder
+from compress.runs.layout import MANIFEST_FILE, read_manifest, stage_folder
 from compress.stages.base import Artifact
 
 BENCH_FILE = "bench.json"
@@ -93,7 +93,7 @@ def torch_predictor(folder: Path, device: torch.device, threads: int | None = No
 
 def onnx_predictor(folder: Path, device: torch.device, threads: int | None = None) -> Predictor:
     """onnxruntime through `OnnxRecommender` (CUDA provider first on a CUDA device; `threads`: intra-op)."""
-    from compress.onnx_model import OnnxRecommender
+    from compress.serve.onnx_model import OnnxRecommender
 
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.type == "cuda" else ["CPUExecutionProvider"]
     model = OnnxRecommender(folder, providers=providers, threads=threads)
@@ -104,7 +104,7 @@ def onnx_predictor(folder: Path, device: torch.device, threads: int | None = Non
 def engine_device(kind: str, device: torch.device) -> torch.device:
     """Where an artifact of `kind` runs in a session on `device`: onnxruntime without its CUDA provider uses the CPU."""
     if kind == "onnx" and device.type == "cuda":
-        from compress.onnx_model import import_onnxruntime
+        from compress.serve.onnx_model import import_onnxruntime
 
         if "CUDAExecutionProvider" not in import_onnxruntime().get_available_providers():
             return torch.device("cpu")

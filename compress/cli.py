@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from compress.artifacts import human_bytes
+from compress.runs.artifacts import human_bytes
 from compress.errors import CompressError, RecipeError
 
 app = typer.Typer(
@@ -59,7 +59,7 @@ def run(
 
       torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29500 -m compress run recipe.yaml
     """
-    from compress import distributed
+    from compress.runtime import distributed
     from compress.recipe import load_recipe
 
     if nproc > 1 and not distributed.launched():
@@ -72,7 +72,7 @@ def run(
 
 
 def _run(recipe: Path, override: list[str], force: bool, quiet: bool) -> None:
-    from compress import distributed
+    from compress.runtime import distributed
     from compress.pipeline import RunOptions, run_recipe
     from compress.recipe import load_recipe
 
@@ -113,8 +113,8 @@ def bench(
       compress bench artifacts/ml1m --iterations 200 --threads 1 --rounds 3
     """
     from compress.bench import BenchConfig, bench_run
-    from compress.locking import run_lock
-    from compress.runs import read_manifest
+    from compress.runs.locking import run_lock
+    from compress.runs.layout import read_manifest
 
     given = {"warmup": warmup, "iterations": iterations, "batch_size_throughput": batch_size, "threads": threads,
              "rounds": rounds}
@@ -225,8 +225,8 @@ def export(
     """
     from pydantic import ValidationError
 
-    from compress.export import ExportSettings, export_path
-    from compress.parity import ParityConfig
+    from compress.export.onnx_export import ExportSettings, export_path
+    from compress.evaluation.parity import ParityConfig
     from compress.recipe import format_validation_error
 
     try:
@@ -261,8 +261,8 @@ def predict(
 
       compress predict exported/quickstart --input histories.jsonl --top-k 5 > recs.jsonl
     """
-    from compress.onnx_model import OnnxRecommender
-    from compress.predict import InputError, Request, parse_history, read_requests, recommend
+    from compress.serve.onnx_model import OnnxRecommender
+    from compress.serve.predict import InputError, Request, parse_history, read_requests, recommend
 
     if (history is None) == (input_file is None):
         raise InputError("give exactly one of --history or --input")

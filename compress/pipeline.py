@@ -12,7 +12,7 @@ beside `metrics.json`, a summary in the manifest entry); one BenchSession serves
 run, so the teacher is re-measured in this process before any ratio is computed.
 
 Under torchrun every rank runs this loop on the same data: the training stages run on all
-ranks (data parallel, see compress/distributed.py); rank 0 alone writes folders, logs and the
+ranks (data parallel, see compress/runtime/distributed.py); rank 0 alone writes folders, logs and the
 manifest, runs the other stages, evaluates and benchmarks, and broadcasts each stage's entry.
 """
 
@@ -29,21 +29,21 @@ import numpy as np
 import torch
 
 import compress
-from compress import distributed
-from compress.artifacts import dir_size_bytes, link_or_copy, read_json, stable_hash, write_json
+from compress.runtime import distributed
+from compress.runs.artifacts import dir_size_bytes, link_or_copy, read_json, stable_hash, write_json
 from compress.bench import BenchSession, bench_stage
 from compress.data import load_data
-from compress.environment import describe_device, resolve_device, versions
-from compress.evaluation import evaluate_model, evaluate_popularity, evaluate_scores
+from compress.runtime.environment import describe_device, resolve_device, versions
+from compress.evaluation.metrics import evaluate_model, evaluate_popularity, evaluate_scores
 from compress.errors import ArtifactError
-from compress.failures import resource_errors
-from compress.integrity import clear_unfinished, verify_folder, write_file_list
-from compress.locking import run_lock
+from compress.runs.failures import resource_errors
+from compress.runs.integrity import clear_unfinished, verify_folder, write_file_list
+from compress.runs.locking import run_lock
 from compress.models import load_model
-from compress.onnx_model import OnnxRecommender
-from compress.parity import onnx_scores
+from compress.serve.onnx_model import OnnxRecommender
+from compress.evaluation.parity import onnx_scores
 from compress.recipe import Recipe
-from compress.runs import MANIFEST_FILE
+from compress.runs.layout import MANIFEST_FILE
 from compress.stages import STAGES, content_id
 from compress.stages.base import CHECKPOINT_FILE, Artifact, StageContext
 

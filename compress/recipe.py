@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from compress.bench import BenchConfig
 from compress.data import DataConfig
 from compress.errors import RecipeError
-from compress.evaluation import EvalConfig
+from compress.evaluation.metrics import EvalConfig
 from compress.stages import STAGES, accepts, produces
 
 StageConfig = Annotated[Union[tuple(m.Config for m in STAGES.values())], Field(discriminator="stage")]

@@ -66,7 +66,7 @@ def tiny_distill_recipe(tmp_path: Path, name: str = "tiny") -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def tiny_onnx(tiny_data: SequenceData, tmp_path_factory: pytest.TempPathFactory) -> tuple[SequentialRecommender, Path]:
     """A tiny random model and its ONNX export (K = 10, the data's original item ids)."""
-    from compress.export import ExportSettings, export_onnx
+    from compress.export.onnx_export import ExportSettings, export_onnx
 
     torch.manual_seed(0)
     config = RecommenderConfig(**TINY_MODEL, num_items=tiny_data.num_items, max_len=20, dropout=0.0)

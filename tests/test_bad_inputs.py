@@ -16,8 +16,8 @@ import yaml
 
 from compress.cli import main
 from compress.errors import DataError
-from compress.integrity import write_file_list
-from compress.locking import LOCK_FILE
+from compress.runs.integrity import write_file_list
+from compress.runs.locking import LOCK_FILE
 from compress.models import RecommenderConfig, SequentialRecommender, save_model
 
 HERE = Path(__file__).parent / "bad_inputs"

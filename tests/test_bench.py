@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from compress.artifacts import read_json
+from compress.runs.artifacts import read_json
 from compress.bench import (
     BenchConfig,
     BenchSession,
@@ -15,7 +15,7 @@ from compress.bench import (
     time_calls,
 )
 from compress.models import save_model
-from compress.models.surgery import keep_layers
+from compress.methods.surgery import keep_layers
 from compress.pipeline import RunOptions, run_recipe
 from compress.recipe import validate_recipe
 from compress.stages.base import Artifact
@@ -105,7 +105,7 @@ def test_run_benches_stages_and_cached_teacher_is_remeasured(tmp_path):
 
 def test_onnx_adapter_measures_an_exported_model(tmp_path, tiny_data, tiny_model):
     pytest.importorskip("onnxruntime")
-    export = pytest.importorskip("compress.export", reason="the export module is not in this tree yet")
+    export = pytest.importorskip("compress.export.onnx_export", reason="the export module is not in this tree yet")
     folder = tmp_path / "onnx"
     export.export_onnx(tiny_model, folder, export.ExportSettings(), list(range(1, tiny_data.num_items + 1)), {})
     predictor = onnx_predictor(folder, CPU, threads=1)

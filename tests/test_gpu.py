@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from compress.artifacts import read_json
+from compress.runs.artifacts import read_json
 from compress.models import load_model
 from compress.pipeline import RunOptions, run_recipe
 from compress.recipe import validate_recipe
@@ -76,7 +76,7 @@ def test_onnxruntime_cuda_provider_matches_the_cpu_provider(tiny_onnx):
         pytest.skip("onnxruntime has no CUDA provider (install the gpu extra: onnxruntime-gpu)")
     import numpy as np
 
-    from compress.onnx_model import OnnxRecommender
+    from compress.serve.onnx_model import OnnxRecommender
 
     _, folder = tiny_onnx
     cpu = OnnxRecommender(folder, providers=["CPUExecutionProvider"])

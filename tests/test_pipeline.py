@@ -5,7 +5,7 @@ import sys
 import pytest
 import yaml
 
-from compress.artifacts import read_json
+from compress.runs.artifacts import read_json
 from compress.models import load_model
 from compress.pipeline import RunOptions, run_recipe
 from compress.recipe import validate_recipe

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from compress.data.sequences import SequenceData
-from compress.padding import left_pad
+from compress.serve.padding import left_pad
 
 Split = Literal["valid", "test"]
 

@@ -16,9 +16,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import LlamaConfig, LlamaModel
 
-from compress.artifacts import CONFIG_FILE, WEIGHTS_FILE, atomic_write
+from compress.runs.artifacts import CONFIG_FILE, WEIGHTS_FILE, atomic_write
 from compress.errors import ArtifactError, RecipeError
-from compress.integrity import verify_artifact
+from compress.runs.integrity import verify_artifact
 from compress.models.quantized import QuantizationSpec, apply_runtime, count_parameters, pack_state, unpack_state
 
 MODEL_TYPE = "compress-sequential-recommender"
@@ -163,7 +163,7 @@ def save_model(model: SequentialRecommender, folder: Path, quantization: Quantiz
 
 
 def load_model(folder: Path, device: str | torch.device = "cpu") -> SequentialRecommender:
-    """Rebuild a model from `folder`; a missing, damaged (see compress/integrity.py) or mismatched file is an ArtifactError."""
+    """Rebuild a model from `folder`; a missing, damaged (see compress/runs/integrity.py) or mismatched file is an ArtifactError."""
     folder = Path(folder)
     for name in (CONFIG_FILE, WEIGHTS_FILE):
         if not (folder / name).is_file():

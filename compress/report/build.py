@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from compress.artifacts import atomic_write, write_json
+from compress.runs.artifacts import atomic_write, write_json
 from compress.report.collect import RunSummary, collect_run, sessions
 from compress.report.document import Block, Code, Heading, Image, Text, to_html, to_markdown
 from compress.report.plots import plot_cost_per_stage, plot_quality_latency, plot_variants

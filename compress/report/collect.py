@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from compress.artifacts import read_json
+from compress.runs.artifacts import read_json
 from compress.bench import BENCH_FILE, headline
-from compress.integrity import verify_folder
-from compress.runs import read_manifest, stage_folder
+from compress.runs.integrity import verify_folder
+from compress.runs.layout import read_manifest, stage_folder
 
 QUALITY = ("ndcg@10", "hr@10", "mrr@10")
 STATIC = ("params", "size_bytes")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from compress.artifacts import human_bytes
+from compress.runs.artifacts import human_bytes
 from compress.report.collect import RunSummary, StageRow
 from compress.report.document import Table
 

@@ -9,8 +9,8 @@ from typing import Any, Callable, Literal
 import torch
 
 from compress.data.sequences import SequenceData
-from compress.evaluation import EvalConfig
-from compress.training import TrainContext
+from compress.evaluation.metrics import EvalConfig
+from compress.training.loop import TrainContext
 
 ArtifactKind = Literal["torch", "onnx"]
 CHECKPOINT_FILE = "checkpoint.pt"

@@ -14,15 +14,15 @@ from typing import Literal
 
 from pydantic import Field
 
-from compress import distributed
+from compress.runtime import distributed
 from compress.data.batching import TrainBatch
 from compress.errors import RecipeError
-from compress.layer_importance import Selection, block_influence, select_layers
-from compress.losses import BlockMap, DistillWeights, distillation_loss
+from compress.methods.layer_importance import Selection, block_influence, select_layers
+from compress.training.losses import BlockMap, DistillWeights, distillation_loss
 from compress.models import SequentialRecommender, init_backbone_from_llama, load_model, save_model
-from compress.models.surgery import keep_layers
+from compress.methods.surgery import keep_layers
 from compress.stages.base import Artifact, StageContext, StageResult
-from compress.training import OptimConfig, fit
+from compress.training.loop import OptimConfig, fit
 
 NAME = "distill"
 ACCEPTS = "torch"

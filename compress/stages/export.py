@@ -11,9 +11,9 @@ from typing import Literal
 
 from pydantic import Field
 
-from compress.export import ExportSettings, export_and_check
+from compress.export.onnx_export import ExportSettings, export_and_check
 from compress.models import load_model
-from compress.parity import ParityConfig
+from compress.evaluation.parity import ParityConfig
 from compress.stages.base import Artifact, StageContext, StageResult
 
 NAME = "export"

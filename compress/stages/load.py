@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from compress.artifacts import CONFIG_FILE, WEIGHTS_FILE, link_or_copy, sha256_file
+from compress.runs.artifacts import CONFIG_FILE, WEIGHTS_FILE, link_or_copy, sha256_file
 from compress.errors import RecipeError
 from compress.models import load_model
 from compress.stages.base import Artifact, StageContext, StageResult

@@ -2,7 +2,7 @@
 
 Depth: ShortGPT's Block Influence of every layer on training sequences; the least influential
 layers go. Width: torch-pruning, heads in whole kv groups and MLP channels, by magnitude or
-Taylor importance (`compress.models.surgery.prune_width`). Depth goes first, then width.
+Taylor importance (`compress.methods.surgery.prune_width`). Depth goes first, then width.
 Recovery: a short fit distilled from the model before pruning (the distill stage's losses).
 The stage's info holds the test metrics right after pruning, before recovery.
 """
@@ -15,17 +15,17 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from compress import distributed
+from compress.runtime import distributed
 from compress.data.batching import TrainBatch, train_batches
 from compress.errors import RecipeError
-from compress.evaluation import evaluate_model
-from compress.layer_importance import block_influence, select_layers
-from compress.losses import BlockMap, DistillWeights, distillation_loss, next_item_loss
+from compress.evaluation.metrics import evaluate_model
+from compress.methods.layer_importance import block_influence, select_layers
+from compress.training.losses import BlockMap, DistillWeights, distillation_loss, next_item_loss
 from compress.models import SequentialRecommender, load_model, save_model
-from compress.models.surgery import CalibrationLosses, WidthImportance, keep_layers, prune_width
-from compress.pruning import PrunePlan, PruneTargets, plan_pruning
+from compress.methods.surgery import CalibrationLosses, WidthImportance, keep_layers, prune_width
+from compress.methods.pruning import PrunePlan, PruneTargets, plan_pruning
 from compress.stages.base import Artifact, StageContext, StageResult
-from compress.training import LossFn, OptimConfig, fit
+from compress.training.loop import LossFn, OptimConfig, fit
 
 NAME = "prune"
 ACCEPTS = "torch"

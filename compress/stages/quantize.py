@@ -18,15 +18,15 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from compress.artifacts import dir_size_bytes
-from compress.padding import left_pad
+from compress.runs.artifacts import dir_size_bytes
+from compress.serve.padding import left_pad
 from compress.data.sequences import SequenceData
 from compress.errors import RecipeError
 from compress.models import load_model, save_model
 from compress.models.quantized import QuantizationSpec, import_bitsandbytes
-from compress.onnx_model import OnnxRecommender
-from compress.onnx_quantize import quantize_onnx
-from compress.parity import ParityConfig, check_parity, onnx_scores, ranking_parity, torch_scores
+from compress.serve.onnx_model import OnnxRecommender
+from compress.export.quantize import quantize_onnx
+from compress.evaluation.parity import ParityConfig, check_parity, onnx_scores, ranking_parity, torch_scores
 from compress.stages.base import Artifact, ArtifactKind, StageContext, StageResult
 
 NAME = "quantize"

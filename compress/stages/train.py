@@ -7,9 +7,9 @@ from typing import Literal
 
 from pydantic import Field
 
-from compress import distributed
+from compress.runtime import distributed
 from compress.data.batching import TrainBatch
-from compress.losses import next_item_loss
+from compress.training.losses import next_item_loss
 from compress.models import (
     ModelShape,
     RecommenderConfig,
@@ -19,7 +19,7 @@ from compress.models import (
     shape_from_llama,
 )
 from compress.stages.base import Artifact, StageContext, StageResult
-from compress.training import OptimConfig, fit
+from compress.training.loop import OptimConfig, fit
 
 NAME = "train"
 ACCEPTS = None  # the first stage: builds its model, takes none

@@ -2,10 +2,10 @@ import pytest
 import torch
 
 from compress.errors import RecipeError
-from compress.layer_importance import block_influence, select_layers
-from compress.losses import BlockMap, DistillWeights, distillation_loss
+from compress.methods.layer_importance import block_influence, select_layers
+from compress.training.losses import BlockMap, DistillWeights, distillation_loss
 from compress.models import RecommenderConfig, SequentialRecommender, load_model
-from compress.models.surgery import keep_layers
+from compress.methods.surgery import keep_layers
 from compress.pipeline import RunOptions, run_recipe
 from compress.recipe import validate_recipe
 from tests.conftest import tiny_recipe
@@ -137,7 +137,7 @@ def test_impossible_students_are_rejected_before_any_training(tmp_path, distill,
 def test_student_deeper_than_teacher_is_caught_at_run_time_too(tmp_path, teacher, tiny_data):
     from compress.stages.base import StageContext
     from compress.stages.distill import Config, build_student
-    from compress.evaluation import EvalConfig
+    from compress.evaluation.metrics import EvalConfig
 
     ctx = StageContext(tiny_data, 20, EvalConfig(), torch.device("cpu"), 0, tmp_path, log=lambda _: None)
     with pytest.raises(RecipeError, match="student asks for 5 layers but the teacher has 4"):

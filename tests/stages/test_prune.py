@@ -6,7 +6,7 @@ import torch
 from compress.errors import RecipeError
 from compress.models import RecommenderConfig, load_model
 from compress.pipeline import RunOptions, run_recipe
-from compress.pruning import PruneTargets, count_parameters, plan_pruning
+from compress.methods.pruning import PruneTargets, count_parameters, plan_pruning
 from compress.recipe import validate_recipe
 from tests.conftest import tiny_recipe
 

@@ -3,7 +3,7 @@ import sys
 import onnx
 import pytest
 
-from compress.artifacts import read_json
+from compress.runs.artifacts import read_json
 from compress.errors import CompressError, ParityError, RecipeError
 from compress.models import load_model
 from compress.models.quantized import import_bitsandbytes

@@ -1,0 +1,1 @@
+"""Full-ranking HR/NDCG/MRR@K and ONNX-vs-torch ranking parity."""

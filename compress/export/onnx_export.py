@@ -1,0 +1,220 @@
+"""ONNX export of a SequentialRecommender: ranking inside the graph, checked, optimised, with metadata.
+
+The exported graph takes left-padded `item_ids` and `attention_mask` [batch, seq] (both
+dynamic) and returns `top_scores`, `top_ids` [batch, K] of the items not in the input, and
+the model's full `scores` matrix (as `SequentialRecommender.score`: only padding is -inf). `export_onnx` writes the
+artifact; `export_and_check` adds the ranking parity gate against the PyTorch model.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import onnx
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from compress.runs.artifacts import CONFIG_FILE, atomic_write, read_json, write_json
+from compress.data import DataConfig, load_data
+from compress.data.sequences import SequenceData
+from compress.runtime.environment import versions
+from compress.errors import ArtifactError
+from compress.evaluation.metrics import EvalConfig, evaluate_scores
+from compress.runs.integrity import FILES_FILE, write_file_list
+from compress.models import SequentialRecommender, load_model
+from compress.export.graph import share_transposed_initializers
+from compress.serve.onnx_model import FORMAT, INPUTS, METADATA_FILE, MODEL_FILE, OUTPUTS, OnnxRecommender, import_onnxruntime
+from compress.evaluation.parity import ParityConfig, check_parity, onnx_scores, ranking_parity, torch_scores
+
+DEFAULT_OPSET = {"legacy": 17, "dynamo": 20}
+_OPTIMIZATION = {"none": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED"}
+
+
+class ExportSettings(BaseModel):
+    """How a model becomes an ONNX graph (shared by the export stage and `compress export`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    top_k: int = Field(10, ge=1, description="K of the top-K ids and scores computed inside the graph.")
+    exporter: Literal["legacy", "dynamo"] = Field(
+        "legacy", description="torch.onnx exporter: legacy (TorchScript, ~20x faster to export) or dynamo."
+    )
+    opset: int | None = Field(None, ge=14, description="ONNX opset; default 17 (legacy) or 20 (dynamo).")
+    optimization: Literal["none", "basic", "extended"] = Field(
+        "basic",
+        description="onnxruntime graph optimisations saved into model.onnx: basic keeps standard ONNX ops; "
+        "extended adds onnxruntime-only fusions.",
+    )
+
+
+class RankingGraph(nn.Module):
+    """What the ONNX graph computes: the model's scores, and the top-K of the items not in the input."""
+
+    def __init__(self, model: SequentialRecommender, top_k: int) -> None:
+        super().__init__()
+        self.model = model
+        self.top_k = top_k
+
+    def forward(self, item_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        scores = self.model.score(self.model.last_states(item_ids, attention_mask))
+        unseen = scores.scatter(1, item_ids, float("-inf"))  # input items (and padding 0) are not recommended
+        top_scores, top_ids = unseen.topk(self.top_k, dim=-1)
+        return top_scores, top_ids, scores
+
+
+def export_onnx(
+    model: SequentialRecommender,
+    folder: Path,
+    settings: ExportSettings,
+    item_ids: list[Any],
+    provenance: dict[str, Any],
+) -> dict[str, Any]:
+    """Write `model.onnx` (checked, optimised) and `metadata.json` into `folder`; return the metadata."""
+    if settings.top_k > model.config.num_items:
+        raise ArtifactError(f"top_k {settings.top_k} exceeds the catalogue size {model.config.num_items}")
+    if len(item_ids) != model.config.num_items:
+        raise ArtifactError(f"the id map has {len(item_ids)} items, the model {model.config.num_items}")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    opset = settings.opset or DEFAULT_OPSET[settings.exporter]
+    raw = folder / "raw.onnx"
+    started = time.perf_counter()
+    _torch_export(RankingGraph(model.cpu(), settings.top_k).eval(), raw, settings.exporter, opset, model.config.max_len)
+    export_seconds = time.perf_counter() - started
+    try:
+        onnx.checker.check_model(str(raw), full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise ArtifactError(f"the exported graph fails onnx.checker: {exc}") from None
+    optimize_onnx(raw, folder / MODEL_FILE, settings.optimization)
+    raw.unlink()
+    share_transposed_initializers(folder / MODEL_FILE)  # the tied item table is stored once
+    metadata = {
+        "format": FORMAT,
+        "num_items": model.config.num_items,
+        "max_len": model.config.max_len,
+        "top_k": settings.top_k,
+        "inputs": list(INPUTS),
+        "outputs": list(OUTPUTS),
+        "opset": opset,
+        "exporter": settings.exporter,
+        "optimization": settings.optimization,
+        "export_seconds": round(export_seconds, 2),
+        "quantization": None,
+        "source": provenance,
+        "versions": versions(),
+        "item_ids": item_ids,
+    }
+    write_json(folder / METADATA_FILE, metadata)
+    return metadata
+
+
+def optimize_onnx(source: Path, target: Path, level: str) -> None:
+    """Apply onnxruntime's graph optimisations at `level` and save the result to `target`."""
+    ort = import_onnxruntime()
+    options = ort.SessionOptions()
+    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _OPTIMIZATION[level])
+
+    def write(tmp: Path) -> None:
+        options.optimized_model_filepath = str(tmp)
+        ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+
+    atomic_write(target, write)
+
+
+def export_and_check(
+    model: SequentialRecommender,
+    folder: Path,
+    settings: ExportSettings,
+    parity: ParityConfig,
+    data: SequenceData,
+    item_ids: list[Any],
+    provenance: dict[str, Any],
+    log: Callable[[str], None] = print,
+) -> dict[str, float]:
+    """Export, then compare the ONNX ranking with the PyTorch one on test users; return the parity report."""
+    metadata = export_onnx(model, folder, settings, item_ids, provenance)
+    log(f"exported {folder / MODEL_FILE} (opset {metadata['opset']}, {metadata['exporter']} exporter, "
+        f"{metadata['export_seconds']:.1f}s)")
+    exported = OnnxRecommender(folder, providers=["CPUExecutionProvider"])
+    report = ranking_parity(torch_scores(model), onnx_scores(exported), data, model.config.max_len, parity)
+    log(f"parity vs PyTorch: top-{parity.k} overlap {report[f'overlap@{parity.k}']:.4f}, "
+        f"NDCG@{parity.k} drop {report[f'ndcg_drop@{parity.k}']:+.5f}")
+    check_parity(report, parity, folder, "the ONNX export")
+    return report
+
+
+def _torch_export(graph: RankingGraph, path: Path, exporter: str, opset: int, max_len: int) -> None:
+    example = torch.tensor([[0, 0, 1, 2, 3], [1, 2, 3, 4, 5]], dtype=torch.int64)
+    example = example.clamp(max=graph.model.config.num_items)
+    args = (example, (example > 0).long())
+    if exporter == "legacy":
+        axes = {"item_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"}}
+        axes |= {name: {0: "batch"} for name in OUTPUTS}
+        torch.onnx.export(
+            graph, args, str(path), dynamo=False, opset_version=opset,
+            input_names=list(INPUTS), output_names=list(OUTPUTS), dynamic_axes=axes,
+        )
+    else:
+        batch, seq = torch.export.Dim("batch", min=1), torch.export.Dim("seq", min=2, max=max(max_len, 2))
+        program = torch.onnx.export(
+            graph, args, dynamo=True, opset_version=opset, external_data=False,
+            input_names=list(INPUTS), output_names=list(OUTPUTS),
+            dynamic_shapes={"item_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
+        )
+        program.save(str(path), external_data=False)
+    if not path.is_file():
+        raise ArtifactError(f"torch.onnx.export wrote no file at {path}")
+
+
+def export_path(
+    path: Path,
+    out: Path,
+    settings: ExportSettings,
+    parity: ParityConfig,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """`compress export`: export a run's last PyTorch model (or a model folder) into `out`.
+
+    Inside a run folder the id map, the parity gate and the test metrics (`metrics.json`)
+    come from the run's data; a bare model folder is exported with identity ids (1..N) and
+    no parity gate, and says so.
+    """
+    model_dir, run_dir = _resolve_model(Path(path))
+    model = load_model(model_dir, "cpu")
+    provenance = {"run": run_dir.name if run_dir else None, "stage": model_dir.parent.name, "model": str(model_dir)}
+    out = Path(out)
+    (out / FILES_FILE).unlink(missing_ok=True)  # a previous export's list would not match the new files
+    if run_dir is None:
+        log(f"{model_dir} is not inside a run folder: item ids are exported as 1..N and the parity gate is skipped")
+        ids = list(range(1, model.config.num_items + 1))
+        export_onnx(model, out, settings, ids, provenance)
+        write_file_list(out)
+        return {"artifact": str(out)}
+    recipe = read_json(run_dir / "manifest.json")["recipe"]
+    data = load_data(DataConfig(**recipe["data"]), recipe["seed"])
+    ids = read_json(run_dir / "item_ids.json")
+    report = export_and_check(model, out, settings, parity, data, ids, provenance, log)
+    exported = OnnxRecommender(out, providers=["CPUExecutionProvider"])
+    metrics = evaluate_scores(onnx_scores(exported), data, "test", EvalConfig(**recipe["eval"]), exported.max_len)
+    write_json(out / "metrics.json", {"test": metrics})
+    write_file_list(out)
+    return {"artifact": str(out), "parity": report, "metrics": metrics}
+
+
+def _resolve_model(path: Path) -> tuple[Path, Path | None]:
+    """(model folder, its run folder or None) for a run folder or a model folder."""
+    if (path / "manifest.json").is_file():
+        stages = [s for s in read_json(path / "manifest.json").get("stages", []) if s.get("kind") == "torch"]
+        if not stages:
+            raise ArtifactError(f"run {path} has no finished PyTorch stage to export")
+        return path / stages[-1]["output"], path
+    if not (path / CONFIG_FILE).is_file():
+        raise ArtifactError(
+            f"{path} is neither a run folder (manifest.json) nor a model folder (config.json)",
+            "e.g. compress export artifacts/quickstart --out exported/",
+        )
+    run_dir = path.parent.parent  # <run>/<NN-stage>/model
+    return path, run_dir if (run_dir / "manifest.json").is_file() else None

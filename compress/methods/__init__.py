@@ -1,0 +1,1 @@
+"""Compression methods on torch models: layer importance, pruning plans, model surgery."""

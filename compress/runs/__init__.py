@@ -1,0 +1,1 @@
+"""Run folders: layout and file names, artifact I/O, integrity, locking, failures, fault points."""

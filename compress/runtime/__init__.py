@@ -1,0 +1,1 @@
+"""Where code runs: devices, environment, torchrun/distributed."""

@@ -1,0 +1,1 @@
+"""Serving with numpy + onnxruntime only (never torch): ONNX model reader, predict, padding."""

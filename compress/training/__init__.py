@@ -1,0 +1,1 @@
+"""The one training loop and the losses shared by train, distill and prune recovery."""

@@ -1,0 +1,70 @@
+import copy
+
+import pytest
+import torch
+
+from compress.evaluation.metrics import EvalConfig
+from compress.training.losses import next_item_loss
+from compress.training.loop import OptimConfig, TrainContext, fit
+
+
+def ce_loss(model, batch):
+    states, _ = model(batch.item_ids, batch.attention_mask)
+    loss = next_item_loss(model, states, batch.targets)
+    return loss, {}
+
+
+def context(tmp_path, seed=0):
+    return TrainContext(
+        device=torch.device("cpu"), seed=seed, max_len=20, eval_config=EvalConfig(),
+        checkpoint=tmp_path / "ckpt.pt", log=lambda _: None, show_progress=False,
+    )
+
+
+def test_training_improves_validation_and_checkpoints(tmp_path, tiny_data, tiny_model):
+    before = tiny_model.state_dict()["item_embeddings.weight"].clone()
+    result = fit(tiny_model, ce_loss, tiny_data, OptimConfig(epochs=3, batch_size=32, lr=0.01, patience=0), context(tmp_path))
+    assert result.epochs_run == 3 and len(result.history) == 3
+    assert result.history[-1]["loss"] < result.history[0]["loss"]
+    assert not torch.equal(before, tiny_model.state_dict()["item_embeddings.weight"])
+    assert (tmp_path / "ckpt.pt").is_file()
+
+
+def test_resume_reaches_the_same_weights(tmp_path, tiny_data, tiny_model):
+    interrupted = copy.deepcopy(tiny_model)
+    config = OptimConfig(epochs=3, batch_size=32, lr=0.01, patience=0)
+    fit(tiny_model, ce_loss, tiny_data, config, context(tmp_path / "straight"))
+
+    epochs_done = _train_until_interrupted(interrupted, tiny_data, config, tmp_path / "resumed", stop_after=2)
+    resumed = fit(interrupted, ce_loss, tiny_data, config, context(tmp_path / "resumed"))
+
+    assert epochs_done == 2 and resumed.epochs_run == 3
+    for key, value in tiny_model.state_dict().items():
+        torch.testing.assert_close(value, interrupted.state_dict()[key], rtol=0, atol=0)
+
+
+class Interrupted(Exception):
+    pass
+
+
+def _train_until_interrupted(model, data, config, folder, stop_after):
+    """Train, but raise out of the loop once `stop_after` epochs are checkpointed, as a kill would."""
+    ctx = context(folder)
+    epochs = []
+    ctx.log = lambda message: epochs.append(message) if message.startswith("epoch") else None
+
+    def loss(model, batch):
+        if len(epochs) >= stop_after:
+            raise Interrupted
+        return ce_loss(model, batch)
+
+    with pytest.raises(Interrupted):
+        fit(model, loss, data, config, ctx)
+    assert ctx.checkpoint.is_file()
+    return len(epochs)
+
+
+def test_early_stopping_restores_the_best_weights(tmp_path, tiny_data, tiny_model):
+    config = OptimConfig(epochs=6, batch_size=32, lr=0.5, patience=1)  # a too-high lr makes it worsen
+    result = fit(tiny_model, ce_loss, tiny_data, config, context(tmp_path))
+    assert result.best_metric == max(h["ndcg@10"] for h in result.history)
