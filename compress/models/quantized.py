@@ -9,7 +9,12 @@ it saves disk, not memory, and its effect on ranking is measured on its own.
 
 Storage: the float model's state dict, where an int8 tensor `name` comes with `name.scale`
 (symmetric per row: scale = max|row| / 127), so int8 weights take a quarter of the bytes.
-bitsandbytes 4-bit layers are stored in fp32 and quantized when loaded.
+bitsandbytes 4-bit layers are stored in fp32 and quantized when loaded. Only linear layers whose
+output width is a multiple of FOUR_BIT_BLOCK (32) and input width a multiple of FOUR_BIT_GROUP
+(64) become 4-bit, on every device: bitsandbytes' CPU kernels on AVX512-BF16 CPUs pack 4-bit
+weights in blocks of 32 output channels and 64-wide scale groups per row, and fail on other
+widths; a model must load the same way on any machine. The others stay fp32 (the quantize
+stage logs them).
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from torch import nn
 from compress.errors import ArtifactError, CompressError
 
 SCALE_SUFFIX = ".scale"
+FOUR_BIT_BLOCK = 32  # output channels per packed block
+FOUR_BIT_GROUP = 64  # weights per absmax scale (bitsandbytes' default blocksize), along the input
 Backend = Literal["torch", "fp16", "bf16", "bitsandbytes"]
 _HALF = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -83,6 +90,13 @@ def linear_names(model: nn.Module) -> list[str]:
     return [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
 
 
+def four_bit_skipped(model: nn.Module) -> list[str]:
+    """Linear layers a 4-bit mode keeps in fp32: widths bitsandbytes' CPU packing cannot take."""
+    layers = {name: model.get_submodule(name) for name in linear_names(model)}
+    return [name for name, layer in layers.items()
+            if layer.out_features % FOUR_BIT_BLOCK or layer.in_features % FOUR_BIT_GROUP]
+
+
 def count_parameters(model: nn.Module) -> int:
     """Weights of the architecture; quantized layers count the float weights they stand for."""
     total = 0
@@ -117,7 +131,10 @@ def _torch_dynamic_int8(model: nn.Module, scales: dict[str, torch.Tensor]) -> nn
 
 def _bitsandbytes(model: nn.Module, mode: str) -> nn.Module:
     bnb = import_bitsandbytes()
+    skipped = set(four_bit_skipped(model)) if mode != "int8" else set()
     for name in linear_names(model):
+        if name in skipped:
+            continue
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name)
         old: nn.Linear = getattr(parent, child)
@@ -129,7 +146,9 @@ def _bitsandbytes(model: nn.Module, mode: str) -> nn.Module:
             new = bnb.nn.Linear4bit(
                 old.in_features, old.out_features, bias=bias, quant_type=mode, compute_dtype=torch.float32
             )
-            new.weight = bnb.nn.Params4bit(old.weight.data.clone(), requires_grad=False, quant_type=mode)
+            new.weight = bnb.nn.Params4bit(
+                old.weight.data.clone(), requires_grad=False, quant_type=mode, blocksize=FOUR_BIT_GROUP
+            )
         if bias:
             new.bias = nn.Parameter(old.bias.data.clone(), requires_grad=False)
         setattr(parent, child, new)

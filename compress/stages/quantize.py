@@ -23,7 +23,7 @@ from compress.serve.padding import left_pad
 from compress.data.sequences import SequenceData
 from compress.errors import RecipeError
 from compress.models import load_model, save_model
-from compress.models.quantized import QuantizationSpec, import_bitsandbytes
+from compress.models.quantized import FOUR_BIT_BLOCK, FOUR_BIT_GROUP, QuantizationSpec, four_bit_skipped, import_bitsandbytes
 from compress.serve.onnx_model import OnnxRecommender
 from compress.export.quantize import quantize_onnx
 from compress.evaluation.parity import ParityConfig, check_parity, onnx_scores, ranking_parity, torch_scores
@@ -140,6 +140,10 @@ def _quantize_torch(ctx: StageContext, config: Config, source: Artifact):
             ctx.log("bitsandbytes on CPU: works, but slower than fp32; its savings are GPU memory")
     spec = QuantizationSpec(backend=config.backend, mode=config.mode, item_table=config.item_table)
     model = load_model(source.path, "cpu")
+    if config.backend == "bitsandbytes" and config.mode != "int8" and (skipped := four_bit_skipped(model)):
+        ctx.log(f"{config.mode}: {len(skipped)} linear layer(s) stay fp32: bitsandbytes packs 4-bit weights in "
+                f"blocks of {FOUR_BIT_BLOCK} outputs x {FOUR_BIT_GROUP} inputs, and these widths are not multiples: "
+                f"{', '.join(skipped)}")
     save_model(model, ctx.model_folder, spec)
     reference = load_model(source.path, ctx.device)
     quantized = load_model(ctx.model_folder, ctx.device)

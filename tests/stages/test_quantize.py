@@ -1,4 +1,7 @@
+import copy
 import sys
+
+import torch
 
 import onnx
 import pytest
@@ -6,7 +9,10 @@ import pytest
 from compress.runs.artifacts import read_json
 from compress.errors import CompressError, ParityError, RecipeError
 from compress.models import load_model
-from compress.models.quantized import import_bitsandbytes
+from compress.models import RecommenderConfig, SequentialRecommender
+from compress.models.quantized import (
+    FOUR_BIT_BLOCK, FOUR_BIT_GROUP, QuantizationSpec, apply_runtime, four_bit_skipped, import_bitsandbytes, linear_names,
+)
 from compress.pipeline import RunOptions, run_recipe
 from compress.recipe import validate_recipe
 from tests.conftest import tiny_recipe
@@ -68,6 +74,27 @@ def test_torch_backends_save_smaller_and_load_with_load_model(runs, options):
     if options.get("mode") != "nf4":  # 4-bit weights are stored in fp32 and quantized at load
         assert stage["size_bytes"] < 0.7 * train["size_bytes"]
     assert stage["info"]["parity"]["overlap@10"] >= 0.5
+
+
+@pytest.mark.parametrize("mode", ["nf4", "fp4"])
+def test_four_bit_quantizes_widths_in_blocks_of_32_and_keeps_the_others_fp32(mode):
+    """bitsandbytes packs 4-bit weights in 32-output x 64-input blocks on AVX512-BF16 CPUs; other widths stay fp32."""
+    bnb = import_bitsandbytes()
+    config = RecommenderConfig(num_items=40, hidden_size=64, num_layers=1, num_heads=2, num_kv_heads=1,
+                               intermediate_size=48, max_len=8)
+    model = SequentialRecommender(config).eval()
+    spec = QuantizationSpec(backend="bitsandbytes", mode=mode)
+    skipped = set(four_bit_skipped(model))
+    assert skipped and skipped < set(linear_names(model))  # the MLP (48 wide) stays, attention goes 4-bit
+    quantized = apply_runtime(copy.deepcopy(model), spec, {}, torch.device("cpu"))
+    for name in linear_names(model):
+        layer = quantized.get_submodule(name)
+        assert isinstance(layer, bnb.nn.Linear4bit) == (name not in skipped)
+        fits = layer.out_features % FOUR_BIT_BLOCK == 0 and layer.in_features % FOUR_BIT_GROUP == 0
+        assert fits == (name not in skipped)
+    items, mask = torch.randint(1, 41, (3, 8)), torch.ones(3, 8, dtype=torch.long)
+    with torch.no_grad():
+        assert quantized.last_states(items, mask).shape == model.last_states(items, mask).shape
 
 
 @pytest.mark.parametrize(
