@@ -26,7 +26,10 @@ from compress.evaluation.metrics import EvalConfig, evaluate_scores
 from compress.runs.integrity import FILES_FILE, write_file_list
 from compress.models import SequentialRecommender, load_model
 from compress.export.graph import share_transposed_initializers
-from compress.serve.onnx_model import FORMAT, INPUTS, METADATA_FILE, MODEL_FILE, OUTPUTS, OnnxRecommender, import_onnxruntime
+from compress.export.item_table import PackedTable, store_packed_table
+from compress.export.chunked_topk import add_chunked_ranking
+from compress.models.item_tables import FactorizedTable, QuantizedTable
+from compress.serve.onnx_model import FORMAT, FULL_SCORES, INPUTS, METADATA_FILE, MODEL_FILE, OUTPUTS, OnnxRecommender, import_onnxruntime
 from compress.evaluation.parity import ParityConfig, check_parity, onnx_scores, ranking_parity, torch_scores
 
 DEFAULT_OPSET = {"legacy": 17, "dynamo": 20}
@@ -48,6 +51,11 @@ class ExportSettings(BaseModel):
         description="onnxruntime graph optimisations saved into model.onnx: basic keeps standard ONNX ops; "
         "extended adds onnxruntime-only fusions.",
     )
+    item_chunk: int | None = Field(
+        None, ge=1,
+        description="Rank the catalogue this many items at a time inside the graph (running top-K): no "
+        "[batch, items] score matrix; `scores` is then computed only when the input full_scores is true.",
+    )
 
 
 class RankingGraph(nn.Module):
@@ -63,6 +71,20 @@ class RankingGraph(nn.Module):
         unseen = scores.scatter(1, item_ids, float("-inf"))  # input items (and padding 0) are not recommended
         top_scores, top_ids = unseen.topk(self.top_k, dim=-1)
         return top_scores, top_ids, scores
+
+
+class QueryGraph(nn.Module):
+    """The encoder alone, for chunked ranking: `query` [B, w] such that scores = query @ rowsᵀ,
+    rows = the lookup table (the item table, or the left factor of a low-rank table)."""
+
+    def __init__(self, model: SequentialRecommender) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, item_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        states = self.model.last_states(item_ids, attention_mask)
+        table = self.model.item_embeddings
+        return states @ table.right.t() if isinstance(table, FactorizedTable) else states
 
 
 def export_onnx(
@@ -82,7 +104,15 @@ def export_onnx(
     opset = settings.opset or DEFAULT_OPSET[settings.exporter]
     raw = folder / "raw.onnx"
     started = time.perf_counter()
-    _torch_export(RankingGraph(model.cpu(), settings.top_k).eval(), raw, settings.exporter, opset, model.config.max_len)
+    quantized_table = isinstance(model.item_embeddings, QuantizedTable)
+    traced = _with_float_table(model.cpu()) if quantized_table else model.cpu()
+    if settings.item_chunk is None:
+        _torch_export(RankingGraph(traced, settings.top_k).eval(), raw, settings.exporter, opset, model.config.max_len)
+    else:
+        if not model.config.tie_weights:
+            raise ArtifactError("item_chunk ranks against the lookup table: it needs a tied item table (tie_weights)")
+        _torch_export(QueryGraph(traced).eval(), raw, settings.exporter, opset, model.config.max_len, ("query",))
+        _append_chunked_ranking(raw, model.config.num_items, settings.top_k, settings.item_chunk)
     export_seconds = time.perf_counter() - started
     try:
         onnx.checker.check_model(str(raw), full_check=True)
@@ -91,18 +121,22 @@ def export_onnx(
     optimize_onnx(raw, folder / MODEL_FILE, settings.optimization)
     raw.unlink()
     share_transposed_initializers(folder / MODEL_FILE)  # the tied item table is stored once
+    if quantized_table:  # stored packed, dequantized inside the graph
+        store_packed_table(folder / MODEL_FILE, PackedTable.from_module(model.item_embeddings))
     metadata = {
         "format": FORMAT,
         "num_items": model.config.num_items,
         "max_len": model.config.max_len,
         "top_k": settings.top_k,
-        "inputs": list(INPUTS),
+        "inputs": list(INPUTS) + ([FULL_SCORES] if settings.item_chunk is not None else []),
         "outputs": list(OUTPUTS),
         "opset": opset,
         "exporter": settings.exporter,
         "optimization": settings.optimization,
+        "item_chunk": settings.item_chunk,
         "export_seconds": round(export_seconds, 2),
         "quantization": None,
+        "item_table": model.config.table.model_dump() if model.config.table is not None else None,
         "source": provenance,
         "versions": versions(),
         "item_ids": item_ids,
@@ -146,22 +180,42 @@ def export_and_check(
     return report
 
 
-def _torch_export(graph: RankingGraph, path: Path, exporter: str, opset: int, max_len: int) -> None:
+def _with_float_table(model: SequentialRecommender) -> SequentialRecommender:
+    """A copy of `model` whose quantized item table is a plain float table of the dequantized values."""
+    plain = SequentialRecommender(model.config.model_copy(update={"table": None}))
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("item_embeddings.")}
+    plain.load_state_dict({**state, "item_embeddings.weight": model.item_embeddings.weight.detach()}, strict=True)
+    return plain.eval()
+
+
+def _append_chunked_ranking(path: Path, num_items: int, top_k: int, chunk: int) -> None:
+    """Add the chunked top-K (compress/export/chunked_topk.py) after the exported `query`."""
+    graph_model = onnx.load(str(path))
+    lookups = [n for n in graph_model.graph.node if n.op_type == "Gather" and n.input[1] == "item_ids"]
+    if len(lookups) != 1:
+        raise ArtifactError(f"cannot find the item lookup in the exported graph ({len(lookups)} Gather nodes on item_ids)")
+    add_chunked_ranking(graph_model, "query", lookups[0].input[0], num_items, top_k, chunk)
+    atomic_write(path, lambda tmp: onnx.save(graph_model, str(tmp)))
+
+
+def _torch_export(
+    graph: nn.Module, path: Path, exporter: str, opset: int, max_len: int, outputs: tuple[str, ...] = OUTPUTS
+) -> None:
     example = torch.tensor([[0, 0, 1, 2, 3], [1, 2, 3, 4, 5]], dtype=torch.int64)
     example = example.clamp(max=graph.model.config.num_items)
     args = (example, (example > 0).long())
     if exporter == "legacy":
         axes = {"item_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"}}
-        axes |= {name: {0: "batch"} for name in OUTPUTS}
+        axes |= {name: {0: "batch"} for name in outputs}
         torch.onnx.export(
             graph, args, str(path), dynamo=False, opset_version=opset,
-            input_names=list(INPUTS), output_names=list(OUTPUTS), dynamic_axes=axes,
+            input_names=list(INPUTS), output_names=list(outputs), dynamic_axes=axes,
         )
     else:
         batch, seq = torch.export.Dim("batch", min=1), torch.export.Dim("seq", min=2, max=max(max_len, 2))
         program = torch.onnx.export(
             graph, args, dynamo=True, opset_version=opset, external_data=False,
-            input_names=list(INPUTS), output_names=list(OUTPUTS),
+            input_names=list(INPUTS), output_names=list(outputs),
             dynamic_shapes={"item_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
         )
         program.save(str(path), external_data=False)

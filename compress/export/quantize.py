@@ -21,6 +21,7 @@ import onnx
 from compress.runs.artifacts import read_json, write_json
 from compress.errors import ArtifactError
 from compress.export.graph import share_transposed_initializers
+from compress.export.item_table import PREFIX, PackedTable, store_packed_table
 from compress.serve.onnx_model import METADATA_FILE, MODEL_FILE, import_onnxruntime, read_metadata
 
 OnnxMode = Literal["dynamic", "static"]
@@ -48,6 +49,10 @@ def quantize_onnx(
     if mode == "static" and calibration is None:
         raise ValueError("static quantization needs calibration inputs")
     op_types = list(op_types or DEFAULT_OP_TYPES[mode])
+    packed = PackedTable.from_graph(onnx.load(str(Path(source) / MODEL_FILE)))
+    if packed is not None and item_table:
+        raise ArtifactError(f"{source}: the item table is already compressed (item_table stage)",
+                            "drop item_table from the quantize stage")
     target = Path(target)
     target.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target) as scratch:
@@ -73,6 +78,8 @@ def quantize_onnx(
                 **common,
             )
         share_transposed_initializers(output)  # quant_pre_process folds the table's transpose again
+        if packed is not None and not _holds_packed_table(output):  # ... and dequantizes a packed table
+            store_packed_table(output, packed)
         try:
             onnx.checker.check_model(str(output))
         except onnx.checker.ValidationError as exc:
@@ -92,6 +99,10 @@ def item_table_nodes(model: onnx.ModelProto, rows: int) -> list[str]:
     """Names of the nodes that read an item table (an initializer with `rows` = num_items + 1 rows or columns)."""
     tables = {t.name for t in model.graph.initializer if len(t.dims) == 2 and rows in tuple(t.dims)}
     return [n.name for n in model.graph.node if n.op_type in TABLE_OP_TYPES and tables & set(n.input)]
+
+
+def _holds_packed_table(path: Path) -> bool:
+    return any(t.name == f"{PREFIX}codes_0" for t in onnx.load(str(path)).graph.initializer)
 
 
 class _Reader:

@@ -104,6 +104,8 @@ def count_parameters(model: nn.Module) -> int:
         if isinstance(module, torch.ao.nn.quantized.dynamic.Linear):
             bias = module.bias()
             total += module.weight().numel() + (bias.numel() if bias is not None else 0)
+        if hasattr(module, "float_parameters"):  # a quantized item table: integer buffers, no parameters
+            total += module.float_parameters()
         for param in module.parameters(recurse=False):
             shape = getattr(getattr(param, "quant_state", None), "shape", None)  # bitsandbytes 4-bit packs 2 per byte
             total += int(torch.Size(shape).numel()) if shape is not None else param.numel()

@@ -19,6 +19,7 @@ from transformers import LlamaConfig, LlamaModel
 from compress.runs.artifacts import CONFIG_FILE, WEIGHTS_FILE, atomic_write
 from compress.errors import ArtifactError, RecipeError
 from compress.runs.integrity import verify_artifact
+from compress.models.item_tables import TableSpec, build_table
 from compress.models.quantized import QuantizationSpec, apply_runtime, count_parameters, pack_state, unpack_state
 
 MODEL_TYPE = "compress-sequential-recommender"
@@ -63,6 +64,7 @@ class RecommenderConfig(ModelShape):
 
     num_items: int = Field(ge=1, description="Catalogue size; ids 1..num_items, 0 is padding.")
     max_len: int = Field(ge=1, description="Longest input sequence the model was trained on.")
+    table: TableSpec | None = Field(None, description="A compressed (tied) item table; null: a float nn.Embedding.")
 
     def to_llama(self) -> LlamaConfig:
         return LlamaConfig(
@@ -89,10 +91,13 @@ class SequentialRecommender(nn.Module):
     def __init__(self, config: RecommenderConfig) -> None:
         super().__init__()
         self.config = config
-        self.item_embeddings = nn.Embedding(config.num_items + 1, config.item_dim, padding_idx=0)
-        nn.init.normal_(self.item_embeddings.weight, std=0.02)
-        with torch.no_grad():
-            self.item_embeddings.weight[0].zero_()
+        if config.table is not None:  # compressed (compress/models/item_tables.py): weights come from a state dict
+            self.item_embeddings = build_table(config.table, config.num_items + 1, config.item_dim)
+        else:
+            self.item_embeddings = nn.Embedding(config.num_items + 1, config.item_dim, padding_idx=0)
+            nn.init.normal_(self.item_embeddings.weight, std=0.02)
+            with torch.no_grad():
+                self.item_embeddings.weight[0].zero_()
         widths_differ = config.item_dim != config.hidden_size
         self.input_proj = nn.Linear(config.item_dim, config.hidden_size, bias=False) if widths_differ else nn.Identity()
         self.output_proj = nn.Linear(config.hidden_size, config.item_dim, bias=False) if widths_differ else nn.Identity()
@@ -128,8 +133,11 @@ class SequentialRecommender(nn.Module):
     def score(self, states: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
         """Scores over all items ([..., num_items + 1]), or over items start..stop-1 only (a chunk
         of a large catalogue); the padding column is -inf."""
-        table = self.item_table if (start, stop) == (0, None) else self.item_table[start:stop]
-        logits = states @ table.t()
+        if self.config.table is not None and self.output_items is None:
+            logits = self.item_embeddings.score(states, start, stop)  # straight from the compressed form
+        else:
+            table = self.item_table if (start, stop) == (0, None) else self.item_table[start:stop]
+            logits = states @ table.t()
         if start == 0:
             logits[..., 0] = float("-inf")
         return logits

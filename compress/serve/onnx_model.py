@@ -23,6 +23,7 @@ METADATA_FILE = "metadata.json"
 FORMAT = "compress-onnx-recommender"
 INPUTS = ("item_ids", "attention_mask")
 OUTPUTS = ("top_scores", "top_ids", "scores")
+FULL_SCORES = "full_scores"  # extra input of chunked-ranking graphs: compute `scores` (else it is [B, 0])
 
 
 def import_onnxruntime() -> Any:
@@ -90,12 +91,13 @@ class OnnxRecommender:
         except Exception as exc:  # onnxruntime raises its own untyped errors on corrupt graphs
             raise ArtifactError(f"onnxruntime cannot load {self.folder / MODEL_FILE}: {exc}") from None
         names = {i.name for i in self.session.get_inputs()}, {o.name for o in self.session.get_outputs()}
-        if names != (set(INPUTS), set(OUTPUTS)):
+        self.chunked = FULL_SCORES in names[0]
+        if names != (set(INPUTS) | ({FULL_SCORES} if self.chunked else set()), set(OUTPUTS)):
             raise ArtifactError(f"{self.folder / MODEL_FILE} has inputs/outputs {names}, expected {INPUTS} / {OUTPUTS}")
 
     def scores(self, item_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         """[B, num_items + 1] scores of every item, as the PyTorch model's; the padding column is -inf."""
-        return self._run(["scores"], item_ids, attention_mask)[0]
+        return self._run(["scores"], item_ids, attention_mask, full_scores=True)[0]
 
     def topk(self, item_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(scores [B, K], internal item ids [B, K]), best first, input items left out; K was fixed at export."""
@@ -114,9 +116,13 @@ class OnnxRecommender:
         table = self.metadata["item_ids"]
         return [table[int(i) - 1] for i in np.asarray(internal).ravel()]
 
-    def _run(self, outputs: list[str], item_ids: np.ndarray, attention_mask: np.ndarray) -> list[np.ndarray]:
+    def _run(
+        self, outputs: list[str], item_ids: np.ndarray, attention_mask: np.ndarray, full_scores: bool = False
+    ) -> list[np.ndarray]:
         feeds = {
             "item_ids": np.ascontiguousarray(item_ids, dtype=np.int64),
             "attention_mask": np.ascontiguousarray(attention_mask, dtype=np.int64),
         }
+        if self.chunked:  # chunked graphs score every item only when asked
+            feeds[FULL_SCORES] = np.array(full_scores)
         return self.session.run(outputs, feeds)

@@ -16,9 +16,9 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
-from compress.stages import distill, export, load, prune, quantize, train
+from compress.stages import distill, export, item_table, load, prune, quantize, train
 
-STAGES: dict[str, ModuleType] = {module.NAME: module for module in (train, load, distill, prune, export, quantize)}
+STAGES: dict[str, ModuleType] = {module.NAME: module for module in (train, load, distill, prune, item_table, export, quantize)}
 
 
 def accepts(config: Any) -> str | None:

@@ -1,0 +1,161 @@
+"""A row-wise quantized item table stored compressed inside an ONNX graph (torch-free).
+
+The exporter and onnxruntime's optimiser fold every computation on constants, so a graph
+exported from a model with a quantized table would hold the dequantized float table. After
+export, `store_packed_table` replaces that float initializer (and any transposed copy) with the
+packed integer codes, the fp16 per-row scales and offsets, and the nodes that dequantize them:
+
+    codes (uint8, 8 // bits per byte) ─Cast→int32─Div/Mod→ values ─Cast→float─ * scale + offset
+    [─Concat the row groups─Gather(order)]  ──► the table, as the lookup Gather and scoring read it
+
+The file then holds the compressed table; onnxruntime folds the dequantization once when it
+loads the model (in memory), so scoring runs exactly as the float graph. `PackedTable.from_graph`
+reads the packed table back (the onnxruntime quantize stage re-applies it after its own folding).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from compress.errors import ArtifactError
+from compress.runs.artifacts import atomic_write
+
+PREFIX = "item_table."
+METADATA_KEY = "compress.item_table"
+
+
+@dataclass
+class PackedGroup:
+    bits: int
+    codes: np.ndarray  # [rows, dim * bits / 8] uint8
+    scale: np.ndarray  # [rows] float16
+    offset: np.ndarray  # [rows] float16
+
+
+@dataclass
+class PackedTable:
+    """Row groups of packed codes and the row order: what a QuantizedTable stores, in numpy."""
+
+    dim: int
+    groups: list[PackedGroup]
+    order: np.ndarray | None  # [rows] int32: row i is row order[i] of the concatenated groups
+
+    def dequantize(self) -> np.ndarray:
+        """The float32 table, computed as the graph (and QuantizedTable.weight) computes it."""
+        parts = [unpack(g.codes, g.bits, self.dim).astype(np.float32) * g.scale.astype(np.float32)[:, None]
+                 + g.offset.astype(np.float32)[:, None] for g in self.groups]
+        table = np.concatenate(parts)
+        return table if self.order is None else table[self.order]
+
+    def nbytes(self) -> int:
+        arrays = [a for g in self.groups for a in (g.codes, g.scale, g.offset)]
+        return int(sum(a.nbytes for a in arrays) + (self.order.nbytes if self.order is not None else 0))
+
+    @classmethod
+    def from_module(cls, table) -> "PackedTable":
+        """From a compress.models.item_tables.QuantizedTable."""
+        groups = [PackedGroup(bits, codes.cpu().numpy(), scale.cpu().numpy(), offset.cpu().numpy())
+                  for bits, codes, scale, offset in table.groups()]
+        order = table.order.cpu().numpy() if len(groups) > 1 else None
+        return cls(table.dim, groups, order)
+
+    @classmethod
+    def from_graph(cls, model: onnx.ModelProto) -> "PackedTable | None":
+        """The packed table `store_packed_table` wrote into `model`, or None."""
+        meta = {p.key: p.value for p in model.metadata_props}.get(METADATA_KEY)
+        if meta is None:
+            return None
+        spec = json.loads(meta)
+        arrays = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer if t.name.startswith(PREFIX)}
+        groups = [PackedGroup(bits, arrays[f"{PREFIX}codes_{i}"], arrays[f"{PREFIX}scale_{i}"].ravel(),
+                              arrays[f"{PREFIX}offset_{i}"].ravel()) for i, bits in enumerate(spec["group_bits"])]
+        return cls(spec["dim"], groups, arrays.get(f"{PREFIX}order"))
+
+
+def unpack(codes: np.ndarray, bits: int, dim: int) -> np.ndarray:
+    """[rows, dim] int32 values of packed codes (value j*per + p of a row: byte j, bits p*bits...)."""
+    per_byte = 8 // bits
+    shifts = np.arange(per_byte, dtype=np.int32) * bits
+    values = (codes.astype(np.int32)[..., None] >> shifts) & ((1 << bits) - 1)
+    return values.reshape(codes.shape[0], dim)
+
+
+def store_packed_table(path: Path, packed: PackedTable) -> int:
+    """Replace the float table in the model at `path` by `packed` and its dequantization; return bytes saved."""
+    model = onnx.load(str(path))
+    graph = model.graph
+    table = packed.dequantize()
+    plain, transposed = [], []
+    for tensor in graph.initializer:
+        if tuple(tensor.dims) in (table.shape, table.shape[::-1]) and tensor.data_type == TensorProto.FLOAT:
+            value = numpy_helper.to_array(tensor)
+            if value.shape == table.shape and np.allclose(value, table, rtol=0, atol=1e-6):
+                plain.append(tensor.name)
+            elif value.shape == table.shape[::-1] and np.allclose(value, table.T, rtol=0, atol=1e-6):
+                transposed.append(tensor.name)
+    if not plain and not transposed:
+        raise ArtifactError(f"{path}: no initializer holds the item table to compress")
+    removed = set(plain) | set(transposed)
+    saved = sum(t.ByteSize() for t in graph.initializer if t.name in removed)
+    kept = [t for t in graph.initializer if t.name not in removed]
+    del graph.initializer[:]
+    graph.initializer.extend(kept + _packed_initializers(packed))
+    nodes = _dequantize_nodes(packed, f"{PREFIX}table")
+    nodes += [helper.make_node("Identity", [f"{PREFIX}table"], [name], name=f"{PREFIX}as_{name}") for name in plain]
+    nodes += [helper.make_node("Transpose", [f"{PREFIX}table"], [name], name=f"{PREFIX}as_{name}", perm=[1, 0])
+              for name in transposed]
+    ordered = nodes + list(graph.node)
+    del graph.node[:]
+    graph.node.extend(ordered)
+    inputs = [i for i in graph.input if i.name not in removed]
+    del graph.input[:]
+    graph.input.extend(inputs)
+    spec = {"dim": packed.dim, "group_bits": [g.bits for g in packed.groups]}
+    helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props}, METADATA_KEY: json.dumps(spec)})
+    atomic_write(Path(path), lambda tmp: onnx.save(model, str(tmp)))
+    return int(saved - packed.nbytes())
+
+
+def _packed_initializers(packed: PackedTable) -> list[TensorProto]:
+    arrays = {}
+    for i, group in enumerate(packed.groups):
+        arrays |= {f"codes_{i}": group.codes, f"scale_{i}": group.scale[:, None], f"offset_{i}": group.offset[:, None]}
+    if packed.order is not None:
+        arrays["order"] = packed.order.astype(np.int32)
+    return [numpy_helper.from_array(np.ascontiguousarray(value), PREFIX + name) for name, value in arrays.items()]
+
+
+def _dequantize_nodes(packed: PackedTable, output: str) -> list[onnx.NodeProto]:
+    """Nodes computing the float table named `output` from the packed initializers."""
+    nodes: list[onnx.NodeProto] = []
+
+    def node(op: str, inputs: list[str], **attrs) -> str:
+        name = f"{PREFIX}n{len(nodes)}"
+        nodes.append(helper.make_node(op, inputs, [name], name=name, **attrs))
+        return name
+
+    def constant(value: np.ndarray) -> str:
+        return node("Constant", [], value=numpy_helper.from_array(value))
+
+    parts = []
+    for i, group in enumerate(packed.groups):
+        values = node("Cast", [f"{PREFIX}codes_{i}"], to=TensorProto.INT32)
+        per_byte = 8 // group.bits
+        if per_byte > 1:  # value p of a byte = (byte // 2^(p*bits)) mod 2^bits, then interleave
+            modulus = constant(np.array(1 << group.bits, dtype=np.int32))
+            axis = constant(np.array([2], dtype=np.int64))
+            pieces = [node("Unsqueeze", [node("Mod", [node("Div", [values, constant(np.array(1 << (p * group.bits), dtype=np.int32))]), modulus]), axis])
+                      for p in range(per_byte)]
+            stacked = node("Concat", pieces, axis=2)
+            values = node("Reshape", [stacked, constant(np.array([-1, packed.dim], dtype=np.int64))])
+        scaled = node("Mul", [node("Cast", [values], to=TensorProto.FLOAT), node("Cast", [f"{PREFIX}scale_{i}"], to=TensorProto.FLOAT)])
+        parts.append(node("Add", [scaled, node("Cast", [f"{PREFIX}offset_{i}"], to=TensorProto.FLOAT)]))
+    table = parts[0] if len(parts) == 1 else node("Gather", [node("Concat", parts, axis=0), f"{PREFIX}order"], axis=0)
+    nodes.append(helper.make_node("Identity", [table], [output], name=f"{PREFIX}output"))
+    return nodes
