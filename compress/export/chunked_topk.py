@@ -50,7 +50,8 @@ def add_chunked_ranking(model: onnx.ModelProto, query: str, rows: str, num_items
     start_scores = b("ConstantOfShape", [empty], value=numpy_helper.from_array(np.array([0], dtype=np.float32)))
     start_ids = b("ConstantOfShape", [empty], value=numpy_helper.from_array(np.array([0], dtype=np.int64)))
     trips = b.const(np.array(-(-num_items // chunk), dtype=np.int64))
-    best_scores, best_ids = b("Loop", [trips, "", start_scores, start_ids], outputs=2,
+    always = b.const(np.array(True))
+    best_scores, best_ids = b("Loop", [trips, always, start_scores, start_ids], outputs=2,
                               body=_chunk_body(query, rows, num_items, chunk, keep))
     # remove the input items, keep the best K
     seen = b("Greater", [b("ReduceSum", [b("Cast", [b("Equal", [b("Unsqueeze", [best_ids, b.const(np.array([2]))]),

@@ -54,3 +54,34 @@ def share_transposed_initializers(path: Path) -> int:
 
 def _is_transpose(first: np.ndarray, second: np.ndarray) -> bool:
     return first.shape == second.shape[::-1] and first.dtype == second.dtype and np.array_equal(first.T, second)
+
+
+def sort_nodes(path: Path) -> None:
+    """Re-order the nodes of the model at `path` topologically, counting the outer values that the
+    subgraphs of If/Loop nodes read (onnxruntime's quantizer sorts without them)."""
+    model = onnx.load(str(path))
+    graph = model.graph
+    produced = {out: i for i, node in enumerate(graph.node) for out in node.output}
+    needs = [{produced[name] for name in _reads(node) if name in produced} for node in graph.node]
+    placed: list[int] = []
+    done: set[int] = set()
+    while len(placed) < len(graph.node):
+        ready = [i for i in range(len(graph.node)) if i not in done and needs[i] <= done]
+        if not ready:
+            raise ValueError(f"{path}: the graph has a cycle")
+        placed += ready
+        done |= set(ready)
+    nodes = [graph.node[i] for i in placed]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    atomic_write(Path(path), lambda tmp: onnx.save(model, str(tmp)))
+
+
+def _reads(node: onnx.NodeProto) -> set[str]:
+    """Every value `node` reads: its inputs and, for If/Loop, whatever its subgraphs read."""
+    names = set(node.input)
+    for attribute in node.attribute:
+        for sub in ([attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else list(attribute.graphs)):
+            for inner in sub.node:
+                names |= _reads(inner)
+    return names

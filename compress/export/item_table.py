@@ -106,9 +106,11 @@ def store_packed_table(path: Path, packed: PackedTable) -> int:
     kept = [t for t in graph.initializer if t.name not in removed]
     del graph.initializer[:]
     graph.initializer.extend(kept + _packed_initializers(packed))
-    nodes = _dequantize_nodes(packed, f"{PREFIX}table")
-    nodes += [helper.make_node("Identity", [f"{PREFIX}table"], [name], name=f"{PREFIX}as_{name}") for name in plain]
-    nodes += [helper.make_node("Transpose", [f"{PREFIX}table"], [name], name=f"{PREFIX}as_{name}", perm=[1, 0])
+    taken = {t.name for t in graph.initializer} | {o for n in graph.node for o in (*n.output, n.name)}
+    stem = next(f"{PREFIX}dq{k}." for k in range(len(taken) + 1) if not any(x.startswith(f"{PREFIX}dq{k}.") for x in taken))
+    nodes = _dequantize_nodes(packed, stem)
+    nodes += [helper.make_node("Identity", [f"{stem}table"], [name], name=f"{stem}as_{name}") for name in plain]
+    nodes += [helper.make_node("Transpose", [f"{stem}table"], [name], name=f"{stem}as_{name}", perm=[1, 0])
               for name in transposed]
     ordered = nodes + list(graph.node)
     del graph.node[:]
@@ -131,12 +133,12 @@ def _packed_initializers(packed: PackedTable) -> list[TensorProto]:
     return [numpy_helper.from_array(np.ascontiguousarray(value), PREFIX + name) for name, value in arrays.items()]
 
 
-def _dequantize_nodes(packed: PackedTable, output: str) -> list[onnx.NodeProto]:
-    """Nodes computing the float table named `output` from the packed initializers."""
+def _dequantize_nodes(packed: PackedTable, stem: str) -> list[onnx.NodeProto]:
+    """Nodes computing the float table `<stem>table` from the packed initializers (node names start with `stem`)."""
     nodes: list[onnx.NodeProto] = []
 
     def node(op: str, inputs: list[str], **attrs) -> str:
-        name = f"{PREFIX}n{len(nodes)}"
+        name = f"{stem}n{len(nodes)}"
         nodes.append(helper.make_node(op, inputs, [name], name=name, **attrs))
         return name
 
@@ -157,5 +159,5 @@ def _dequantize_nodes(packed: PackedTable, output: str) -> list[onnx.NodeProto]:
         scaled = node("Mul", [node("Cast", [values], to=TensorProto.FLOAT), node("Cast", [f"{PREFIX}scale_{i}"], to=TensorProto.FLOAT)])
         parts.append(node("Add", [scaled, node("Cast", [f"{PREFIX}offset_{i}"], to=TensorProto.FLOAT)]))
     table = parts[0] if len(parts) == 1 else node("Gather", [node("Concat", parts, axis=0), f"{PREFIX}order"], axis=0)
-    nodes.append(helper.make_node("Identity", [table], [output], name=f"{PREFIX}output"))
+    nodes.append(helper.make_node("Identity", [table], [f"{stem}table"], name=f"{stem}output"))
     return nodes

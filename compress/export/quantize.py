@@ -20,7 +20,7 @@ import onnx
 
 from compress.runs.artifacts import read_json, write_json
 from compress.errors import ArtifactError
-from compress.export.graph import share_transposed_initializers
+from compress.export.graph import share_transposed_initializers, sort_nodes
 from compress.export.item_table import PREFIX, PackedTable, store_packed_table
 from compress.serve.onnx_model import METADATA_FILE, MODEL_FILE, import_onnxruntime, read_metadata
 
@@ -57,7 +57,9 @@ def quantize_onnx(
     target.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target) as scratch:
         prepared = Path(scratch) / "prepared.onnx"
-        quant_pre_process(str(Path(source) / MODEL_FILE), str(prepared))
+        # onnxruntime's symbolic shape inference fails on the Loop of a chunked-ranking graph; ONNX's own is enough
+        quant_pre_process(str(Path(source) / MODEL_FILE), str(prepared),
+                          skip_symbolic_shape=metadata.get("item_chunk") is not None)
         table_nodes = item_table_nodes(onnx.load(str(prepared)), metadata["num_items"] + 1)
         if item_table:
             op_types = sorted(set(op_types) | {"Gather"})
@@ -80,6 +82,8 @@ def quantize_onnx(
         share_transposed_initializers(output)  # quant_pre_process folds the table's transpose again
         if packed is not None and not _holds_packed_table(output):  # ... and dequantizes a packed table
             store_packed_table(output, packed)
+        if metadata.get("item_chunk") is not None:
+            sort_nodes(output)  # the quantizer's own sort misses what the chunked ranking's subgraphs read
         try:
             onnx.checker.check_model(str(output))
         except onnx.checker.ValidationError as exc:
