@@ -26,7 +26,7 @@ import torch
 
 RESULTS = Path(__file__).parent / "results" / "item_table"
 ROOT = Path(__file__).resolve().parent.parent
-QUICK_RECOVERY = {"epochs": 1, "max_steps_per_epoch": 20, "lr": 0.001, "eval_users": 1000}
+QUICK_RECOVERY = {"epochs": 1, "max_steps_per_epoch": 20, "lr": 0.001, "eval_users": 500}
 METHODS: dict[str, dict[str, Any] | None] = {
     "fp32": None,
     "rowwise int8": {"method": "rowwise", "bits": 8, "recovery": None},
