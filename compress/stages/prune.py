@@ -9,53 +9,26 @@ The stage's info holds the test metrics right after pruning, before recovery.
 
 from __future__ import annotations
 
-from typing import Iterator, Literal
+from typing import Iterator
 
 import numpy as np
 import torch
-from pydantic import Field
 
 from compress.runtime import distributed
 from compress.data.batching import TrainBatch, train_batches
 from compress.errors import RecipeError
 from compress.evaluation.metrics import evaluate_model
 from compress.methods.layer_importance import block_influence, select_layers
-from compress.training.losses import BlockMap, DistillWeights, distillation_loss, next_item_loss
+from compress.training.losses import BlockMap, distillation_loss, next_item_loss
 from compress.models import SequentialRecommender, load_model, save_model
-from compress.methods.surgery import CalibrationLosses, WidthImportance, keep_layers, prune_width
-from compress.methods.pruning import PrunePlan, PruneTargets, plan_pruning
+from compress.methods.surgery import CalibrationLosses, keep_layers, prune_width
+from compress.methods.pruning import PrunePlan, plan_pruning
+from compress.stages.config import PruneConfig, Recovery
 from compress.stages.base import Artifact, StageContext, StageResult
-from compress.training.loop import LossFn, OptimConfig, fit
-
-NAME = "prune"
-ACCEPTS = "torch"
-PRODUCES = "torch"
-DATA_PARALLEL = True  # under torchrun every rank runs it (fit is data parallel); rank 0 saves
+from compress.training.loop import LossFn, fit
 
 
-class Recovery(OptimConfig):
-    """Fine-tuning after pruning, with the model before pruning as a frozen teacher."""
-
-    epochs: int = Field(3, ge=1, description="Maximum recovery epochs.")
-    blocks: int = Field(1, ge=1, description="B: hidden states are aligned at B blocks (cosine/l2 weights).")
-    weights: DistillWeights = Field(
-        default_factory=lambda: DistillWeights(ce=1.0, kd=1.0), description="Loss term weights (distill's losses)."
-    )
-
-
-class Config(PruneTargets):
-    stage: Literal["prune"] = "prune"
-    importance: WidthImportance = Field(
-        "magnitude", description="Width importance: magnitude (weights) or taylor (|weight x gradient|)."
-    )
-    calibration_batches: int = Field(8, ge=1, description="Training batches for Block Influence and Taylor gradients.")
-    calibration_batch_size: int = Field(64, ge=1, description="Sequences per calibration batch.")
-    recovery: Recovery | None = Field(
-        default_factory=Recovery, description="Recovery fine-tuning after pruning; null: none."
-    )
-
-
-def run(ctx: StageContext, config: Config, source: Artifact) -> StageResult:
+def run(ctx: StageContext, config: PruneConfig, source: Artifact) -> StageResult:
     original = load_model(source.path, ctx.device).eval().requires_grad_(False)
     plan = plan_pruning(config, original.config)
     blocks = _block_map(plan, original, config.recovery) if config.recovery is not None else None
@@ -106,7 +79,7 @@ def _block_map(plan: PrunePlan, original: SequentialRecommender, recovery: Recov
 
 
 def _layers_to_keep(
-    model: SequentialRecommender, plan: PrunePlan, config: Config, ctx: StageContext
+    model: SequentialRecommender, plan: PrunePlan, config: PruneConfig, ctx: StageContext
 ) -> tuple[list[int], list[float] | None]:
     """Indices of the layers the plan keeps (the most influential) and every layer's Block Influence."""
     depth = model.config.num_layers
@@ -119,7 +92,7 @@ def _layers_to_keep(
     return select_layers("importance", depth, plan.num_layers, influence), influence
 
 
-def _calibration_losses(ctx: StageContext, config: Config) -> CalibrationLosses:
+def _calibration_losses(ctx: StageContext, config: PruneConfig) -> CalibrationLosses:
     """Next-item losses of `calibration_batches` seeded training batches (gradients for Taylor importance)."""
 
     def losses(model: SequentialRecommender) -> Iterator[torch.Tensor]:

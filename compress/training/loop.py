@@ -21,11 +21,10 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from compress.runtime import distributed
@@ -34,27 +33,10 @@ from compress.data.batching import TrainBatch, train_batches, trainable_users
 from compress.data.sequences import SequenceData
 from compress.evaluation.metrics import EvalConfig, evaluate_model, evaluation_users, metrics_from_ranks, model_ranks
 from compress.models import SequentialRecommender
+from compress.training.config import OptimConfig
 
 LossFn = Callable[[SequentialRecommender, TrainBatch], tuple[torch.Tensor, dict[str, float]]]
 SELECTION_METRIC = "ndcg@10"
-
-
-class OptimConfig(BaseModel):
-    """Optimisation settings common to every training stage."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    epochs: int = Field(20, ge=1, description="Maximum epochs.")
-    batch_size: int = Field(128, ge=1, description="Sequences per step.")
-    lr: float = Field(1e-3, gt=0, description="Peak learning rate (AdamW).")
-    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
-    warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Fraction of steps of linear warm-up.")
-    grad_clip: float = Field(1.0, ge=0, description="Max gradient norm (0: off).")
-    patience: int = Field(3, ge=0, description="Stop after this many evaluations without improvement (0: never).")
-    max_steps_per_epoch: int | None = Field(None, ge=1, description="Cap on steps per epoch (quick runs).")
-    softmax: Literal["full", "sampled"] = Field("full", description="Next-item cross-entropy over all items or sampled.")
-    num_negatives: int = Field(1000, ge=1, description="Shared negatives per step for softmax: sampled.")
-    eval_users: int | None = Field(None, ge=1, description="Validate on the first N users only (default: all).")
 
 
 @dataclass

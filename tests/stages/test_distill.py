@@ -136,9 +136,10 @@ def test_impossible_students_are_rejected_before_any_training(tmp_path, distill,
 
 def test_student_deeper_than_teacher_is_caught_at_run_time_too(tmp_path, teacher, tiny_data):
     from compress.stages.base import StageContext
-    from compress.stages.distill import Config, build_student
+    from compress.stages.config import DistillConfig
+    from compress.stages.distill import build_student
     from compress.evaluation.metrics import EvalConfig
 
     ctx = StageContext(tiny_data, 20, EvalConfig(), torch.device("cpu"), 0, tmp_path, log=lambda _: None)
     with pytest.raises(RecipeError, match="student asks for 5 layers but the teacher has 4"):
-        build_student(teacher, Config(num_layers=5), ctx)
+        build_student(teacher, DistillConfig(num_layers=5), ctx)
