@@ -10,10 +10,9 @@ blocks, and optional logit distillation (KL at temperature T).
 from __future__ import annotations
 
 from compress.runtime import distributed
-from compress.data.batching import TrainBatch
 from compress.errors import RecipeError
 from compress.methods.layer_importance import block_influence, select_layers
-from compress.training.losses import BlockMap, distillation_loss
+from compress.training.losses import BlockMap, distillation_objective
 from compress.models import SequentialRecommender, init_backbone_from_llama, load_model, save_model
 from compress.methods.surgery import keep_layers
 from compress.stages.config import DistillConfig
@@ -54,12 +53,7 @@ def run(ctx: StageContext, config: DistillConfig, source: Artifact) -> StageResu
         f" of the teacher); aligned blocks student {blocks.student} <- teacher {blocks.teacher}"
     )
 
-    def loss_fn(model: SequentialRecommender, batch: TrainBatch):
-        return distillation_loss(
-            model, teacher, batch.item_ids, batch.attention_mask, batch.targets,
-            config.weights, blocks, config.softmax, config.num_negatives,
-        )
-
+    loss_fn = distillation_objective(teacher, config.weights, blocks, config.softmax, config.num_negatives)
     result = fit(student, loss_fn, ctx.data, config, ctx.train_context())
     if distributed.is_main():
         save_model(student, ctx.model_folder)

@@ -15,17 +15,17 @@ import numpy as np
 import torch
 
 from compress.runtime import distributed
-from compress.data.batching import TrainBatch, train_batches
+from compress.data.batching import train_batches
 from compress.errors import RecipeError
 from compress.evaluation.metrics import evaluate_model
 from compress.methods.layer_importance import block_influence, select_layers
-from compress.training.losses import BlockMap, distillation_loss, next_item_loss
+from compress.training.losses import BlockMap, distillation_objective, next_item_loss
 from compress.models import SequentialRecommender, load_model, save_model
 from compress.methods.surgery import CalibrationLosses, keep_layers, prune_width
 from compress.methods.pruning import PrunePlan, plan_pruning
 from compress.stages.config import PruneConfig, Recovery
 from compress.stages.base import Artifact, StageContext, StageResult
-from compress.training.loop import LossFn, fit
+from compress.training.loop import fit
 
 
 def run(ctx: StageContext, config: PruneConfig, source: Artifact) -> StageResult:
@@ -61,8 +61,9 @@ def run(ctx: StageContext, config: PruneConfig, source: Artifact) -> StageResult
     }
     history: list[dict[str, float]] = []
     if config.recovery is not None and blocks is not None:
-        result = fit(pruned, _recovery_loss(original, config.recovery, blocks), ctx.data, config.recovery,
-                     ctx.train_context())
+        recovery = config.recovery
+        loss_fn = distillation_objective(original, recovery.weights, blocks, recovery.softmax, recovery.num_negatives)
+        result = fit(pruned, loss_fn, ctx.data, recovery, ctx.train_context())
         info |= {"recovery_best_epoch": result.best_epoch, "recovery_epochs_run": result.epochs_run,
                  "recovery_seconds": round(result.seconds, 2)}
         history = result.history
@@ -102,13 +103,3 @@ def _calibration_losses(ctx: StageContext, config: PruneConfig) -> CalibrationLo
             yield next_item_loss(model, states, batch.targets.to(ctx.device))
 
     return losses
-
-
-def _recovery_loss(teacher: SequentialRecommender, recovery: Recovery, blocks: BlockMap) -> LossFn:
-    def loss_fn(model: SequentialRecommender, batch: TrainBatch):
-        return distillation_loss(
-            model, teacher, batch.item_ids, batch.attention_mask, batch.targets,
-            recovery.weights, blocks, recovery.softmax, recovery.num_negatives,
-        )
-
-    return loss_fn

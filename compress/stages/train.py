@@ -35,7 +35,7 @@ def run(ctx: StageContext, config: TrainConfig, source: Artifact | None) -> Stag
     def loss_fn(model: SequentialRecommender, batch: TrainBatch):
         states, _ = model(batch.item_ids, batch.attention_mask)
         loss = next_item_loss(model, states, batch.targets, config.softmax, config.num_negatives)
-        return loss, {"ce": loss.item()}
+        return loss, {"ce": loss.detach()}
 
     result = fit(model, loss_fn, ctx.data, config, ctx.train_context())
     if distributed.is_main():

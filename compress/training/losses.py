@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
+from compress.data.batching import TrainBatch
 from compress.models import SequentialRecommender
 from compress.training.config import DistillWeights, Softmax
+
+# (model, batch) -> (loss, its terms detached): the terms stay on the device, read only where logged
+LossFn = Callable[[SequentialRecommender, TrainBatch], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 
 
 def next_item_loss(
@@ -70,8 +75,8 @@ def distillation_loss(
     blocks: BlockMap,
     softmax: Softmax = "full",
     num_negatives: int = 1000,
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """The weighted sum of the active terms, and each term's value for logging."""
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The weighted sum of the active terms, and each term's value (detached, on the device: no sync)."""
     need_hidden = bool(weights.cosine or weights.l2 or weights.multi_supervision)
     states, hidden = student(item_ids, attention_mask, output_hidden_states=need_hidden)
     selected = targets > 0
@@ -92,7 +97,21 @@ def distillation_loss(
     if weights.kd:
         terms["kd"] = _logit_kl(student, states[selected], teacher.score(teacher_states[selected]), weights.temperature)
     total = sum(getattr(weights, name) * value for name, value in terms.items())
-    return total, {name: value.item() for name, value in terms.items()}
+    return total, {name: value.detach() for name, value in terms.items()}
+
+
+def distillation_objective(
+    teacher: SequentialRecommender, weights: DistillWeights, blocks: BlockMap, softmax: Softmax, num_negatives: int
+) -> LossFn:
+    """The loss `fit` trains a student with against a frozen `teacher` (distill, and prune's recovery)."""
+
+    def loss_fn(student: SequentialRecommender, batch: TrainBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return distillation_loss(
+            student, teacher, batch.item_ids, batch.attention_mask, batch.targets,
+            weights, blocks, softmax, num_negatives,
+        )
+
+    return loss_fn
 
 
 def _intermediate_ce(
