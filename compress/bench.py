@@ -23,7 +23,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Callable, Iterator, Literal, get_args
 
 import numpy as np
 import torch
@@ -40,7 +40,7 @@ from compress.stages.base import Artifact
 
 BENCH_FILE = "bench.json"
 LengthMode = Literal["fixed", "realistic"]
-LENGTH_MODES: tuple[LengthMode, ...] = ("fixed", "realistic")
+LENGTH_MODES: tuple[LengthMode, ...] = get_args(LengthMode)
 PredictFn = Callable[[np.ndarray, np.ndarray], Any]  # (item_ids, attention_mask) [B, L] int64 -> scores
 
 

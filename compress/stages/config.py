@@ -12,7 +12,7 @@ from typing import Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from compress.evaluation.config import ParityConfig
-from compress.export.config import CalibrateMethod, ExportSettings
+from compress.export.config import CalibrateMethod, ExportSettings, OnnxMode
 from compress.methods.config import PruneTargets, Selection, WidthImportance
 from compress.models.config import ModelShape, TorchBackend
 from compress.training.config import DistillWeights, OptimConfig
@@ -20,7 +20,7 @@ from compress.training.config import DistillWeights, OptimConfig
 ArtifactKind = Literal["torch", "onnx"]  # a model folder (config.json + safetensors) or an ONNX folder
 QuantizeBackend = Literal["onnxruntime", TorchBackend]
 MODES: dict[str, tuple[str, ...]] = {  # each backend's modes, its default first
-    "onnxruntime": ("dynamic", "static"),
+    "onnxruntime": get_args(OnnxMode),
     "torch": ("int8",),
     "fp16": ("half",),
     "bf16": ("half",),
