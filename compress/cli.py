@@ -189,7 +189,10 @@ def ablate(
 
       compress ablate recipes/ablation_example.yaml
     """
-    from compress.ablation import run_ablation
+    from compress.ablation import plan_variants, run_ablation
+    from compress.recipe import read_raw_recipe
+
+    plan_variants(read_raw_recipe(recipe, override or []), str(recipe))  # mistakes in any variant, before torch
     from compress.pipeline import RunOptions
 
     result = run_ablation(recipe, override or [], RunOptions(force=force, show_progress=not quiet, log=console.print), out)

@@ -105,18 +105,21 @@ def test_recipes_validate_without_torch_transformers_or_pandas(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "recipe, data, message",
+    "command, recipe, data, message",
     [
-        ("stages: [{stage: train, epochz: 3}]", None, "stages.0.train.epochz: unknown key"),
-        ("stages: [{stage: train}]\ndata: {source: file, path: missing.txt}", None, "file not found: missing.txt"),
-        ("stages: [{stage: train}]\ndata: {source: file, path: pairs.txt}", "1 2\n1 x\n", "line 2: id 'x' is not an integer"),
+        ("run", "stages: [{stage: train, epochz: 3}]", None, "stages.0.train.epochz: unknown key"),
+        ("run", "stages: [{stage: train}]\ndata: {source: file, path: missing.txt}", None, "file not found: missing.txt"),
+        ("run", "stages: [{stage: train}]\ndata: {source: file, path: pairs.txt}", "1 2\n1 x\n",
+         "line 2: id 'x' is not an integer"),
+        ("ablate", "stages: [{stage: train}]\nablation: {variants: {a: [stages.train.epochz=2]}}", None,
+         "(variant a) is invalid"),
     ],
 )
-def test_cli_reports_recipe_and_data_mistakes_before_importing_torch(tmp_path, recipe, data, message):
+def test_cli_reports_recipe_and_data_mistakes_before_importing_torch(tmp_path, command, recipe, data, message):
     if data is not None:
         (tmp_path / "pairs.txt").write_text(data)
     (tmp_path / "bad.yaml").write_text(f"name: bad\n{recipe}\n")
-    code = BLOCK_HEAVY + "from compress.cli import main\nsys.argv = ['compress', 'run', 'bad.yaml']\nmain()\n"
+    code = BLOCK_HEAVY + f"from compress.cli import main\nsys.argv = ['compress', {command!r}, 'bad.yaml']\nmain()\n"
     result = _python(code, tmp_path)  # importing torch or transformers would be a traceback, exit 1
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr
