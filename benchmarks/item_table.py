@@ -59,13 +59,15 @@ def _train_stage(recipe_path: Path) -> dict[str, Any]:
 
 def compress_and_export(name: str, spec: dict | None, recipe, data, source: Path, work: Path) -> dict[str, Any]:
     """Run the item_table stage (unless fp32), export with the parity gate, evaluate the ONNX graph."""
+    from compress.evaluation.config import ParityConfig
     from compress.evaluation.metrics import evaluate_scores
-    from compress.evaluation.parity import ParityConfig, onnx_scores
+    from compress.evaluation.scoring import onnx_scores
     from compress.export.onnx_export import ExportSettings, export_and_check
     from compress.models import load_model
     from compress.serve.onnx_model import OnnxRecommender
     from compress.stages import item_table
     from compress.stages.base import Artifact, StageContext
+    from compress.stages.config import ItemTableConfig
 
     folder = work / name.replace(" ", "_").replace("/", "-").replace("=", "")
     info: dict[str, Any] = {}
@@ -76,7 +78,7 @@ def compress_and_export(name: str, spec: dict | None, recipe, data, source: Path
             ctx = StageContext(data=data, max_len=recipe.data.max_len, eval_config=recipe.eval, device=torch.device("cpu"),
                                seed=recipe.seed, folder=folder, log=lambda m: print(f"  [{name}] {m}", flush=True),
                                show_progress=False)
-            result = item_table.run(ctx, item_table.Config(**spec), Artifact(source, "torch"))
+            result = item_table.run(ctx, ItemTableConfig(**spec), Artifact(source, "torch"))
             done.write_text(json.dumps({k: v for k, v in result.info.items() if k != "history"}, indent=1))
         info = json.loads(done.read_text())
         model_folder = folder / "model"

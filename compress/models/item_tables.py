@@ -14,26 +14,11 @@ the saved state dict then fills. How a float table is compressed is compress/met
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from torch.nn import functional as F
 
-Bits = Literal[2, 4, 8]
-
-
-class TableSpec(BaseModel):
-    """The shape of a compressed item table, enough to rebuild it before its weights are loaded."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    method: Literal["rowwise", "mixed", "lowrank"] = Field(description="How the table is compressed.")
-    group_bits: list[Bits] = Field(default_factory=list, description="rowwise/mixed: bits of each row group.")
-    group_rows: list[int] = Field(default_factory=list, description="rowwise/mixed: rows in each group.")
-    rank: int | None = Field(None, ge=1, description="lowrank: inner dimension r.")
-
+from compress.models.config import TableSpec
 
 class QuantizedTable(nn.Module):
     """Row groups of packed integer codes with fp16 per-row scale and offset; float rows on demand."""
