@@ -87,7 +87,7 @@ def compress_and_export(name: str, spec: dict | None, recipe, data, source: Path
         model = load_model(model_folder)
         export_and_check(model, onnx_folder, ExportSettings(top_k=10), ParityConfig(), data,
                          data.item_ids.tolist(), {"benchmark": "item_table", "method": name}, print)
-    exported = OnnxRecommender(onnx_folder, ["CPUExecutionProvider"])
+    exported = OnnxRecommender(onnx_folder, "cpu")
     metrics = evaluate_scores(onnx_scores(exported), data, "test", recipe.eval, exported.max_len)
     torch_model = load_model(model_folder)
     fp32_bytes = (torch_model.config.num_items + 1) * torch_model.config.item_dim * 4
@@ -111,7 +111,7 @@ def measure_latency(rows: list[dict], data, max_len: int, rounds: int, iteration
     from compress.bench import make_batch, test_histories, time_calls
     from compress.serve.onnx_model import OnnxRecommender
 
-    models = {r["method"]: OnnxRecommender(Path(r["onnx"]), ["CPUExecutionProvider"], threads=threads) for r in rows}
+    models = {r["method"]: OnnxRecommender(Path(r["onnx"]), "cpu", threads=threads) for r in rows}
     histories = test_histories(data, max_len, iterations + 5, seed=0)
     singles = [make_batch([h], "fixed", max_len) for h in histories]
     big = [make_batch(test_histories(data, max_len, 256, seed=s), "fixed", max_len) for s in range(4)]

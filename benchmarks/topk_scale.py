@@ -78,7 +78,7 @@ def measure(folder: Path, items: int, iterations: int, threads: int) -> dict:
 
     from compress.serve.onnx_model import OnnxRecommender
 
-    model = OnnxRecommender(folder, ["CPUExecutionProvider"], threads=threads)
+    model = OnnxRecommender(folder, "cpu", threads=threads)
     one, big = inputs(items, 1), inputs(items, 256)
     model.topk(*one)  # warm-up (onnxruntime allocates its arenas on first use)
     times = []

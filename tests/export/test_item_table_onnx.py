@@ -18,7 +18,6 @@ from compress.export.quantize import quantize_onnx
 from compress.serve.onnx_model import OnnxRecommender
 from tests.methods.test_item_table import compressed, tables
 
-CPU = ["CPUExecutionProvider"]
 METHODS = ["plain", "int4", "mixed", "lowrank"]
 
 
@@ -53,7 +52,7 @@ def test_onnx_scores_match_pytorch(exported, tiny_data, method):
     with torch.no_grad():
         expected = model.score(model.last_states(torch.from_numpy(ids), torch.from_numpy(mask))).numpy()
     for folder in (full, chunked):
-        scores = OnnxRecommender(folder, CPU).scores(ids, mask)
+        scores = OnnxRecommender(folder, "cpu").scores(ids, mask)
         assert np.allclose(scores[:, 1:], expected[:, 1:], atol=1e-4) and np.isneginf(scores[:, 0]).all()
 
 
@@ -72,8 +71,8 @@ def test_quantized_table_is_stored_packed(exported, method):
 def test_chunked_top_k_equals_full_top_k(exported, tiny_data, method):
     _, full, chunked = exported[method]
     ids, mask = feeds(tiny_data, range(40))  # histories of up to 20 items: K + L = 30 > the chunk of 7
-    full_scores, full_ids = OnnxRecommender(full, CPU).topk(ids, mask)
-    chunk_scores, chunk_ids = OnnxRecommender(chunked, CPU).topk(ids, mask)
+    full_scores, full_ids = OnnxRecommender(full, "cpu").topk(ids, mask)
+    chunk_scores, chunk_ids = OnnxRecommender(chunked, "cpu").topk(ids, mask)
     assert np.array_equal(chunk_ids, full_ids)
     assert np.allclose(chunk_scores, full_scores, atol=1e-5)
     assert not any(set(row) & set(history) for row, history in zip(chunk_ids, ids))  # inputs never recommended
@@ -81,7 +80,7 @@ def test_chunked_top_k_equals_full_top_k(exported, tiny_data, method):
 
 def test_chunked_graph_builds_no_score_matrix_unless_asked(exported, tiny_data):
     _, _, chunked = exported["plain"]
-    recommender = OnnxRecommender(chunked, CPU)
+    recommender = OnnxRecommender(chunked, "cpu")
     ids, mask = feeds(tiny_data, range(3))
     scores = recommender.session.run(["scores"], {"item_ids": ids, "attention_mask": mask, "full_scores": np.array(False)})
     assert scores[0].shape == (3, 0)
@@ -94,8 +93,8 @@ def test_onnxruntime_int8_keeps_the_table_packed(exported, tiny_data, tmp_path):
     assert PackedTable.from_graph(graph) is not None
     assert any(t.name == "item_table.codes_1" for t in graph.graph.initializer)
     ids, mask = feeds(tiny_data)
-    reference = OnnxRecommender(full, CPU).topk(ids, mask)[1]
-    overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(OnnxRecommender(tmp_path / "q", CPU).topk(ids, mask)[1], reference)])
+    reference = OnnxRecommender(full, "cpu").topk(ids, mask)[1]
+    overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(OnnxRecommender(tmp_path / "q", "cpu").topk(ids, mask)[1], reference)])
     assert overlap >= 0.8
 
 
