@@ -29,7 +29,7 @@ from compress.export.graph import share_transposed_initializers
 from compress.serve.onnx_model import FORMAT, INPUTS, METADATA_FILE, MODEL_FILE, OUTPUTS, OnnxRecommender, import_onnxruntime
 from compress.evaluation.parity import ParityConfig, check_parity, onnx_scores, ranking_parity, torch_scores
 
-DEFAULT_OPSET = {"legacy": 17, "dynamo": 20}
+DEFAULT_OPSET = {"legacy": 17, "dynamo": 23}  # opset 23: ONNX Attention and RMSNormalization ops
 _OPTIMIZATION = {"none": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED"}
 
 
@@ -40,9 +40,11 @@ class ExportSettings(BaseModel):
 
     top_k: int = Field(10, ge=1, description="K of the top-K ids and scores computed inside the graph.")
     exporter: Literal["legacy", "dynamo"] = Field(
-        "legacy", description="torch.onnx exporter: legacy (TorchScript, ~20x faster to export) or dynamo."
+        "dynamo",
+        description="torch.onnx exporter: dynamo (default; at opset 23 attention becomes one fused ONNX Attention "
+        "op, 1.2-1.8x faster in onnxruntime) or legacy (TorchScript, unfused, ~20x faster to export).",
     )
-    opset: int | None = Field(None, ge=14, description="ONNX opset; default 17 (legacy) or 20 (dynamo).")
+    opset: int | None = Field(None, ge=14, description="ONNX opset; default 23 (dynamo) or 17 (legacy).")
     optimization: Literal["none", "basic", "extended"] = Field(
         "basic",
         description="onnxruntime graph optimisations saved into model.onnx: basic keeps standard ONNX ops; "
