@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 import torch
 
-from compress.export.onnx_export import ExportSettings, RankingGraph, _torch_export, optimize_onnx
+from compress.export.onnx_export import RankingGraph, _torch_export, optimize_onnx
 from compress.export.graph import share_transposed_initializers
 from compress.export.quantize import quantize_onnx
 from compress.models import RecommenderConfig, SequentialRecommender

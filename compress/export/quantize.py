@@ -13,17 +13,17 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, Iterable
 
 import numpy as np
 import onnx
 
 from compress.runs.artifacts import read_json, write_json
 from compress.errors import ArtifactError
+from compress.export.config import CalibrateMethod, OnnxMode
 from compress.export.graph import share_transposed_initializers
 from compress.serve.onnx_model import METADATA_FILE, MODEL_FILE, import_onnxruntime, read_metadata
 
-OnnxMode = Literal["dynamic", "static"]
 DEFAULT_OP_TYPES: dict[str, list[str]] = {"dynamic": ["MatMul"], "static": ["MatMul", "Gemm"]}
 TABLE_OP_TYPES = ["Gather", "MatMul", "Gemm"]
 
@@ -37,7 +37,7 @@ def quantize_onnx(
     reduce_range: bool = False,
     item_table: bool = False,
     calibration: Iterable[dict[str, np.ndarray]] | None = None,
-    calibrate_method: str = "MinMax",
+    calibrate_method: CalibrateMethod = "MinMax",
 ) -> dict[str, Any]:
     """Quantize the artifact in `source` into `target` (model.onnx + metadata.json); return the metadata."""
     import_onnxruntime()

@@ -5,7 +5,8 @@ from compress.runs.artifacts import read_json
 from compress.errors import ArtifactError, ParityError
 from compress.export.onnx_export import ExportSettings, export_path
 from compress.runs.integrity import verify_artifact
-from compress.evaluation.parity import ParityConfig, check_parity, ranking_parity, torch_scores
+from compress.evaluation.parity import ParityConfig, check_parity, ranking_parity
+from compress.evaluation.scoring import torch_scores
 from compress.pipeline import RunOptions, run_recipe
 from compress.recipe import validate_recipe
 from tests.conftest import tiny_recipe
