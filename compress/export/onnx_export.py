@@ -34,7 +34,7 @@ from compress.serve.onnx_model import FORMAT, FULL_SCORES, INPUTS, METADATA_FILE
 from compress.evaluation.parity import check_parity, ranking_parity
 from compress.evaluation.scoring import onnx_scores, torch_scores
 
-DEFAULT_OPSET = {"legacy": 17, "dynamo": 20}
+DEFAULT_OPSET = {"legacy": 17, "dynamo": 23}  # opset 23: ONNX Attention and RMSNormalization ops
 _OPTIMIZATION = {"none": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED"}
 
 

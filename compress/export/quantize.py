@@ -57,9 +57,10 @@ def quantize_onnx(
     target.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target) as scratch:
         prepared = Path(scratch) / "prepared.onnx"
-        # onnxruntime's symbolic shape inference fails on the Loop of a chunked-ranking graph; ONNX's own is enough
-        quant_pre_process(str(Path(source) / MODEL_FILE), str(prepared),
-                          skip_symbolic_shape=metadata.get("item_chunk") is not None)
+        # onnxruntime's symbolic shape inference fails on fused Attention and on the Loop of a chunked-ranking
+        # graph; ONNX's own shape inference is enough there
+        skip_symbolic = _has_onnx_attention(source) or metadata.get("item_chunk") is not None
+        quant_pre_process(str(Path(source) / MODEL_FILE), str(prepared), skip_symbolic_shape=skip_symbolic)
         table_nodes = item_table_nodes(onnx.load(str(prepared)), metadata["num_items"] + 1)
         if item_table:
             op_types = sorted(set(op_types) | {"Gather"})
@@ -77,6 +78,9 @@ def quantize_onnx(
             quantize_static(
                 str(prepared), str(output), _Reader(calibration), quant_format=QuantFormat.QDQ,
                 activation_type=QuantType.QInt8, calibrate_method=getattr(CalibrationMethod, calibrate_method),
+                # opset-23 graphs: the standard QuantizeLinear's output_dtype clashes with the quantizer's
+                # zero points (onnxruntime 1.32); its contrib QDQ ops load and run
+                extra_options={"UseQDQContribOps": True} if fused_attention else {},
                 **common,
             )
         share_transposed_initializers(output)  # quant_pre_process folds the table's transpose again
@@ -97,6 +101,13 @@ def quantize_onnx(
     metadata = {**read_json(Path(source) / METADATA_FILE), "quantization": quantization}
     write_json(target / METADATA_FILE, metadata)
     return metadata
+
+
+def _has_onnx_attention(folder: Path) -> bool:
+    """Whether the graph holds the ONNX (opset 23) Attention op; onnxruntime's symbolic shape inference
+    mistakes it for its contrib Attention and rejects it, so only ONNX shape inference runs then."""
+    graph = onnx.load(str(Path(folder) / MODEL_FILE), load_external_data=False).graph
+    return any(node.op_type == "Attention" and node.domain in ("", "ai.onnx") for node in graph.node)
 
 
 def item_table_nodes(model: onnx.ModelProto, rows: int) -> list[str]:
