@@ -85,7 +85,7 @@ def compress_and_export(name: str, spec: dict | None, recipe, data, source: Path
     onnx_folder = folder / "onnx"
     if not (onnx_folder / "parity.json").is_file():
         model = load_model(model_folder)
-        export_and_check(model, onnx_folder, ExportSettings(top_k=10), ParityConfig(), data,
+        export_and_check(model, onnx_folder, ExportSettings(top_k=10, exporter="legacy"), ParityConfig(), data,
                          data.item_ids.tolist(), {"benchmark": "item_table", "method": name}, print)
     exported = OnnxRecommender(onnx_folder, "cpu")
     metrics = evaluate_scores(onnx_scores(exported), data, "test", recipe.eval, exported.max_len)

@@ -13,7 +13,8 @@ import torch
 
 from compress.data.batching import left_pad
 from compress.export.item_table import PackedTable
-from compress.export.onnx_export import ExportSettings, export_onnx
+from compress.export.config import ExportSettings
+from compress.export.onnx_export import export_onnx
 from compress.export.quantize import quantize_onnx
 from compress.serve.onnx_model import OnnxRecommender
 from tests.methods.test_item_table import compressed, tables
@@ -34,8 +35,8 @@ def exported(tiny_data, tmp_path_factory):
     for name, model in models.items():
         root = tmp_path_factory.mktemp(name)
         ids = tiny_data.item_ids.tolist()
-        export_onnx(model, root / "full", ExportSettings(top_k=10), ids, {"run": "test"})
-        export_onnx(model, root / "chunked", ExportSettings(top_k=10, item_chunk=7), ids, {"run": "test"})
+        export_onnx(model, root / "full", ExportSettings(top_k=10, exporter="legacy"), ids, {"run": "test"})
+        export_onnx(model, root / "chunked", ExportSettings(top_k=10, item_chunk=7, exporter="legacy"), ids, {"run": "test"})
         out[name] = (model, root / "full", root / "chunked")
     return out
 
@@ -76,6 +77,17 @@ def test_chunked_top_k_equals_full_top_k(exported, tiny_data, method):
     assert np.array_equal(chunk_ids, full_ids)
     assert np.allclose(chunk_scores, full_scores, atol=1e-5)
     assert not any(set(row) & set(history) for row, history in zip(chunk_ids, ids))  # inputs never recommended
+
+
+@pytest.mark.slow
+def test_dynamo_export_of_a_compressed_table_ranks_in_chunks_like_legacy(exported, tiny_data, tmp_path):
+    model, full, _ = exported["mixed"]
+    export_onnx(model, tmp_path / "dynamo", ExportSettings(top_k=10, item_chunk=7, exporter="dynamo"),
+                tiny_data.item_ids.tolist(), {"run": "test"})
+    ids, mask = feeds(tiny_data, range(40))
+    assert np.array_equal(OnnxRecommender(tmp_path / "dynamo", "cpu").topk(ids, mask)[1],
+                          OnnxRecommender(full, "cpu").topk(ids, mask)[1])
+    assert PackedTable.from_graph(onnx.load(str(tmp_path / "dynamo" / "model.onnx"))) is not None
 
 
 def test_chunked_graph_builds_no_score_matrix_unless_asked(exported, tiny_data):

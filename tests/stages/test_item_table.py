@@ -49,7 +49,7 @@ def test_mixed_table_runs_recovers_exports_and_quantizes(tmp_path):
         tmp_path,
         {"stage": "item_table", "method": "mixed", "high_bits": 8, "low_bits": 2,
          "recovery": {"epochs": 1, "batch_size": 32, "max_steps_per_epoch": 2}},
-        {"stage": "export", "top_k": 5, "item_chunk": 16},
+        {"stage": "export", "top_k": 5, "item_chunk": 16, "exporter": "legacy"},
         {"stage": "quantize", "backend": "onnxruntime"},
     )
     manifest = run_recipe(validate_recipe(recipe), QUIET)
