@@ -8,7 +8,7 @@ from the compressed form, so the tied table stays tied:
   widths (frequency-aware mixed precision); `order[i]` is row i's place in the concatenated groups.
 - `FactorizedTable`: table ≈ left @ right (rank r), scored as (states @ rightᵀ) @ leftᵀ.
 
-`TableSpec` is what config.json records (`table`); `build_table` rebuilds the empty module that
+`TableSpec` (models/config.py) is what config.json records as `table`; `build_table` rebuilds the empty module that
 the saved state dict then fills. How a float table is compressed is compress/methods/item_table.py.
 """
 
