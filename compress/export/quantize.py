@@ -59,7 +59,8 @@ def quantize_onnx(
         prepared = Path(scratch) / "prepared.onnx"
         # onnxruntime's symbolic shape inference fails on fused Attention and on the Loop of a chunked-ranking
         # graph; ONNX's own shape inference is enough there
-        skip_symbolic = _has_onnx_attention(source) or metadata.get("item_chunk") is not None
+        fused_attention = _has_onnx_attention(source)
+        skip_symbolic = fused_attention or metadata.get("item_chunk") is not None
         quant_pre_process(str(Path(source) / MODEL_FILE), str(prepared), skip_symbolic_shape=skip_symbolic)
         table_nodes = item_table_nodes(onnx.load(str(prepared)), metadata["num_items"] + 1)
         if item_table:
