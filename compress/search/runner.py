@@ -155,7 +155,8 @@ class Search:
             raise optuna.TrialPruned(exc.message) from None
         record = self.record(trial.number, candidate, params, manifest)
         trial.set_user_attr("record", record)
-        trial.set_user_attr("constraints", list(record["misses"].values()))
+        for name, amount in record["misses"].items():  # <= 0: met; TPE prefers feasible trials
+            trial.set_constraint(name, amount)
         return float(record[OBJECTIVES[self.spec.objective][0]])
 
     def trial_recipe(self, params: dict[str, Any], name: str) -> dict[str, Any]:

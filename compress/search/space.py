@@ -65,28 +65,23 @@ def candidate_id(params: dict[str, Any]) -> str:
 
 
 def make_sampler(spec: SearchSpec, worker: int) -> tuple[optuna.samplers.BaseSampler, str]:
-    """The sampler and its name: a grid when asked for or (auto) when the grid fits the trial budget, else TPE
-    with the constraints (each worker seeded apart, so two workers do not propose the same values)."""
+    """The sampler and its name: a grid when asked for or (auto) when the grid fits the trial budget, else TPE.
+
+    Every worker shuffles the grid alike (Optuna's grid sampler gives trial n grid point n, so workers
+    sharing a study cover distinct points); TPE and random samplers are seeded apart per worker.
+    """
     seed = spec.seed + 1000 * worker
     space = grid(spec)
     fits = space is not None and spec.budget.trials is not None and grid_size(space) <= spec.budget.trials
     if spec.sampler == "grid" or (spec.sampler == "auto" and fits):
         if space is None:
             raise RecipeError("sampler: grid needs every range of the space to have a step")
-        return optuna.samplers.GridSampler(space, seed=seed), f"grid ({grid_size(space)} points)"
+        return optuna.samplers.GridSampler(space, seed=spec.seed), f"grid ({grid_size(space)} points)"
     if spec.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed), "random"
     startup = min(10, max(3, (spec.budget.trials or 30) // 3))
-    sampler = optuna.samplers.TPESampler(
-        seed=seed, n_startup_trials=startup, constraints_func=trial_constraints, multivariate=True,
-        warn_independent_sampling=False,
-    )
-    return sampler, f"TPE ({startup} random start-up trials, constrained)"
-
-
-def trial_constraints(trial: optuna.trial.FrozenTrial) -> list[float]:
-    """Optuna's constraint values (<= 0: met), stored by the objective with the trial's record."""
-    return list(trial.user_attrs.get("constraints", [1.0]))
+    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, multivariate=True)
+    return sampler, f"TPE ({startup} random start-up trials; constraints set per trial)"
 
 
 def direction(spec: SearchSpec) -> str:
