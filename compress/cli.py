@@ -211,7 +211,7 @@ def search(
 
       compress search spec.yaml -o budget.trials=40 --storage postgresql://host/db --worker 1
     """
-    from compress.search import SearchOptions, run_search
+    from compress.search.runner import SearchOptions, run_search
     from compress.search.report import COLUMNS, frontier_rows
 
     def log(message: str) -> None:
@@ -220,10 +220,11 @@ def search(
 
     result = run_search(spec, override or [], SearchOptions(storage=storage, worker=worker, log=log))
     table = Table(title=f"search {result.folder.name}: frontier (validation decides, test beside)")
-    for column in COLUMNS:
-        table.add_column(column, justify="left" if column in ("candidate", "values") else "right")
+    shown = [i for i, column in enumerate(COLUMNS) if column not in ("values", "params")]  # values: frontier.json
+    for i in shown:
+        table.add_column(COLUMNS[i], justify="left" if i == 0 else "right")
     for row in frontier_rows(result.summary["frontier"]):
-        table.add_row(*row)
+        table.add_row(*(row[i] for i in shown))
     console.print(table)
     console.print(result.message, highlight=False, markup=False)
     console.print(f"frontier: {result.folder / 'frontier.json'}" + (f"\nreport: {result.report}" if result.report else ""))

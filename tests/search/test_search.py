@@ -13,7 +13,7 @@ import pytest
 
 from compress.pipeline import RunOptions, run_recipe
 from compress.recipe import load_recipe
-from compress.search import SearchOptions, run_search
+from compress.search.runner import SearchOptions, run_search
 from tests.search.specs import tiny_spec, write_spec
 from tests.test_bad_inputs import run_in_process
 
