@@ -151,17 +151,27 @@ def _base_recipe(spec: SearchSpec, source: str) -> dict[str, Any]:
 
 
 def check_space(spec: SearchSpec, base: dict[str, Any], source: str) -> None:
-    """Apply each value of the space alone to the base recipe and validate it (RecipeError naming the value)."""
+    """Every value of the space must make a valid recipe, alone or with one value of another entry
+    (e.g. `distill.num_layers: 1` with `distill.blocks: 1`); else a RecipeError naming the value."""
     stages = [stage.get("stage") for stage in base.get("stages", [])]
-    for key, value in spec.space.items():
-        values = value if isinstance(value, list) else [value.low, value.high]
-        for choice in values:
+    values = {key: (value if isinstance(value, list) else [value.low, value.high]) for key, value in spec.space.items()}
+    for key, choices in values.items():
+        for choice in choices:
             if key == DROP_STAGES:
                 unknown = sorted(set(choice) - set(stages))
                 if unknown:
                     raise RecipeError(f"{source}: space.{key}: no stage named {unknown} in the recipe {stages}")
-            raw = apply_params(base, {key: choice})
-            validate_recipe(raw, f"{source}: space.{key}={json.dumps(choice)}")
+            partners = [{other: c} for other, cs in values.items() if other != key for c in cs]
+            if not any(_valid(apply_params(base, {key: choice, **partner})) for partner in partners):
+                validate_recipe(apply_params(base, {key: choice}), f"{source}: space.{key}={json.dumps(choice)}")
+
+
+def _valid(raw: dict[str, Any]) -> bool:
+    try:
+        validate_recipe(raw)
+    except RecipeError:
+        return False
+    return True
 
 
 def apply_params(base: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from compress.errors import RecipeError
@@ -81,3 +83,33 @@ def test_grid_encodes_stage_lists_and_auto_picks_grid_only_when_it_fits(tmp_path
 def test_candidate_id_depends_on_the_values_only():
     assert candidate_id({"a": 1, "b": [2]}) == candidate_id({"b": [2], "a": 1})
     assert candidate_id({"a": 1, "b": [2]}) != candidate_id({"a": 2, "b": [2]})
+
+
+def test_the_shipped_quickstart_search_is_valid(monkeypatch):
+    root = Path(__file__).resolve().parents[2]
+    monkeypatch.chdir(root)  # its base recipe path is relative to the repository root
+    spec, base = load_spec(root / "recipes" / "quickstart_search.yaml")
+    assert grid(spec) is not None and make_sampler(spec, 0)[1].startswith("grid")
+    assert base["stages"][0]["epochs"] == 4
+
+
+@pytest.mark.realdata
+def test_the_shipped_ml1m_search_is_valid(monkeypatch):
+    root = Path(__file__).resolve().parents[2]
+    found = [p / "shared" / "datasets" / "ml-1m.txt" for p in root.parents if (p / "shared" / "datasets" / "ml-1m.txt").is_file()]
+    if not found:
+        pytest.skip("needs shared/datasets/ml-1m.txt")
+    monkeypatch.chdir(root)
+    spec, base = load_spec(root / "recipes" / "ml1m_search.yaml", [f"set=['data.path={found[0]}']"])
+    assert spec.constraints.max_ndcg_drop == 0.02 and make_sampler(spec, 0)[1].startswith("TPE")
+    assert base["data"]["path"] == str(found[0])
+
+
+def test_a_value_valid_only_with_another_entrys_value_is_accepted(tmp_path):
+    spec = tiny_spec(tmp_path, space={"stages.distill.num_layers": [1]})
+    spec["recipe"]["stages"][0]["model"] = {**spec["recipe"]["stages"][0]["model"], "num_layers": 3}
+    spec["recipe"]["stages"].insert(1, {"stage": "distill", "num_layers": 2, "blocks": 2, "epochs": 1})
+    with pytest.raises(RecipeError, match="blocks \\(2\\) must be at most the student's layers \\(1\\)"):
+        load_spec(write_spec(tmp_path, spec))
+    spec["space"]["stages.distill.blocks"] = [1, 2]  # num_layers 1 works with blocks 1: a valid pair exists
+    load_spec(write_spec(tmp_path, spec))
