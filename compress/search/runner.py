@@ -31,7 +31,7 @@ from compress.errors import ArtifactError, CompressError, ParityError, RecipeErr
 from compress.evaluation.bootstrap import per_user_ndcg
 from compress.pipeline import RunOptions, run_recipe
 from compress.recipe import Recipe, validate_recipe
-from compress.runs.artifacts import write_json
+from compress.runs.artifacts import stable_hash, write_json
 from compress.runs.locking import LOCK_FILE, holder_alive, read_lock
 from compress.runtime.environment import resolve_device
 from compress.search.frontier import describe_miss, summarise
@@ -78,6 +78,7 @@ def run_search(path: Path, overrides: list[str], options: SearchOptions) -> Sear
         study_name=spec.name, storage=open_storage(options.storage or spec.storage, folder),
         sampler=sampler, direction=direction(spec), load_if_exists=True,
     )
+    check_same_search(study, spec, base_raw)
     recover_interrupted(study, options.log)
     search = Search(spec, base_raw, base, folder, options)
     done = len(study.get_trials(deepcopy=False, states=COUNTED))
@@ -105,6 +106,21 @@ def open_storage(url: str | None, folder: Path) -> Any:
         )
     except Exception as exc:  # sqlalchemy's errors for a bad URL, driver or server
         raise RecipeError(f"storage: cannot open {url!r}: {exc}", "e.g. sqlite:///search.db or postgresql://host/db") from None
+
+
+def check_same_search(study: optuna.Study, spec: SearchSpec, base_raw: dict[str, Any]) -> None:
+    """A study resumes only with the spec it was started with (the budget and storage may change)."""
+    what = spec.model_dump(mode="json", exclude={"budget", "storage", "closest"})
+    fingerprint = stable_hash({"spec": what, "recipe": base_raw})
+    stored = study.user_attrs.get("spec_fingerprint")
+    if stored is None:
+        study.set_user_attr("spec_fingerprint", fingerprint)
+    elif stored != fingerprint:
+        raise RecipeError(
+            f"search {spec.name}: its study was started with another spec or base recipe",
+            "give the changed search another name, or delete its folder to start again "
+            "(only budget, storage and closest may change on a resume)",
+        )
 
 
 def recover_interrupted(study: optuna.Study, log: Callable[[str], None]) -> None:

@@ -102,3 +102,14 @@ def test_two_workers_share_one_study(tmp_path):
     assert len({t["candidate"] for t in done}) == 4 and len(done) == 4  # the grid split between them, once each
     summary = json.loads((tmp_path / "out" / "s" / "frontier.json").read_text())
     assert summary["candidates"] == 4
+
+
+def test_a_changed_spec_does_not_resume_another_study(tmp_path):
+    from compress.errors import RecipeError
+
+    spec = tiny_spec(tmp_path, budget={"trials": 1}, space={"stages.prune.mlp_ratio": [0.5]})
+    search(write_spec(tmp_path, spec))
+    search(write_spec(tmp_path, {**spec, "budget": {"trials": 2}}))  # a larger budget resumes
+    spec["constraints"] = {"max_ndcg_drop": 0.1}
+    with pytest.raises(RecipeError, match="started with another spec"):
+        search(write_spec(tmp_path, spec))
