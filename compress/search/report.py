@@ -121,7 +121,7 @@ def write_report(out: Path, spec: SearchSpec, summary: dict[str, Any], records: 
 
 def _overview(spec: SearchSpec, summary: dict[str, Any]) -> str:
     c = spec.constraints
-    budget = f"{c.max_ndcg_drop:g}{' of the teacher' if c.drop == 'relative' else ' absolute'}"
+    budget = f"{c.max_ndcg_drop:.1%} of the teacher's" if c.drop == "relative" else f"{c.max_ndcg_drop:g} (absolute)"
     extra = "".join([f", size <= {c.max_size_mb:g} MiB" if c.max_size_mb else "",
                      f", p99 <= {c.max_p99_ms:g} ms" if c.max_p99_ms else ""])
     return (f"{summary['trials']} trials, {summary['candidates']} distinct candidates, {summary['passing']} pass. "
