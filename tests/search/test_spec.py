@@ -90,7 +90,7 @@ def test_the_shipped_quickstart_search_is_valid(monkeypatch):
     monkeypatch.chdir(root)  # its base recipe path is relative to the repository root
     spec, base = load_spec(root / "recipes" / "quickstart_search.yaml")
     assert grid(spec) is not None and make_sampler(spec, 0)[1].startswith("grid")
-    assert base["stages"][0]["epochs"] == 4
+    assert base["stages"][0]["epochs"] == 3
 
 
 @pytest.mark.realdata
