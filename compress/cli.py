@@ -224,8 +224,11 @@ def search(
 
       compress search spec.yaml -o budget.trials=40 --storage postgresql://host/db --worker 1
     """
-    from compress.search.runner import SearchOptions, run_search
+    from compress.search.spec import load_spec
+
+    load_spec(spec, override or [])  # a mistake in the spec or any value of its space, before torch
     from compress.search.report import COLUMNS, frontier_rows
+    from compress.search.runner import SearchOptions, run_search
 
     def log(message: str) -> None:
         if not (quiet and message.startswith("   ")):  # stage logs are indented under their trial

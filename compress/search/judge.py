@@ -17,8 +17,9 @@ import torch
 
 from compress.data.sequences import SequenceData
 from compress.evaluation.bootstrap import PairedDifference, paired_bootstrap, per_user_ndcg
-from compress.evaluation.metrics import EvalConfig, evaluation_users, model_ranks, score_ranks
-from compress.evaluation.parity import onnx_scores, torch_scores
+from compress.evaluation.config import EvalConfig
+from compress.evaluation.metrics import evaluation_users, model_ranks, score_ranks
+from compress.evaluation.scoring import onnx_scores, torch_scores
 from compress.models import load_model
 from compress.search.spec import Constraints
 from compress.serve.onnx_model import OnnxRecommender

@@ -113,3 +113,13 @@ def test_a_value_valid_only_with_another_entrys_value_is_accepted(tmp_path):
         load_spec(write_spec(tmp_path, spec))
     spec["space"]["stages.distill.blocks"] = [1, 2]  # num_layers 1 works with blocks 1: a valid pair exists
     load_spec(write_spec(tmp_path, spec))
+
+
+def test_cli_reports_spec_mistakes_before_importing_torch(tmp_path):
+    from tests.test_recipe import BLOCK_HEAVY, _python
+
+    write_spec(tmp_path, tiny_spec(tmp_path, space={"stages.prune.mlp_ratio": [2.0]}), "bad.yaml")
+    code = BLOCK_HEAVY + "from compress.cli import main\nsys.argv = ['compress', 'search', 'bad.yaml']\nmain()\n"
+    result = _python(code, tmp_path)  # importing torch or transformers would be a traceback, exit 1
+    assert result.returncode == 2, result.stderr
+    assert "space.stages.prune.mlp_ratio=2.0 is invalid" in result.stderr and "Traceback" not in result.stderr
