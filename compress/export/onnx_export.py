@@ -26,6 +26,7 @@ from compress.evaluation.metrics import EvalConfig, evaluate_scores
 from compress.runs.integrity import FILES_FILE, write_file_list
 from compress.models import SequentialRecommender, load_model
 from compress.export.graph import share_transposed_initializers
+from compress.export.step import check_step_parity, export_step, step_parity
 from compress.serve.onnx_model import FORMAT, INPUTS, METADATA_FILE, MODEL_FILE, OUTPUTS, OnnxRecommender, import_onnxruntime
 from compress.evaluation.parity import ParityConfig, check_parity, onnx_scores, ranking_parity, torch_scores
 
@@ -47,6 +48,9 @@ class ExportSettings(BaseModel):
         "basic",
         description="onnxruntime graph optimisations saved into model.onnx: basic keeps standard ONNX ops; "
         "extended adds onnxruntime-only fusions.",
+    )
+    incremental: bool = Field(
+        False, description="Also write step.onnx: append-one-event scoring with cached keys/values (KV cache)."
     )
 
 
@@ -107,6 +111,9 @@ def export_onnx(
         "versions": versions(),
         "item_ids": item_ids,
     }
+    if settings.incremental:
+        metadata["step"] = export_step(model, folder, settings.top_k, opset,
+                                       lambda raw, target: optimize_onnx(raw, target, settings.optimization))
     write_json(folder / METADATA_FILE, metadata)
     return metadata
 
@@ -142,7 +149,13 @@ def export_and_check(
     report = ranking_parity(torch_scores(model), onnx_scores(exported), data, model.config.max_len, parity)
     log(f"parity vs PyTorch: top-{parity.k} overlap {report[f'overlap@{parity.k}']:.4f}, "
         f"NDCG@{parity.k} drop {report[f'ndcg_drop@{parity.k}']:+.5f}")
+    if settings.incremental:
+        report["step"] = step_parity(model, folder, data, min(parity.users, 128), parity.k)
+        log(f"step parity vs the PyTorch full pass: {report['step']['events']} events, max |diff| "
+            f"{report['step']['max_abs_diff']:.1e}, identical top-{parity.k} {report['step'][f'identical_top{parity.k}']:.4f}")
     check_parity(report, parity, folder, "the ONNX export")
+    if settings.incremental:
+        check_step_parity(report["step"], parity.k)
     return report
 
 
