@@ -214,6 +214,9 @@ def export(
     top_k: int = typer.Option(10, "--top-k", help="K of the top-K computed inside the graph."),
     exporter: str = typer.Option("legacy", "--exporter", help="torch.onnx exporter: legacy (fast) or dynamo."),
     min_overlap: float = typer.Option(0.99, "--min-overlap", help="Parity gate: minimum top-10 overlap with PyTorch."),
+    incremental: bool = typer.Option(
+        False, "--incremental", help="Also write step.onnx (append-one-event scoring with a KV cache)."
+    ),
 ) -> None:
     """Export a PyTorch model to a self-contained ONNX artifact, checked for ranking parity.
 
@@ -222,6 +225,8 @@ def export(
       compress export artifacts/quickstart --out exported/quickstart
 
       compress export artifacts/ml1m/02-distill/model --out exported/student --top-k 20
+
+      compress export artifacts/quickstart --out exported/quickstart --incremental
     """
     from pydantic import ValidationError
 
@@ -230,7 +235,7 @@ def export(
     from compress.recipe import format_validation_error
 
     try:
-        settings = ExportSettings(top_k=top_k, exporter=exporter)
+        settings = ExportSettings(top_k=top_k, exporter=exporter, incremental=incremental)
         parity = ParityConfig(min_overlap=min_overlap)
     except ValidationError as exc:
         raise RecipeError(f"invalid export option:\n{format_validation_error(exc)}") from None

@@ -33,18 +33,18 @@ STEP_FILE = "step.onnx"
 class StepState:
     """One user's cached state (see the module doc)."""
 
-    kv: list[np.ndarray]  # per layer key then value, each [kv_heads, positions, head_dim]
+    kv: np.ndarray  # [2 x layers (key, value per layer), kv_heads, positions, head_dim], float32
     items: np.ndarray  # the window: last max_len item ids (int64), oldest first
     position: int = 0  # RoPE position of the next item
     overflowed: int = 0  # events since the cache first filled (drives refresh_every)
 
     @property
     def length(self) -> int:
-        return int(self.kv[0].shape[1])
+        return int(self.kv.shape[2])
 
     @property
     def nbytes(self) -> int:
-        return int(sum(a.nbytes for a in self.kv) + self.items.nbytes + 16)
+        return int(self.kv.nbytes + self.items.nbytes + 16)
 
 
 @dataclass
@@ -88,53 +88,62 @@ class OnnxStepModel:
 
     def empty_state(self) -> StepState:
         heads, dim = self.kv_shape
-        return StepState([np.zeros((heads, 0, dim), np.float32) for _ in self.past_names], np.zeros(0, np.int64))
+        return StepState(np.zeros((len(self.past_names), heads, 0, dim), np.float32), np.zeros(0, np.int64))
 
     def advance(self, states: list[StepState], new_items: list[np.ndarray]) -> StepOutput:
         """Append `new_items[b]` (internal ids, at least one) to `states[b]`; the caller keeps the cache
         within max_len (see `fit_window`). Inputs are not modified."""
-        feeds, lengths, news = self.feeds(states, new_items)
-        outputs = self.session.run(self.output_names, feeds)
-        top_scores, top_ids, scores, present = outputs[0], outputs[1], outputs[2], outputs[3:]
-        past, total = max(lengths), present[0].shape[2]
+        batch = self.batch(states, new_items)
+        outputs = self.session.run(self.output_names, batch.feeds)
+        top_scores, top_ids, scores = outputs[0], outputs[1], outputs[2]
+        present = np.stack(outputs[3:], axis=1)  # [B, 2 x layers, kv_heads, P + T, head_dim]
+        past, total = batch.past, present.shape[3]
         new_states = []
-        for b, (state, items) in enumerate(zip(states, news)):
-            kept = [np.concatenate([p[b, :, past - lengths[b] : past], p[b, :, total - len(items) :]], axis=1)
-                    for p in present]
-            window = np.concatenate([state.items, items])[-self.max_len :]
-            new_states.append(StepState(kept, window, state.position + len(items), state.overflowed))
+        for b, (state, items) in enumerate(zip(states, batch.news)):
+            n, t = int(batch.lengths[b]), len(items)
+            if total - t == past:  # no padding between the cache and the new items: one slice
+                kept = present[b, :, :, past - n :].copy()
+            else:
+                kept = np.concatenate([present[b, :, :, past - n : past], present[b, :, :, total - t :]], axis=2)
+            new_states.append(StepState(kept, batch.windows[b], state.position + t, state.overflowed))
         return StepOutput(top_scores, top_ids, scores, new_states)
 
-    def feeds(self, states: list[StepState], new_items: list[np.ndarray]) -> tuple[dict[str, np.ndarray], list[int], list[np.ndarray]]:
-        """The step graph's inputs for a batch (also used by the benchmark to time the graph alone)."""
+    def batch(self, states: list[StepState], new_items: list[np.ndarray]) -> "StepBatch":
+        """The step graph's inputs for a batch (the benchmark also times the graph alone on them)."""
         news = [np.asarray(items, dtype=np.int64).ravel() for items in new_items]
-        if any(len(items) == 0 for items in news):
+        counts = np.array([len(items) for items in news])
+        if not counts.all():
             raise ValueError("every user needs at least one new item")
-        lengths = [s.length for s in states]
-        past, new = max(lengths), max(len(items) for items in news)
-        batch = len(states)
+        lengths = np.array([s.length for s in states])
+        past, new = int(lengths.max()), int(counts.max())
+        slots = np.arange(past + new)
+        mask = (((slots >= past - lengths[:, None]) & (slots < past)) | (slots >= past + new - counts[:, None]))
+        offsets = np.arange(new) - (new - counts[:, None])  # 0..t-1 on a row's real new slots, negative on padding
+        starts = np.array([s.position for s in states])
+        positions = np.where(offsets >= 0, starts[:, None] + offsets, 0)
         heads, dim = self.kv_shape
-        mask = np.zeros((batch, past + new), np.int64)
-        positions = np.zeros((batch, new), np.int64)
-        kv = [np.zeros((batch, heads, past, dim), np.float32) for _ in self.past_names]
-        windows = []
-        for b, (state, items) in enumerate(zip(states, news)):
-            n, t = lengths[b], len(items)
-            mask[b, past - n : past] = 1
-            mask[b, past + new - t :] = 1
-            positions[b, new - t :] = state.position + np.arange(t)
-            if n:
-                for array, cached in zip(kv, state.kv):
-                    array[b, :, past - n :] = cached
-            windows.append(np.concatenate([state.items, items])[-self.max_len :])
+        kv = np.zeros((len(self.past_names), len(states), heads, past, dim), np.float32)
+        for b, state in enumerate(states):
+            if lengths[b]:
+                kv[:, b, :, past - lengths[b] :] = state.kv
+        windows = [np.concatenate([s.items, items])[-self.max_len :] for s, items in zip(states, news)]
         feeds = {
-            "item_ids": left_pad(news, new),
-            "attention_mask": mask,
-            "position_ids": positions,
+            "item_ids": np.stack(news) if new == counts.min() else left_pad(news, new),
+            "attention_mask": mask.astype(np.int64),
+            "position_ids": positions.astype(np.int64),
             "exclude_ids": left_pad(windows, max(len(w) for w in windows)),
             **dict(zip(self.past_names, kv)),
         }
-        return feeds, lengths, news
+        return StepBatch(feeds, lengths, past, news, windows)
+
+
+@dataclass
+class StepBatch:
+    feeds: dict[str, np.ndarray]
+    lengths: np.ndarray  # cached positions per user
+    past: int  # the batch's cache length (the longest)
+    news: list[np.ndarray]
+    windows: list[np.ndarray]  # each user's window after the new items
 
 
 def fit_window(state: StepState, item: int, max_len: int, refresh_every: int = 0) -> tuple[StepState, np.ndarray]:
@@ -146,11 +155,9 @@ def fit_window(state: StepState, item: int, max_len: int, refresh_every: int = 0
     overflowed = state.overflowed + 1
     if refresh_every and overflowed % refresh_every == 0:
         window = np.concatenate([state.items, [item]])[-max_len:].astype(np.int64)
-        heads, _, dim = state.kv[0].shape
-        empty = [np.zeros((heads, 0, dim), np.float32) for _ in state.kv]
-        return StepState(empty, np.zeros(0, np.int64), 0, overflowed), window
+        return StepState(state.kv[:, :, :0], np.zeros(0, np.int64), 0, overflowed), window
     drop = state.length - max_len + 1
-    return StepState([a[:, drop:] for a in state.kv], state.items, state.position, overflowed), np.array([item], np.int64)
+    return StepState(state.kv[:, :, drop:], state.items, state.position, overflowed), np.array([item], np.int64)
 
 
 def state_bytes(model: OnnxStepModel, positions: int, dtype: Any = np.float32) -> int:
