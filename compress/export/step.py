@@ -12,6 +12,7 @@ top-K differs.
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +90,8 @@ def export_step(model: SequentialRecommender, folder: Path, top_k: int, opset: i
     folder = Path(folder)
     raw = folder / "step.raw.onnx"
     started = time.perf_counter()
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the cache's shape checks, traced as constants
         torch.onnx.export(
             graph, example, str(raw), dynamo=False, opset_version=opset,
             input_names=[*STEP_INPUTS, *pasts], output_names=[*STEP_OUTPUTS, *presents], dynamic_axes=axes,

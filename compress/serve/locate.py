@@ -32,7 +32,8 @@ def resolve_artifact(path: Path, need_step: bool = False) -> Path:
     if (path / MANIFEST).is_file():
         return _from_run(path, need_step)
     raise ArtifactError(
-        f"{path} holds no ONNX model: neither {MODEL_FILE}, {ONNX_FOLDER}/{MODEL_FILE} nor a run's {MANIFEST}",
+        f"{path} is not an ONNX artifact ({MODEL_FILE}), a stage folder ({ONNX_FOLDER}/{MODEL_FILE}) "
+        f"nor a run folder ({MANIFEST})",
         "point at a run folder (artifacts/<run>), a stage folder (artifacts/<run>/04-export) or its onnx/ folder",
     )
 
