@@ -56,9 +56,9 @@ def test_parity_report_and_gate(tiny_step_onnx, tiny_data):
     model, folder = tiny_step_onnx
     report = step_parity(model, folder, tiny_data, users=12, k=10)
     assert report["users"] == 12 and report["events"] >= 12 * 4
-    assert report["max_abs_diff"] < 1e-4 and report["identical_top10"] == 1.0 and check_step_parity(report, 10)
+    assert report["max_abs_diff"] < 1e-4 and report["identical_topk"] == 1.0 and report["k"] == 10 and check_step_parity(report)
     with pytest.raises(ParityError, match="differs from the PyTorch full pass"):
-        check_step_parity({**report, "max_abs_diff": 1e-2}, 10)
+        check_step_parity({**report, "max_abs_diff": 1e-2})
 
 
 def test_export_and_check_records_the_step_in_parity_json(tiny_data, tmp_path):
@@ -70,5 +70,5 @@ def test_export_and_check_records_the_step_in_parity_json(tiny_data, tmp_path):
     report = export_and_check(model, tmp_path, ExportSettings(incremental=True), ParityConfig(users=8), tiny_data,
                               tiny_data.item_ids.tolist(), {"run": "t"}, log=lambda _: None)
     parity = read_json(tmp_path / "parity.json")
-    assert parity["passed"] and parity["step"] == report["step"] and parity["step"]["identical_top10"] == 1.0
+    assert parity["passed"] and parity["step"] == report["step"] and parity["step"]["identical_topk"] == 1.0
     assert (tmp_path / "step.onnx").is_file() and not (tmp_path / "step.raw.onnx").exists()
