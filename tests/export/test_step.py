@@ -61,6 +61,7 @@ def test_parity_report_and_gate(tiny_step_onnx, tiny_data):
         check_step_parity({**report, "max_abs_diff": 1e-2})
 
 
+@pytest.mark.slow
 def test_export_and_check_records_the_step_in_parity_json(tiny_data, tmp_path):
     torch.manual_seed(0)
     from compress.models import RecommenderConfig, SequentialRecommender

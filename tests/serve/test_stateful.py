@@ -98,6 +98,7 @@ def cli(*args):
     return result
 
 
+@pytest.mark.slow
 def test_predict_stateful_cli_without_torch(tiny_step_onnx, tiny_data, tmp_path):
     _, folder = tiny_step_onnx
     original = tiny_data.item_ids.tolist()
