@@ -123,6 +123,26 @@ def bench(
     with run_lock(run_dir, console.print):  # it rewrites bench.json files and the manifest
         manifest = bench_run(run_dir, config, device, log=console.print)
     console.print(bench_table(manifest))
+    _print_incremental(run_dir, manifest)
+
+
+def _print_incremental(run_dir: Path, manifest: dict[str, Any]) -> None:
+    """The per-event serving table of every stage whose bench.json has an `incremental` key."""
+    from compress.bench import BENCH_FILE
+    from compress.bench_incremental import ROW_COLUMNS, incremental_rows
+    from compress.runs.artifacts import read_json
+    from compress.runs.layout import stage_folder
+
+    for entry in manifest["stages"]:
+        path = stage_folder(run_dir, entry) / BENCH_FILE
+        result = read_json(path).get("incremental") if path.is_file() else None
+        if result:
+            table = Table(title=f"{entry['name']}: one new event per request (step = step.onnx over cached keys/values)")
+            for column in ROW_COLUMNS:
+                table.add_column(column, justify="left" if column == "mode" else "right")
+            for row in incremental_rows(result):
+                table.add_row(*row)
+            console.print(table)
 
 
 def bench_table(manifest: dict[str, Any]) -> Table:
