@@ -94,6 +94,11 @@ def test_incremental_export_stage_bench_and_report(tmp_path):
     bench = read_json(folder.parent / "bench.json")
     assert bench["incremental"]["batch_8"]["step"]["events_per_s"] > 0
     assert "Incremental serving" in build_report([run_dir], tmp_path / "report").markdown.read_text()
+    from compress.cli import _print_incremental, console
+
+    with console.capture() as captured:
+        _print_incremental(run_dir, manifest)
+    assert "export: one new event per request" in captured.get()
     assert resolve_artifact(run_dir, need_step=True) == folder
     [result] = StatefulRecommender(run_dir / "02-export" / "onnx").observe([("u", read_json(run_dir / "item_ids.json")[0])])
     assert len(result.items) == 5
