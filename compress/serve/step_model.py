@@ -95,16 +95,17 @@ class OnnxStepModel:
         within max_len (see `fit_window`). Inputs are not modified."""
         batch = self.batch(states, new_items)
         outputs = self.session.run(self.output_names, batch.feeds)
-        top_scores, top_ids, scores = outputs[0], outputs[1], outputs[2]
-        present = np.stack(outputs[3:], axis=1)  # [B, 2 x layers, kv_heads, P + T, head_dim]
-        past, total = batch.past, present.shape[3]
+        top_scores, top_ids, scores, present = outputs[0], outputs[1], outputs[2], outputs[3:]
+        past, total = batch.past, present[0].shape[2]
         new_states = []
         for b, (state, items) in enumerate(zip(states, batch.news)):
             n, t = int(batch.lengths[b]), len(items)
-            if total - t == past:  # no padding between the cache and the new items: one slice
-                kept = present[b, :, :, past - n :].copy()
-            else:
-                kept = np.concatenate([present[b, :, :, past - n : past], present[b, :, :, total - t :]], axis=2)
+            kept = np.empty((len(present), *present[0].shape[1:2], n + t, present[0].shape[3]), np.float32)
+            for i, p in enumerate(present):
+                if total - t == past:  # no padding between the cache and the new items: one slice
+                    kept[i] = p[b, :, past - n :]
+                else:
+                    kept[i, :, :n], kept[i, :, n:] = p[b, :, past - n : past], p[b, :, total - t :]
             new_states.append(StepState(kept, batch.windows[b], state.position + t, state.overflowed))
         return StepOutput(top_scores, top_ids, scores, new_states)
 
