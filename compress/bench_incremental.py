@@ -82,9 +82,8 @@ def incremental_bench(
     Batch 1 times `iterations` requests (after `warmup`); a larger batch size B times
     `batch_iterations` batches of B requests drawn in order from `histories` (after one warm-up).
     """
-    providers = ["CPUExecutionProvider"]
-    full = OnnxRecommender(folder, providers=providers, threads=threads)
-    step = OnnxStepModel(folder, providers=providers, threads=threads)
+    full = OnnxRecommender(folder, "cpu", threads=threads)
+    step = OnnxStepModel(folder, "cpu", threads=threads)
     max_len = full.max_len
     histories = [np.asarray(h[-max_len:], dtype=np.int64) for h in histories if len(h)]
     lengths = np.array([len(h) for h in histories])

@@ -89,5 +89,5 @@ def tiny_step_onnx(tiny_data: SequenceData, tmp_path_factory: pytest.TempPathFac
                                dropout=0.0)
     model = SequentialRecommender(config).eval()
     folder = tmp_path_factory.mktemp("step") / "onnx"
-    export_onnx(model, folder, ExportSettings(top_k=10, incremental=True), tiny_data.item_ids.tolist(), {"run": "test"})
+    export_onnx(model, folder, ExportSettings(top_k=10, incremental=True, exporter="legacy"), tiny_data.item_ids.tolist(), {"run": "test"})
     return model, folder

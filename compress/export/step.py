@@ -60,6 +60,7 @@ def step_metadata(model: SequentialRecommender, top_k: int, opset: int, seconds:
         "max_positions": c.max_len,
         "state_bytes_per_position": 2 * c.num_layers * c.num_kv_heads * c.head_dim * 4,
         "opset": opset,
+        "exporter": "legacy",
         "export_seconds": round(seconds, 2),
     }
 
@@ -113,7 +114,7 @@ def step_parity(
     """Replay the first `users` test histories (capped at max_len) through the ONNX step, one item per
     call from an empty state, batched; compare the scores after every event with the PyTorch full
     pass over the same prefix. Returns the max abs diff and the share of identical top-K."""
-    step = OnnxStepModel(folder, providers=["CPUExecutionProvider"])
+    step = OnnxStepModel(folder, "cpu")
     k = min(k, step.top_k)
     max_len = model.config.max_len
     histories = [history_and_target(data, u, "test")[0][-max_len:] for u in range(min(users, data.num_users))]

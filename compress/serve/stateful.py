@@ -46,12 +46,12 @@ class StatefulRecommender:
         max_users: int = 100_000,
         refresh_every: int = 0,
         top_k: int | None = None,
-        providers: list[str] | None = None,
+        device: str = "auto",
         threads: int | None = None,
     ) -> None:
         if max_users < 1:
             raise ValueError("max_users must be at least 1")
-        self.model = OnnxStepModel(folder, providers, threads)
+        self.model = OnnxStepModel(folder, device, threads)
         self.max_users = max_users
         self.refresh_every = refresh_every
         self.top_k = top_k or self.model.top_k

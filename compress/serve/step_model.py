@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from compress.errors import ArtifactError
-from compress.serve.onnx_model import default_providers, import_onnxruntime, read_metadata
+from compress.serve.onnx_model import import_onnxruntime, providers_for, read_metadata
 from compress.serve.padding import left_pad
 
 STEP_FILE = "step.onnx"
@@ -58,7 +58,7 @@ class StepOutput:
 class OnnxStepModel:
     """The step graph of an ONNX artifact folder, served by onnxruntime."""
 
-    def __init__(self, folder: Path, providers: list[str] | None = None, threads: int | None = None) -> None:
+    def __init__(self, folder: Path, device: str = "auto", threads: int | None = None) -> None:
         self.folder = Path(folder)
         self.metadata = read_metadata(self.folder)
         step = self.metadata.get("step")
@@ -78,7 +78,7 @@ class OnnxStepModel:
             options.intra_op_num_threads = threads
         try:
             self.session = ort.InferenceSession(str(self.folder / STEP_FILE), options,
-                                                providers=providers or default_providers())
+                                                providers=providers_for(device))
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise ArtifactError(f"onnxruntime cannot load {self.folder / STEP_FILE}: {exc}") from None
         self.past_names = [f"past.{i}.{kind}" for i in range(self.num_layers) for kind in ("key", "value")]

@@ -68,7 +68,7 @@ def test_export_and_check_records_the_step_in_parity_json(tiny_data, tmp_path):
 
     model = SequentialRecommender(RecommenderConfig(hidden_size=16, num_layers=1, num_heads=2, num_items=tiny_data.num_items,
                                                     max_len=6, dropout=0.0)).eval()
-    report = export_and_check(model, tmp_path, ExportSettings(incremental=True), ParityConfig(users=8), tiny_data,
+    report = export_and_check(model, tmp_path, ExportSettings(incremental=True, exporter="legacy"), ParityConfig(users=8), tiny_data,
                               tiny_data.item_ids.tolist(), {"run": "t"}, log=lambda _: None)
     parity = read_json(tmp_path / "parity.json")
     assert parity["passed"] and parity["step"] == report["step"] and parity["step"]["identical_topk"] == 1.0
