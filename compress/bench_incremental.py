@@ -11,6 +11,8 @@ batch 1 and at a large batch, through onnxruntime on the same machine in the sam
     step         the step model (`step.onnx`) through the serving code (OnnxStepModel.advance:
                  gathering the users' cached keys/values, the graph, splitting the new state),
                  the cache holding the history before the new item
+    step_graph   the step graph alone on inputs gathered beforehand (what the serving code adds
+                 is step minus step_graph)
 
 Reported per mode and batch: p50/p99 ms per call and events/s (batch x calls / total time, and
 batch / p50), the median CPU ms of the calling thread per call and events per CPU second (with one
@@ -31,7 +33,7 @@ from compress.serve.onnx_model import OnnxRecommender
 from compress.serve.padding import left_pad
 from compress.serve.step_model import OnnxStepModel, StepState
 
-MODES = ("full_padded", "full_real", "step")
+MODES = ("full_padded", "full_real", "step", "step_graph")
 
 
 def _percentiles(ms: list[float], cpu_ms: list[float]) -> dict[str, float]:
@@ -101,11 +103,13 @@ def incremental_bench(
         buckets = _length_buckets(lengths, batch, calls)
         real = [left_pad([histories[j] for j in b], int(lengths[b].max())) for b in buckets]
         news = [[histories[j][-1:] for j in p] for p in picks]
+        feeds = [step.batch([states[j] for j in p], n).feeds for p, n in zip(picks, news)]
         entry: dict[str, Any] = {}
         for mode, call, inputs in (
             ("full_padded", run_full, padded),
             ("full_real", run_full, real),
             ("step", lambda k: step.advance([states[j] for j in picks[k]], news[k]), list(range(calls))),
+            ("step_graph", lambda f: step.session.run(step.output_names, f), feeds),
         ):
             ms, cpu_ms = _time(call, inputs, warm)
             stats = _percentiles(ms, cpu_ms)
