@@ -24,7 +24,7 @@ def resolve_artifact(path: Path, need_step: bool = False) -> Path:
     """The ONNX artifact folder for `path` (see the module doc); an ArtifactError saying what was found."""
     path = Path(path)
     if not path.exists():
-        raise ArtifactError(f"{path} does not exist", "give a run folder, a stage folder or an onnx/ folder")
+        raise ArtifactError(f"ONNX artifact folder not found: {path}", "give a run folder, a stage folder or an onnx/ folder")
     if (path / MODEL_FILE).is_file():
         return path
     if (path / ONNX_FOLDER / MODEL_FILE).is_file():
