@@ -82,6 +82,11 @@ def onnx_predictor(folder: Path, device: torch.device, threads: int | None = Non
     return Predictor(model.scores, engine, model.num_parameters(), model.max_len)
 
 
+def has_step(artifact: Artifact) -> bool:
+    """Whether an artifact is an ONNX folder with a step model (export with `incremental: true`)."""
+    return artifact.kind == "onnx" and (artifact.path / "step.onnx").is_file()
+
+
 def engine_device(kind: str, device: torch.device) -> torch.device:
     """Where an artifact of `kind` runs in a session on `device`: onnxruntime without its CUDA provider uses the CPU."""
     if kind == "onnx" and device.type == "cuda":
@@ -238,6 +243,7 @@ class BenchSession:
         self.id = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{id(self) % 10_000:04d}"
         count = max(config.warmup + config.iterations, config.batch_size_throughput)
         self.histories = test_histories(data, max_len, count, config.seed)
+        self.pool = test_histories(data, max_len, 4 * config.batch_size_throughput, config.seed + 1)  # incremental
         self.settings = config.model_dump(exclude={"enabled"})
         with torch_threads(config.threads):
             self.environment = describe_device(device)
@@ -261,6 +267,7 @@ class BenchSession:
                 throughput[mode] = cfg.batch_size_throughput * len(ms) / (ms.sum() / 1000.0)
             engine, params = predictor.engine, predictor.params
             del predictor
+        extra = {"incremental": self.incremental(artifact)} if has_step(artifact) else {}
         return {
             "session": self.id,
             "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -274,7 +281,16 @@ class BenchSession:
             "latency_ms": latency,
             "throughput_seq_per_s": throughput,
             "memory": memory.result(),
+            **extra,
         }
+
+    def incremental(self, artifact: Artifact) -> dict[str, Any]:
+        """Full pass (padded, real lengths) vs the step model per event (compress/bench_incremental.py)."""
+        from compress.bench_incremental import incremental_bench
+
+        cfg = self.config
+        return incremental_bench(artifact.path, self.pool, (1, cfg.batch_size_throughput), cfg.warmup,
+                                 cfg.iterations, cfg.throughput_iterations, cfg.threads)
 
     def reference(self, teacher: Artifact) -> dict[str, float]:
         """The teacher's headline numbers, measured by this session (once)."""

@@ -133,6 +133,26 @@ def bench(
     with run_lock(run_dir, console.print):  # it rewrites bench.json files and the manifest
         manifest = bench_run(run_dir, config, device, log=console.print)
     console.print(bench_table(manifest))
+    _print_incremental(run_dir, manifest)
+
+
+def _print_incremental(run_dir: Path, manifest: dict[str, Any]) -> None:
+    """The per-event serving table of every stage whose bench.json has an `incremental` key."""
+    from compress.bench import BENCH_FILE
+    from compress.bench_incremental import ROW_COLUMNS, incremental_rows
+    from compress.runs.artifacts import read_json
+    from compress.runs.layout import stage_folder
+
+    for entry in manifest["stages"]:
+        path = stage_folder(run_dir, entry) / BENCH_FILE
+        result = read_json(path).get("incremental") if path.is_file() else None
+        if result:
+            table = Table(title=f"{entry['name']}: one new event per request (step = step.onnx over cached keys/values)")
+            for column in ROW_COLUMNS:
+                table.add_column(column, justify="left" if column == "mode" else "right")
+            for row in incremental_rows(result):
+                table.add_row(*row)
+            console.print(table)
 
 
 def bench_table(manifest: dict[str, Any]) -> Table:
@@ -274,6 +294,9 @@ def export(
     top_k: int = typer.Option(10, "--top-k", help="K of the top-K computed inside the graph."),
     exporter: str = typer.Option("legacy", "--exporter", help="torch.onnx exporter: legacy (fast) or dynamo."),
     min_overlap: float = typer.Option(0.99, "--min-overlap", help="Parity gate: minimum top-10 overlap with PyTorch."),
+    incremental: bool = typer.Option(
+        False, "--incremental", help="Also write step.onnx (append-one-event scoring with a KV cache)."
+    ),
 ) -> None:
     """Export a PyTorch model to a self-contained ONNX artifact, checked for ranking parity.
 
@@ -282,6 +305,8 @@ def export(
       compress export artifacts/quickstart --out exported/quickstart
 
       compress export artifacts/ml1m/02-distill/model --out exported/student --top-k 20
+
+      compress export artifacts/quickstart --out exported/quickstart --incremental
     """
     from pydantic import ValidationError
 
@@ -290,7 +315,7 @@ def export(
     from compress.recipe import format_validation_error
 
     try:
-        settings = ExportSettings(top_k=top_k, exporter=exporter)
+        settings = ExportSettings(top_k=top_k, exporter=exporter, incremental=incremental)
         parity = ParityConfig(min_overlap=min_overlap)
     except ValidationError as exc:
         raise RecipeError(f"invalid export option:\n{format_validation_error(exc)}") from None
@@ -303,31 +328,54 @@ def export(
 
 @app.command()
 def predict(
-    artifact: Path = typer.Argument(..., help="An ONNX artifact folder written by `compress export`."),
+    artifact: Path = typer.Argument(
+        ..., help="A run folder (its last ONNX stage), a stage folder, or an ONNX artifact folder (onnx/)."
+    ),
     history: Optional[str] = typer.Option(None, "--history", help='Original item ids, oldest first: "i1 i2 i3".'),
     input_file: Optional[Path] = typer.Option(
-        None, "--input", help="One history per line (plain ids, a JSON list, or JSONL with a `history` key)."
+        None, "--input", help="One history per line (plain ids, a JSON list, or JSONL with a `history` key); "
+        "with --stateful, `user item` events ('-': standard input)."
     ),
     top_k: Optional[int] = typer.Option(None, "--top-k", help="How many items (at most the K of the export)."),
     cpu: bool = typer.Option(False, "--cpu", help="Use the CPU provider even where CUDA is available."),
+    stateful: bool = typer.Option(
+        False, "--stateful", help="Read `user item` events; keep each user's KV state in memory (needs step.onnx); "
+        "print the top-K after every event."
+    ),
+    max_users: int = typer.Option(100_000, "--max-users", min=1, help="--stateful: users kept in memory (LRU)."),
+    refresh_every: int = typer.Option(
+        0, "--refresh-every", min=0, help="--stateful: past max_len, re-prefill the window every k events (0: slide only)."
+    ),
 ) -> None:
     """Recommend the next items from an ONNX artifact with onnxruntime only (no PyTorch).
 
-    --history prints one recommendation per line; --input prints JSON lines.
+    --history prints one recommendation per line; --input prints JSON lines. --stateful reads an
+    event stream and prints one JSON line per event (an unknown item or a malformed line gives a
+    line with `error` and changes no state); memory use goes to stderr at the end.
 
     Examples:
 
-      compress predict exported/quickstart --history "12 7 431"
+      compress predict artifacts/quickstart --history "12 7 431"
 
       compress predict exported/quickstart --input histories.jsonl --top-k 5 > recs.jsonl
+
+      compress predict artifacts/quickstart --stateful --input events.txt --max-users 10000
     """
+    from compress.serve.locate import resolve_artifact
     from compress.serve.onnx_model import OnnxRecommender
     from compress.serve.predict import InputError, Request, parse_history, read_requests, recommend
 
+    device = "cpu" if cpu else "auto"
+    if stateful:
+        if input_file is None or history is not None:
+            raise InputError("--stateful reads events from --input FILE (or --input - for standard input)")
+        _predict_stateful(resolve_artifact(artifact, need_step=True), input_file, top_k, device, max_users,
+                          refresh_every)
+        return
     if (history is None) == (input_file is None):
         raise InputError("give exactly one of --history or --input")
     requests = [Request(parse_history(history))] if history is not None else read_requests(input_file)
-    model = OnnxRecommender(artifact, "cpu" if cpu else "auto")
+    model = OnnxRecommender(resolve_artifact(artifact), "cpu" if cpu else "auto")
     for result in recommend(model, requests, top_k):
         if result.dropped:
             where = f"line {result.request.line}: " if result.request.line else ""
@@ -339,6 +387,58 @@ def predict(
             record = {"line": result.request.line, "user": result.request.user, "items": result.items,
                       "scores": [round(s, 6) for s in result.scores]}
             typer.echo(json.dumps(record))
+
+
+def _predict_stateful(
+    folder: Path, input_file: Path, top_k: Optional[int], device: str, max_users: int, refresh_every: int,
+) -> None:
+    """`compress predict --stateful`: events in, one JSON line per event out, in chunks of 256 lines."""
+    from compress.serve.predict import InputError
+    from compress.serve.stateful import StatefulRecommender, parse_event
+
+    if str(input_file) != "-" and not input_file.is_file():
+        raise InputError(f"input file not found: {input_file}")
+    try:
+        server = StatefulRecommender(folder, max_users, refresh_every, top_k, device)
+    except ValueError as exc:
+        raise InputError(str(exc), "re-export with a larger top_k") from None
+    stream = sys.stdin if str(input_file) == "-" else input_file.open()
+    with stream:
+        chunk: list[tuple[int, str]] = []
+        for number, line in enumerate(stream, start=1):
+            if line.strip():
+                chunk.append((number, line))
+            if len(chunk) == 256:
+                _emit_events(server, chunk, parse_event)
+                chunk = []
+        _emit_events(server, chunk, parse_event)
+    stats = server.stats()
+    errors.print(f"users in memory {stats['users']:,} (max {stats['max_users']:,}), evicted {stats['evictions']:,}; "
+                 f"state {human_bytes(int(stats['state_bytes_per_user_mean']))} per user on average, "
+                 f"{human_bytes(stats['state_bytes_per_user_at_max_len'])} at max_len, "
+                 f"{human_bytes(stats['state_bytes_total'])} in all", highlight=False)
+
+
+def _emit_events(server: Any, chunk: list[tuple[int, str]], parse_event: Any) -> None:
+    events, numbers, records = [], [], {}
+    for number, line in chunk:
+        try:
+            events.append(parse_event(line))
+            numbers.append(number)
+        except ValueError as exc:
+            records[number] = {"line": number, "error": f"malformed event: {exc}"}
+    for number, result in zip(numbers, server.observe(events)):
+        record = {"line": number, "user": result.user, "item": result.item}
+        if result.error:
+            record["error"] = result.error
+        else:
+            record |= {"items": result.items, "scores": [round(s, 6) for s in result.scores],
+                       "state": result.state, "positions": result.positions}
+        records[number] = record
+    for number in sorted(records):
+        if "error" in records[number]:
+            errors.print(f"[yellow]warning:[/] line {number}: {escape(records[number]['error'])}", highlight=False)
+        typer.echo(json.dumps(records[number]))
 
 
 def main() -> None:

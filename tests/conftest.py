@@ -74,3 +74,20 @@ def tiny_onnx(tiny_data: SequenceData, tmp_path_factory: pytest.TempPathFactory)
     folder = tmp_path_factory.mktemp("onnx") / "artifact"
     export_onnx(model, folder, ExportSettings(top_k=10), tiny_data.item_ids.tolist(), {"run": "test"})
     return model, folder
+
+
+STEP_MAX_LEN = 8  # shorter than the tiny histories (5..20): both fitting and overflowing histories
+
+
+@pytest.fixture(scope="session")
+def tiny_step_onnx(tiny_data: SequenceData, tmp_path_factory: pytest.TempPathFactory) -> tuple[SequentialRecommender, Path]:
+    """A tiny random model (max_len 8) exported with its step model (incremental: true)."""
+    from compress.export.onnx_export import ExportSettings, export_onnx
+
+    torch.manual_seed(1)
+    config = RecommenderConfig(**TINY_MODEL, num_kv_heads=1, num_items=tiny_data.num_items, max_len=STEP_MAX_LEN,
+                               dropout=0.0)
+    model = SequentialRecommender(config).eval()
+    folder = tmp_path_factory.mktemp("step") / "onnx"
+    export_onnx(model, folder, ExportSettings(top_k=10, incremental=True, exporter="legacy"), tiny_data.item_ids.tolist(), {"run": "test"})
+    return model, folder

@@ -34,3 +34,8 @@ class ExportSettings(BaseModel):
         description="Rank the catalogue this many items at a time inside the graph (running top-K): no "
         "[batch, items] score matrix; `scores` is then computed only when the input full_scores is true.",
     )
+    incremental: bool = Field(
+        False,
+        description="Also write step.onnx: append-one-event scoring with cached keys/values (a KV cache; "
+        "always the legacy exporter).",
+    )

@@ -29,6 +29,7 @@ from compress.export.config import ExportSettings
 from compress.export.chunked_topk import add_chunked_ranking
 from compress.export.graph import share_transposed_initializers
 from compress.export.item_table import PackedTable, store_packed_table
+from compress.export.step import check_step_parity, export_step, step_parity
 from compress.models.item_tables import FactorizedTable, QuantizedTable
 from compress.serve.onnx_model import FORMAT, FULL_SCORES, INPUTS, METADATA_FILE, MODEL_FILE, OUTPUTS, OnnxRecommender, import_onnxruntime, providers_for
 from compress.evaluation.parity import check_parity, ranking_parity
@@ -121,6 +122,10 @@ def export_onnx(
         "versions": versions(),
         "item_ids": item_ids,
     }
+    if settings.incremental:
+        step_opset = settings.opset if settings.exporter == "legacy" and settings.opset else DEFAULT_OPSET["legacy"]
+        metadata["step"] = export_step(model, folder, settings.top_k, step_opset,
+                                       lambda raw, target: optimize_onnx(raw, target, settings.optimization))
     write_json(folder / METADATA_FILE, metadata)
     return metadata
 
@@ -156,7 +161,13 @@ def export_and_check(
     report = ranking_parity(torch_scores(model), onnx_scores(exported), data, model.config.max_len, parity)
     log(f"parity vs PyTorch: top-{parity.k} overlap {report[f'overlap@{parity.k}']:.4f}, "
         f"NDCG@{parity.k} drop {report[f'ndcg_drop@{parity.k}']:+.5f}")
+    if settings.incremental:
+        report["step"] = step_parity(model, folder, data, min(parity.users, 128), parity.k)
+        log(f"step parity vs the PyTorch full pass: {report['step']['events']} events, max |diff| "
+            f"{report['step']['max_abs_diff']:.1e}, identical top-{report['step']['k']} {report['step']['identical_topk']:.4f}")
     check_parity(report, parity, folder, "the ONNX export")
+    if settings.incremental:
+        check_step_parity(report["step"])
     return report
 
 

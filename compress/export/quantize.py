@@ -100,6 +100,7 @@ def quantize_onnx(
         **({"calibrate_method": calibrate_method} if mode == "static" else {}),
     }
     metadata = {**read_json(Path(source) / METADATA_FILE), "quantization": quantization}
+    metadata.pop("step", None)  # step.onnx (incremental export) is not quantized nor copied
     write_json(target / METADATA_FILE, metadata)
     return metadata
 

@@ -13,7 +13,7 @@ from compress.runs.artifacts import atomic_write, write_json
 from compress.report.collect import RunSummary, collect_run, sessions
 from compress.report.document import Block, Code, Heading, Image, Text, to_html, to_markdown
 from compress.report.plots import plot_cost_per_stage, plot_quality_latency, plot_variants
-from compress.report.tables import bench_table, key_value_table, stage_table, variant_table
+from compress.report.tables import bench_table, incremental_table, key_value_table, stage_table, variant_table
 
 RATIO_NOTE = (
     "Ratios in parentheses are stage / teacher (the run's first stage): latency 0.50x is twice as fast, "
@@ -22,6 +22,14 @@ RATIO_NOTE = (
     "teacher was measured in the same process as the stage. With bench rounds > 1, a stage's numbers are "
     "medians over its rounds and its ratio is the median of per-round ratios against a teacher measured "
     "just before it, so a ratio can differ from the quotient of the medians shown."
+)
+
+INCREMENTAL_NOTE = (
+    "Each request is one new event of a real test user. full_padded: the full pass over the history padded "
+    "to max_len; full_real: the full pass at real lengths (batch 1 at its own length, larger batches in length "
+    "buckets); step: the step model (step.onnx) over the user's cached keys/values, through the serving code. "
+    "events/s (p50) = batch / median call time; events/CPU s = batch / median CPU time of the calling "
+    "thread; the ratios are the step's over the row's."
 )
 
 
@@ -65,6 +73,9 @@ def build_report(
         Heading("Benchmark details"),
         bench_table(runs),
     ]
+    incremental = incremental_table(runs)
+    if incremental is not None:
+        blocks += [Heading("Incremental serving (one new event per user)"), Text(INCREMENTAL_NOTE), incremental]
     for run in runs:
         blocks += _run_sections(run, with_run)
 

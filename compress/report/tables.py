@@ -73,6 +73,19 @@ def bench_table(runs: list[RunSummary]) -> Table:
     return Table(columns, rows)
 
 
+def incremental_table(runs: list[RunSummary]) -> Table | None:
+    """Per-event serving cost of stages with a step model (bench.json `incremental`); None if none has one."""
+    from compress.bench_incremental import ROW_COLUMNS, incremental_rows
+
+    with_run = len(runs) > 1
+    rows = [
+        ([run.name] if with_run else []) + [row.stage] + cells
+        for run in runs for row in run.rows if row.bench and "incremental" in row.bench
+        for cells in incremental_rows(row.bench["incremental"])
+    ]
+    return Table((["run"] if with_run else []) + ["stage"] + ROW_COLUMNS, rows) if rows else None
+
+
 def variant_table(runs: list[RunSummary], variants: list[tuple[str, str]]) -> Table:
     """Ablation: one row per variant, its final stage, ratios to that variant's own teacher."""
     columns = ["variant", "changes", "final stage"] + [title for title, _, _ in HEADLINE]

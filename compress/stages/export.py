@@ -2,7 +2,10 @@
 
 The artifact folder (`onnx/`) holds `model.onnx` (top-K inside the graph, onnxruntime
 optimisations applied) and `metadata.json` (item id map, max length, K, provenance,
-versions); `parity.json` records top-K overlap and NDCG@K against the PyTorch model.
+versions); `parity.json` records top-K overlap and NDCG@K against the PyTorch model. With
+`incremental: true` the folder also holds `step.onnx` (append-one-event scoring over cached
+keys/values, compress/export/step.py), described under `step` in the metadata, and `parity.json`
+records the step's agreement with the PyTorch full pass under `step`.
 """
 
 from __future__ import annotations

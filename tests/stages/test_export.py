@@ -76,3 +76,32 @@ def test_export_options_are_validated(tmp_path):
     raw["stages"] = [{"stage": "export"}]
     with pytest.raises(Exception, match="needs a torch model, but gets nothing"):
         validate_recipe(raw)
+
+
+@pytest.mark.slow
+def test_incremental_export_stage_bench_and_report(tmp_path):
+    from compress.report import build_report
+    from compress.serve.locate import resolve_artifact
+    from compress.serve.stateful import StatefulRecommender
+    from tests.conftest import TINY_BENCH
+
+    raw = export_recipe(tmp_path, top_k=5, incremental=True, parity={"users": 16})
+    raw["bench"] = {**TINY_BENCH, "threads": 1}
+    manifest = run_recipe(validate_recipe(raw), QUIET)
+    run_dir = tmp_path / "artifacts" / "tiny"
+    folder = run_dir / manifest["stages"][1]["output"]
+    assert (folder / "step.onnx").is_file() and read_json(folder / "metadata.json")["step"]["max_positions"] == 20
+    parity = read_json(folder / "parity.json")
+    assert parity["passed"] and parity["step"]["max_abs_diff"] < 1e-4 and parity["step"]["identical_topk"] == 1.0
+    verify_artifact(folder)  # step.onnx is in the checksummed file list
+    bench = read_json(folder.parent / "bench.json")
+    assert bench["incremental"]["batch_8"]["step"]["events_per_s"] > 0
+    assert "Incremental serving" in build_report([run_dir], tmp_path / "report").markdown.read_text()
+    from compress.cli import _print_incremental, console
+
+    with console.capture() as captured:
+        _print_incremental(run_dir, manifest)
+    assert "export: one new event per request" in captured.get()
+    assert resolve_artifact(run_dir, need_step=True) == folder
+    [result] = StatefulRecommender(run_dir / "02-export" / "onnx").observe([("u", read_json(run_dir / "item_ids.json")[0])])
+    assert len(result.items) == 5

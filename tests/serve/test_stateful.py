@@ -1,0 +1,134 @@
+"""Stateful serving: per-event top-K equal to the full pass, LRU eviction, the window policy, bad events."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from compress.errors import ArtifactError
+from compress.serve.locate import resolve_artifact
+from compress.serve.onnx_model import OnnxRecommender
+from compress.serve.padding import left_pad
+from compress.serve.stateful import StatefulRecommender, parse_event
+from compress.serve.step_model import OnnxStepModel, fit_window
+from tests.serve.test_predict import NO_TORCH_CLI
+
+
+def full_topk(folder, internal_histories, k=10):
+    model = OnnxRecommender(folder)
+    ids = left_pad([np.array(h) for h in internal_histories], model.max_len)
+    return model.topk(ids, (ids > 0).astype(np.int64))[1][:, :k]
+
+
+def test_event_stream_gives_the_full_pass_top_k_while_the_history_fits(tiny_step_onnx, tiny_data):
+    _, folder = tiny_step_onnx
+    original = tiny_data.item_ids.tolist()
+    streams = {"a": [3, 7, 7, 21, 40], "b": [12], "c": [5, 6, 9]}
+    events = [(u, original[i - 1]) for t in range(5) for u, s in streams.items() if t < len(s) for i in [s[t]]]
+    events += [("a", original[2]), ("a", original[4])]  # two events of one user in one call stay in order
+    server = StatefulRecommender(folder)
+    results = server.observe(events)
+    seen = {u: [] for u in streams}
+    for (user, item), result in zip(events, results):
+        seen[user].append(original.index(item) + 1)
+        assert result.error is None and result.positions == len(seen[user])
+        assert result.state == ("new" if len(seen[user]) == 1 else "cached")
+        expected = full_topk(folder, [seen[user]])[0]
+        assert result.items == [original[i - 1] for i in expected]
+    assert server.stats()["users"] == 3 and server.stats()["state_bytes_per_user_mean"] > 0
+
+
+def test_lru_evicts_the_least_recent_user_who_then_starts_again(tiny_step_onnx, tiny_data):
+    _, folder = tiny_step_onnx
+    item = str(tiny_data.item_ids[0])
+    server = StatefulRecommender(folder, max_users=2)
+    server.observe([("a", item)])
+    server.observe([("b", item)])
+    server.observe([("a", item)])  # a is now more recent than b
+    server.observe([("c", item)])  # evicts b
+    assert list(server.users) == ["a", "c"] and server.evictions == 1
+    [again] = server.observe([("b", item)])
+    assert again.state == "new" and again.positions == 1 and list(server.users) == ["c", "b"]
+    stats = server.stats()
+    assert stats["users"] == 2 and stats["evictions"] == 2
+
+
+def test_unknown_items_are_skipped_and_change_no_state(tiny_step_onnx, tiny_data):
+    _, folder = tiny_step_onnx
+    item = str(tiny_data.item_ids[3])
+    server = StatefulRecommender(folder)
+    first, unknown, second = server.observe([("u", item), ("u", "no-such-item"), ("u", item)])
+    assert unknown.error.startswith("unknown item id 'no-such-item'") and unknown.items == []
+    assert first.positions == 1 and second.positions == 2
+    with pytest.raises(ValueError, match="expected `user item`"):
+        parse_event("just-one-field")
+    assert parse_event("u1,42") == ("u1", "42") and parse_event("u1 42 978300760") == ("u1", "42")
+
+
+def test_window_policy_slides_and_refresh_every_one_is_full_recompute(tiny_step_onnx):
+    _, folder = tiny_step_onnx
+    step = OnnxStepModel(folder)
+    history = list(range(1, 15))  # longer than max_len 8
+
+    def replay(refresh_every):
+        state = step.empty_state()
+        for item in history:
+            state, items = fit_window(state, item, step.max_len, refresh_every)
+            out = step.advance([state], [items])
+            state = out.states[0]
+            assert state.length <= step.max_len
+        return out, state
+
+    slid, state = replay(0)
+    assert state.length == 8 and state.position == 14 and state.items.tolist() == history[-8:]
+    recomputed, state = replay(1)
+    assert state.position == 8  # every overflowing event re-prefills the window from position 0
+    expected = full_topk(folder, [history])[0]
+    assert recomputed.top_ids[0].tolist() == expected.tolist()
+    # sliding keeps deeper layers' context from dropped items: close to, but not the same as, recompute
+    assert not np.allclose(slid.scores[0, 1:], recomputed.scores[0, 1:], atol=1e-6)
+    assert set(slid.top_ids[0].tolist()).isdisjoint(history[-8:])
+
+
+def cli(*args):
+    result = subprocess.run([sys.executable, "-c", NO_TORCH_CLI, *args], capture_output=True, text=True)
+    result.stderr = " ".join(result.stderr.split())
+    return result
+
+
+@pytest.mark.slow
+def test_predict_stateful_cli_without_torch(tiny_step_onnx, tiny_data, tmp_path):
+    _, folder = tiny_step_onnx
+    original = tiny_data.item_ids.tolist()
+    events = tmp_path / "events.txt"
+    events.write_text(f"u1 {original[2]}\nmalformed\n\nu1 nope\nu2 {original[4]}\nu1 {original[9]}\n")
+    result = cli("predict", str(folder), "--stateful", "--input", str(events), "--top-k", "3")
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["line"] for r in records] == [1, 2, 4, 5, 6]
+    assert "malformed event" in records[1]["error"] and "unknown item id" in records[2]["error"]
+    assert records[4]["positions"] == 2 and len(records[4]["items"]) == 3
+    assert records[4]["items"] == [original[i - 1] for i in full_topk(folder, [[3, 10]], 3)[0]]
+    assert "line 2: malformed event" in result.stderr and "users in memory 2" in result.stderr
+
+
+def test_predict_finds_the_artifact_from_a_run_or_stage_folder(tiny_step_onnx, tmp_path):
+    _, folder = tiny_step_onnx
+    run = tmp_path / "run"
+    (run / "02-export").mkdir(parents=True)
+    (run / "02-export" / "onnx").symlink_to(folder)
+    (run / "03-quantize" / "onnx").mkdir(parents=True)
+    (run / "03-quantize" / "onnx" / "model.onnx").write_bytes(b"")
+    stages = [{"kind": "torch", "output": "01-train/model"}, {"kind": "onnx", "output": "02-export/onnx"},
+              {"kind": "onnx", "output": "03-quantize/onnx"}]
+    (run / "manifest.json").write_text(json.dumps({"stages": stages}))
+    assert resolve_artifact(run) == run / "03-quantize" / "onnx"  # the last ONNX stage
+    assert resolve_artifact(run, need_step=True) == run / "02-export" / "onnx"  # the last one with step.onnx
+    assert resolve_artifact(run / "02-export") == run / "02-export" / "onnx"
+    assert resolve_artifact(folder) == folder
+    with pytest.raises(ArtifactError, match="not an ONNX artifact"):
+        resolve_artifact(tmp_path)
+    result = cli("predict", str(run / "02-export"), "--stateful", "--input", "/no/such/file")
+    assert result.returncode == 2 and "input file not found" in result.stderr
