@@ -30,6 +30,7 @@ from compress.export.chunked_topk import add_chunked_ranking
 from compress.export.graph import share_transposed_initializers
 from compress.export.item_table import PackedTable, store_packed_table
 from compress.export.step import check_step_parity, export_step, step_parity
+from compress.serve.step_model import STEP_FILE
 from compress.models.item_tables import FactorizedTable, QuantizedTable
 from compress.serve.onnx_model import FORMAT, FULL_SCORES, INPUTS, METADATA_FILE, MODEL_FILE, OUTPUTS, OnnxRecommender, import_onnxruntime, providers_for
 from compress.evaluation.parity import check_parity, ranking_parity
@@ -124,8 +125,11 @@ def export_onnx(
     }
     if settings.incremental:
         step_opset = settings.opset if settings.exporter == "legacy" and settings.opset else DEFAULT_OPSET["legacy"]
-        metadata["step"] = export_step(model, folder, settings.top_k, step_opset,
+        metadata["step"] = export_step(traced, folder, settings.top_k, step_opset,
                                        lambda raw, target: optimize_onnx(raw, target, settings.optimization))
+        if quantized_table:  # the step graph reads the same packed table
+            share_transposed_initializers(folder / STEP_FILE)
+            store_packed_table(folder / STEP_FILE, PackedTable.from_module(model.item_embeddings))
     write_json(folder / METADATA_FILE, metadata)
     return metadata
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import onnx
 import pytest
 
 from compress.errors import RecipeError
@@ -49,7 +50,7 @@ def test_mixed_table_runs_recovers_exports_and_quantizes(tmp_path):
         tmp_path,
         {"stage": "item_table", "method": "mixed", "high_bits": 8, "low_bits": 2,
          "recovery": {"epochs": 1, "batch_size": 32, "max_steps_per_epoch": 2}},
-        {"stage": "export", "top_k": 5, "item_chunk": 16, "exporter": "legacy"},
+        {"stage": "export", "top_k": 5, "item_chunk": 16, "exporter": "legacy", "incremental": True},
         {"stage": "quantize", "backend": "onnxruntime"},
     )
     manifest = run_recipe(validate_recipe(recipe), QUIET)
@@ -63,5 +64,9 @@ def test_mixed_table_runs_recovers_exports_and_quantizes(tmp_path):
     assert model.config.table.method == "mixed" and model.config.table.group_bits == [8, 2]
     metadata = json.loads((run / manifest["stages"][2]["output"] / "metadata.json").read_text())
     assert metadata["item_table"]["method"] == "mixed" and metadata["item_chunk"] == 16
-    assert json.loads((run / manifest["stages"][2]["output"] / "parity.json").read_text())["passed"]
+    parity = json.loads((run / manifest["stages"][2]["output"] / "parity.json").read_text())
+    assert parity["passed"] and parity["step"]["identical_topk"] == 1.0 and parity["step"]["max_abs_diff"] <= 1e-4
+    step_graph = onnx.load(str(run / manifest["stages"][2]["output"] / "step.onnx"))
+    assert not any(tuple(t.dims) == (model.config.num_items + 1, model.config.item_dim)
+                   and t.data_type == onnx.TensorProto.FLOAT for t in step_graph.graph.initializer)
     assert manifest["stages"][3]["metrics"]["ndcg@10"] > 0
