@@ -25,6 +25,9 @@ class SyntheticConfig(BaseModel):
     successors: int = Field(3, ge=1, description="Fixed successor items per item.")
     transition_prob: float = Field(0.6, ge=0, le=1, description="Chance the next item follows a successor link.")
     popularity_skew: float = Field(1.0, ge=0, description="Zipf exponent of item popularity.")
+    seed: int | None = Field(
+        None, description="Seed of the generator (null: the recipe's seed); set it to vary training seeds on fixed data."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> "SyntheticConfig":
@@ -38,8 +41,9 @@ class SyntheticConfig(BaseModel):
 
 
 def generate(config: SyntheticConfig, seed: int) -> pd.DataFrame:
-    """Return a (user, item, timestamp) table; same config and seed give the same table."""
-    rng = np.random.default_rng(seed)
+    """Return a (user, item, timestamp) table; same config and seed give the same table
+    (`config.seed`, when set, wins over `seed`)."""
+    rng = np.random.default_rng(seed if config.seed is None else config.seed)
     n_items = config.items
     cluster_of = rng.integers(0, config.clusters, size=n_items)
     members = [np.flatnonzero(cluster_of == c) for c in range(config.clusters)]

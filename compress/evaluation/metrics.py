@@ -121,6 +121,16 @@ def evaluate_scores(
     score_fn: ScoreFn, data: SequenceData, split: Split, config: EvalConfig, max_len: int
 ) -> dict[str, float]:
     """Run `score_fn` over every user of `split` and return averaged metrics."""
+    ranks = score_ranks(score_fn, data, split, config, max_len)
+    metrics = metrics_from_ranks(ranks, config.ks)
+    metrics["users"] = int(len(ranks))
+    return metrics
+
+
+def score_ranks(
+    score_fn: ScoreFn, data: SequenceData, split: Split, config: EvalConfig, max_len: int
+) -> np.ndarray:
+    """0-based target rank of every evaluated user of `split` (in user order) under `score_fn`."""
     users = evaluation_users(data, config)
     rng = np.random.default_rng(config.seed)
     ranks: list[np.ndarray] = []
@@ -139,9 +149,7 @@ def evaluate_scores(
                 lambda start, stop: scores[:, start:stop], target_scores, batch.targets, histories,
                 data.num_items, config.item_chunk,
             ).numpy())
-    metrics = metrics_from_ranks(np.concatenate(ranks), config.ks)
-    metrics["users"] = int(len(users))
-    return metrics
+    return np.concatenate(ranks) if ranks else np.zeros(0, dtype=np.int64)
 
 
 def evaluation_users(data: SequenceData, config: EvalConfig) -> np.ndarray:

@@ -1,0 +1,62 @@
+"""Paired comparisons of two stage artifacts on the same test users: per-user ranks, then the
+bootstrap interval of the NDCG@K difference (compress/evaluation/bootstrap.py).
+
+`artifact_ranks` reads a torch model folder (PyTorch, chunked full ranking) or an ONNX folder
+(onnxruntime), so a student in its deployed format is compared with the teacher it came from.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from compress.data.sequences import SequenceData
+from compress.evaluation.bootstrap import PairedDifference, paired_bootstrap, per_user_ndcg
+from compress.evaluation.metrics import EvalConfig, evaluation_users, model_ranks, score_ranks
+
+DIFFERENCE_K = 10
+
+
+def artifact_ranks(
+    path: Path, kind: str, data: SequenceData, config: EvalConfig, device: torch.device | str = "cpu"
+) -> np.ndarray:
+    """0-based test-split target ranks of every evaluated user (in user order), as the pipeline evaluates them."""
+    device = torch.device(device)
+    if kind == "onnx":
+        from compress.evaluation.parity import onnx_scores
+        from compress.serve.onnx_model import OnnxRecommender
+
+        providers = ["CPUExecutionProvider"] if device.type == "cpu" else None
+        exported = OnnxRecommender(Path(path), providers)
+        return score_ranks(onnx_scores(exported), data, "test", config, exported.max_len)
+    from compress.models import load_model
+
+    model = load_model(Path(path), device).eval()
+    if config.protocol == "sampled":
+        def score(batch: Any) -> torch.Tensor:
+            return model.score(model.last_states(batch.item_ids.to(device), batch.attention_mask.to(device)))
+
+        with torch.no_grad():
+            return score_ranks(score, data, "test", config, model.config.max_len)
+    return model_ranks(model, data, "test", config, device, evaluation_users(data, config))
+
+
+def ndcg_difference(
+    candidate: np.ndarray, reference: np.ndarray, k: int = DIFFERENCE_K, seed: int = 0
+) -> PairedDifference:
+    """candidate − reference NDCG@k over the same users, with its 95% paired-bootstrap interval."""
+    return paired_bootstrap(per_user_ndcg(candidate, k), per_user_ndcg(reference, k), seed=seed)
+
+
+def describe(difference: dict[str, Any] | PairedDifference) -> str:
+    """'+0.0012 [-0.0030, +0.0051]' (the mean difference and its interval)."""
+    d = difference.as_dict() if isinstance(difference, PairedDifference) else difference
+    return f"{d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"
+
+
+def excludes_zero(difference: dict[str, Any]) -> bool:
+    """Whether the interval lies entirely on one side of 0 (a difference the test users support)."""
+    return difference["low"] > 0 or difference["high"] < 0
