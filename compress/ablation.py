@@ -115,8 +115,18 @@ def bench_finals(recipe: Recipe, runs: dict[str, Path], log: Any = print) -> str
         first, last = manifest["stages"][0], manifest["stages"][-1]
         teachers.setdefault(first["config_hash"], Artifact(runs[name] / first["output"], first["kind"]))
         teacher_of[name] = first["config_hash"]
-        finals[name] = Artifact(runs[name] / last["output"], last["kind"])
-    log(f"bench: {len(finals)} final stage(s) and {len(teachers)} teacher(s) in one session, {config.rounds} rounds")
+        # one measurement per distinct stage: a variant whose final stage is the teacher, or is another
+        # variant's final stage (same cache id), gets that stage's numbers
+        same = next((other for other in finals if manifests[other]["stages"][-1]["config_hash"] == last["config_hash"]), None)
+        if last["config_hash"] == first["config_hash"]:
+            finals[name] = teachers[first["config_hash"]]
+        elif same is None:
+            finals[name] = Artifact(runs[name] / last["output"], last["kind"])
+        else:
+            finals[name] = finals[same]
+    distinct = {artifact.path.resolve(): artifact for artifact in finals.values()}
+    log(f"bench: {len(distinct)} distinct final stage(s) of {len(finals)} variant(s) and {len(teachers)} teacher(s) "
+        f"in one session, {config.rounds} rounds")
     results = bench_interleaved(session, finals, teacher_of, teachers, config.rounds)
     for name, manifest in manifests.items():
         folder, key = runs[name], teacher_of[name]

@@ -356,8 +356,8 @@ def bench_interleaved(
     """Measure several artifacts side by side in `rounds` rounds; in every round each distinct teacher
     first, then every artifact (so drift of the machine hits all of them alike).
 
-    `teacher_of[name]` keys `teachers`; an artifact that is its own teacher is measured once per
-    round. Returns name -> a bench result as `BenchSession.bench` gives it (medians, ratios as the
+    `teacher_of[name]` keys `teachers`; an artifact that is a teacher, or appears under several
+    names, is measured once per round. Returns name -> a bench result as `BenchSession.bench` gives it (medians, ratios as the
     median of per-round ratios), with `round_latency_p50_ms` for the noise between rounds; and
     `TEACHER_PREFIX + key` -> each teacher's own result (ratios 1).
     """
@@ -368,10 +368,12 @@ def bench_interleaved(
         session.log(f"bench round {index + 1}/{rounds}: {len(teachers)} teacher(s), {len(artifacts)} artifact(s)")
         for key, artifact in teachers.items():
             teacher_rounds[key].append(session.measure(artifact))
+        this_round: dict[Path, dict[str, Any]] = {t.path.resolve(): teacher_rounds[k][-1] for k, t in teachers.items()}
         for name, artifact in artifacts.items():
-            key = teacher_of[name]
-            own = artifact.path.resolve() == teachers[key].path.resolve()
-            measured[name].append(teacher_rounds[key][-1] if own else session.measure(artifact))
+            key, where = teacher_of[name], artifact.path.resolve()
+            if where not in this_round:  # the same artifact under several names is measured once a round
+                this_round[where] = session.measure(artifact)
+            measured[name].append(this_round[where])
             references[name].append(headline(teacher_rounds[key][-1]))
     results = {name: combine_rounds(measured[name], references[name], session.id) for name in artifacts}
     results.update({

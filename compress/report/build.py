@@ -107,18 +107,26 @@ ABLATION_NOTE = (
 
 
 def _unique_rows(runs: list[RunSummary], names: list[str] | None = None) -> list[tuple[StageRow, str]]:
-    """Every stage and control row once (shared stages, e.g. a common teacher, once), with its label
-    (`names`: what to call each run, e.g. its ablation variant)."""
+    """Every stage and control row once (a stage several runs share, e.g. a common teacher, once), labelled
+    with the runs that have it (`names`: what to call each run, e.g. its ablation variant)."""
+    names = names or [run.name for run in runs]
+    owners: dict[str, list[str]] = {}
+    for run, name in zip(runs, names):
+        for row in run.rows:
+            if row.key is not None:
+                owners.setdefault(row.key, []).append(name)
     shown: set[str] = set()
     out = []
-    for run, name in zip(runs, names or [run.name for run in runs]):
+    for run, name in zip(runs, names):
         for row in [*run.rows, *run.controls]:
             if row.key is not None:
                 if row.key in shown:
                     continue
                 shown.add(row.key)
             label = f"{row.stage} (control)" if row in run.controls else row.stage
-            out.append((row, f"{name}/{label}" if len(runs) > 1 else label))
+            who = owners.get(row.key or "", [name])
+            who_label = "all" if len(runs) > 1 and len(who) == len(runs) else ", ".join(who)
+            out.append((row, f"{who_label}: {label}" if len(runs) > 1 else label))
     return out
 
 
