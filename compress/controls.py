@@ -58,6 +58,7 @@ class Budget:
 class ControlRuns:
     """The sibling run folders made for a run's controls and seeds."""
 
+    recipe: Recipe  # the run's own recipe
     run_dir: Path
     seeds: list[int]
     teacher_onnx: Path | None = None
@@ -162,7 +163,7 @@ def run_controls(
     run_dir = recipe.output_dir / recipe.name
     manifest = run_recipe(recipe, options)
     seed_list = [recipe.seed + offset for offset in range(seeds)]
-    runs = ControlRuns(run_dir, seed_list, budget=budget, students={recipe.seed: run_dir})
+    runs = ControlRuns(recipe, run_dir, seed_list, budget=budget, students={recipe.seed: run_dir})
 
     def run(raw: dict[str, Any], what: str) -> Path:
         derived = validate_recipe(raw, f"{what} of {recipe.name}")
@@ -191,8 +192,7 @@ def paired_differences(
 ) -> dict[str, Any]:
     """NDCG@10 difference to the teacher (paired bootstrap over test users, seed 0, 95%) of every stage
     of the run and of each control's final stage, and of the final stage to the scratch control."""
-    manifest = read_manifest(runs.run_dir)
-    recipe = validate_recipe(manifest["recipe"], str(runs.run_dir))
+    manifest, recipe = read_manifest(runs.run_dir), runs.recipe
     data = load_data(recipe.data, recipe.seed)
     device = torch.device(device)
 
@@ -232,6 +232,7 @@ def write_controls(runs: ControlRuns, paired: dict[str, Any] | None) -> Path:
         controls.append({"name": "teacher-onnx", "run": runs.teacher_onnx.name, "note": runs.notes["teacher-onnx"]})
     record = {
         "run": manifest["name"],
+        "stage_ids": [entry["config_hash"] for entry in manifest["stages"]],  # the run these controls belong to
         "controls": controls,
         "skipped": {k: v for k, v in runs.notes.items() if v.startswith("not run")},
         "seeds": {

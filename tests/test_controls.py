@@ -113,3 +113,11 @@ def test_tiny_headline_has_both_control_rows_seeds_and_intervals(tmp_path, monke
     assert "ΔNDCG@10 vs teacher [95% CI]" in report and "p50 / ONNX teacher" in report
     assert f"{seeds['mean']['ndcg@10']:.4f} ± {seeds['std']['ndcg@10']:.4f}" in report
     assert "against the teacher in ONNX fp32" in report
+    # an earlier version of the run (other stage ids) does not get these controls
+    record_path = tmp_path / "runs" / "tinyhead" / "controls.json"
+    record = json.loads(record_path.read_text())
+    record["stage_ids"][-1] = "something else"
+    record_path.write_text(json.dumps(record))
+    from compress.report.collect import collect_run
+
+    assert collect_run(tmp_path / "runs" / "tinyhead").controls == []

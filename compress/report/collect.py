@@ -69,8 +69,9 @@ def collect_run(run_dir: Path, session: str | None = None) -> RunSummary:
         teacher = teacher or row.values
         run.rows.append(row)
     controls_file = run_dir / CONTROLS_FILE
-    if controls_file.is_file():
-        _add_controls(run, read_json(controls_file), teacher or {})
+    record = read_json(controls_file) if controls_file.is_file() else None
+    if record is not None and record.get("stage_ids") == [entry["config_hash"] for entry in manifest["stages"]]:
+        _add_controls(run, record, teacher or {})  # (controls of an earlier version of the run are left out)
     return run
 
 
@@ -119,7 +120,7 @@ def _add_controls(run: RunSummary, record: dict[str, Any], teacher: dict[str, fl
         for row in [*run.rows, *run.controls]:
             if row.bench and row.bench.get("session") == onnx_teacher.bench["session"]:
                 row.onnx_ratios = {k: row.values[k] / onnx_teacher.values[k] for k in TIMED[:2] if onnx_teacher.values[k]}
-    run.extras = {k: v for k, v in record.items() if k != "controls"}
+    run.extras = {k: v for k, v in record.items() if k in ("seeds", "paired", "skipped")}
 
 
 def _seed_statistics(rows: list[StageRow], folders: list[Path], first: int) -> None:

@@ -78,6 +78,9 @@ def plot_quality_latency(
     key = [f"{i + 1:>2}  {_short(name)}" for i, (_, name) in enumerate(timed)]
     fig.text(0.70, 0.93, "\n".join(key), va="top", ha="left", fontsize=7.5, family="monospace")
     ax.margins(x=0.15, y=0.15)
+    xs = [p[0] for p in points if p[0] > 0]
+    if xs and max(xs) / min(xs) > 20:  # e.g. onnxruntime beside PyTorch eager: a log axis keeps both readable
+        ax.set_xscale("log")
     ax.set_xlabel("batch-1 latency p50 (ms, max length)")
     ax.set_ylabel("NDCG@10 (test, full ranking)")
     ax.set_title("Quality vs latency")
