@@ -18,7 +18,7 @@ import copy
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from compress.bench import BENCH_FILE, TEACHER_PREFIX, BenchSession, bench_interleaved, summary
 from compress.data import load_data
@@ -102,7 +102,7 @@ def run_ablation(path: Path, overrides: list[str], options: RunOptions, out: Pat
     return AblationResult(runs, report, session or "", differences)
 
 
-def bench_finals(recipe: Recipe, runs: dict[str, Path], log: Any = print) -> str:
+def bench_finals(recipe: Recipe, runs: dict[str, Path], log: Callable[[str], None] = print) -> str:
     """Time every variant's final stage and each distinct teacher in one bench session (interleaved
     rounds, at least MIN_ROUNDS); write their bench.json files and manifests; return the session id."""
     device = resolve_device(recipe.device)
@@ -110,21 +110,17 @@ def bench_finals(recipe: Recipe, runs: dict[str, Path], log: Any = print) -> str
     config = recipe.bench.model_copy(update={"rounds": max(recipe.bench.rounds, MIN_ROUNDS)})
     session = BenchSession(config, device, data, recipe.data.max_len, log)
     manifests = {name: read_manifest(folder) for name, folder in runs.items()}
-    finals, teachers, teacher_of = {}, {}, {}
+    finals: dict[str, Artifact] = {}
+    teachers: dict[str, Artifact] = {}
+    teacher_of: dict[str, str] = {}
+    by_stage: dict[str, Artifact] = {}  # stage cache id -> the one artifact measured for it
     for name, manifest in manifests.items():
         first, last = manifest["stages"][0], manifest["stages"][-1]
         teachers.setdefault(first["config_hash"], Artifact(runs[name] / first["output"], first["kind"]))
+        by_stage.setdefault(first["config_hash"], teachers[first["config_hash"]])
         teacher_of[name] = first["config_hash"]
-        # one measurement per distinct stage: a variant whose final stage is the teacher, or is another
-        # variant's final stage (same cache id), gets that stage's numbers
-        same = next((other for other in finals if manifests[other]["stages"][-1]["config_hash"] == last["config_hash"]), None)
-        if last["config_hash"] == first["config_hash"]:
-            finals[name] = teachers[first["config_hash"]]
-        elif same is None:
-            finals[name] = Artifact(runs[name] / last["output"], last["kind"])
-        else:
-            finals[name] = finals[same]
-    distinct = {artifact.path.resolve(): artifact for artifact in finals.values()}
+        finals[name] = by_stage.setdefault(last["config_hash"], Artifact(runs[name] / last["output"], last["kind"]))
+    distinct = {artifact.path for artifact in finals.values()}
     log(f"bench: {len(distinct)} distinct final stage(s) of {len(finals)} variant(s) and {len(teachers)} teacher(s) "
         f"in one session, {config.rounds} rounds")
     results = bench_interleaved(session, finals, teacher_of, teachers, config.rounds)
@@ -142,7 +138,9 @@ def bench_finals(recipe: Recipe, runs: dict[str, Path], log: Any = print) -> str
     return session.id
 
 
-def variant_differences(recipe: Recipe, runs: dict[str, Path], log: Any = print) -> dict[str, dict | None]:
+def variant_differences(
+    recipe: Recipe, runs: dict[str, Path], log: Callable[[str], None] = print
+) -> dict[str, dict | None]:
     """Each variant's final stage minus the first variant's: NDCG@10 on the same test users, paired bootstrap
     (None for a variant whose data differs, e.g. another filter, so its users cannot be paired)."""
     manifests = {name: read_manifest(folder) for name, folder in runs.items()}
@@ -151,10 +149,14 @@ def variant_differences(recipe: Recipe, runs: dict[str, Path], log: Any = print)
     data = load_data(recipe.data, recipe.seed)
     device = resolve_device(recipe.device)
 
+    cache: dict[str, Any] = {}  # stage cache id -> ranks: a final stage shared by variants is ranked once
+
     def ranks(name: str) -> Any:
         last = manifests[name]["stages"][-1]
-        log(f"paired: ranking the test users with variant {name} ({last['output']})")
-        return artifact_ranks(runs[name] / last["output"], last["kind"], data, recipe.eval, device)
+        if last["config_hash"] not in cache:
+            log(f"paired: ranking the test users with variant {name} ({last['output']})")
+            cache[last["config_hash"]] = artifact_ranks(runs[name] / last["output"], last["kind"], data, recipe.eval, device)
+        return cache[last["config_hash"]]
 
     base = ranks(names[0])
     out: dict[str, dict | None] = {names[0]: None}

@@ -59,12 +59,15 @@ def build_report(
     ]
     blocks: list[Block] = [Heading(title, 1), Text(_summary(runs))]
     if variants is not None:
-        images.append(plot_variants([run.final for run in runs], [name for name, _ in variants], out / "ablation.png"))
+        images.append(plot_variants(
+            [run.final for run in runs], [name for name, _ in variants], out / "ablation.png", differences
+        ))
         blocks += [
             Heading("Ablation"),
             variant_table(runs, variants, differences),
             Text(ABLATION_NOTE.format(reference=variants[0][0])),
-            Image(images[-1], "Each variant's final stage: NDCG@10 and batch-1 latency p50 (whiskers: bench rounds)."),
+            Image(images[-1], "Each variant's final stage: NDCG@10 (whiskers: 95% interval of the difference to the "
+                              "first variant) and batch-1 latency p50 (whiskers: lowest and highest bench round)."),
         ]
     blocks += [
         Heading("Stages"),

@@ -109,10 +109,11 @@ def _add_controls(run: RunSummary, record: dict[str, Any], teacher: dict[str, fl
         run.controls.append(row)
     seeds = record.get("seeds") or {}
     if len(seeds.get("seeds", [])) > 1:
-        _seed_statistics(run.rows, [parent / name for name in seeds.get("students", {}).values()], 1)
+        students = [parent / name for name in seeds.get("students", {}).values()]
+        _seed_statistics(run.rows[1:], students, list(range(1, len(run.rows))))
         scratch = next((row for row in run.controls if row.stage == "scratch"), None)
         if scratch is not None:
-            _seed_statistics([scratch], [parent / name for name in seeds.get("scratch", {}).values()], -1)
+            _seed_statistics([scratch], [parent / name for name in seeds.get("scratch", {}).values()], [-1])
     for row in run.rows[1:]:
         row.difference = (paired.get("stages") or {}).get(row.stage)
     onnx_teacher = next((row for row in run.controls if row.stage == "teacher-onnx" and row.bench), None)
@@ -123,15 +124,13 @@ def _add_controls(run: RunSummary, record: dict[str, Any], teacher: dict[str, fl
     run.extras = {k: v for k, v in record.items() if k in ("seeds", "paired", "skipped")}
 
 
-def _seed_statistics(rows: list[StageRow], folders: list[Path], first: int) -> None:
-    """Mean and standard deviation of each row's quality over the runs in `folders` (stage i of each;
-    `first` = 1: rows from the second stage on, -1: the last stage only)."""
+def _seed_statistics(rows: list[StageRow], folders: list[Path], indices: list[int]) -> None:
+    """Mean and standard deviation of each row's quality over the runs in `folders` (row i: stage
+    `indices[i]` of each run); nothing unless two or more runs with the same number of stages are found."""
     manifests = [read_manifest(folder) for folder in folders if folder.is_dir()]
-    if len(manifests) < 2:
+    if len(manifests) < 2 or len({len(m["stages"]) for m in manifests}) > 1:
         return
-    targets = rows[first:] if first >= 0 else rows
-    for offset, row in enumerate(targets):
-        index = first + offset if first >= 0 else -1
+    for row, index in zip(rows, indices):
         per_seed = [{k: m["stages"][index]["metrics"][k] for k in QUALITY} for m in manifests]
         row.seeds = {
             "seeds": len(per_seed),
@@ -142,8 +141,8 @@ def _seed_statistics(rows: list[StageRow], folders: list[Path], first: int) -> N
 
 
 def sessions(runs: list[RunSummary]) -> set[str]:
-    """The bench sessions (processes) the timed numbers of `runs` come from."""
-    return {row.bench["session"] for run in runs for row in run.rows if row.bench}
+    """The bench sessions (processes) the timed numbers of `runs` (stages and controls) come from."""
+    return {row.bench["session"] for run in runs for row in [*run.rows, *run.controls] if row.bench}
 
 
 def _ratio(value: float, reference: float) -> float | None:

@@ -105,12 +105,21 @@ def plot_cost_per_stage(rows: list[StageRow], path: Path, with_run: bool = False
     return _save(plt, fig, path)
 
 
-def plot_variants(rows: list[StageRow], names: list[str], path: Path) -> Path:
-    """Ablation: each variant's final stage, NDCG@10 and batch-1 latency (bars: the median over
-    bench rounds, whiskers: the lowest and highest round)."""
+def plot_variants(
+    rows: list[StageRow], names: list[str], path: Path, differences: dict[str, dict | None] | None = None
+) -> Path:
+    """Ablation: each variant's final stage, NDCG@10 (whiskers: the 95% interval of its difference to
+    the first variant, placed on its bar) and batch-1 latency (bars: the median over bench rounds,
+    whiskers: the lowest and highest round)."""
     plt = _pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.8), dpi=110)
-    _bars(left, names, [row.values["ndcg@10"] for row in rows], "NDCG@10 (final stage)", "NDCG@10")
+    ndcg = [row.values["ndcg@10"] for row in rows]
+    _bars(left, names, ndcg, "NDCG@10 (whiskers: 95% CI vs the first)", "NDCG@10")
+    intervals = [(differences or {}).get(name) for name in names]
+    if any(intervals):
+        low = [d["mean"] - d["low"] if d else 0.0 for d in intervals]
+        high = [d["high"] - d["mean"] if d else 0.0 for d in intervals]
+        left.errorbar(range(len(rows)), ndcg, yerr=[low, high], fmt="none", ecolor="#333", capsize=3)
     latency = [row.values.get("latency_p50_ms", 0.0) for row in rows]
     _bars(right, names, latency, "Batch-1 latency p50 (round range)", "ms")
     rounds = [(row.bench or {}).get("round_latency_p50_ms") for row in rows]
