@@ -29,13 +29,13 @@ import torch
 from compress.data import load_data
 from compress.errors import RecipeError
 from compress.evaluation.paired import artifact_ranks, ndcg_difference
-from compress.models import ModelShape
+from compress.models.config import ModelShape
 from compress.pipeline import RunOptions, run_recipe
 from compress.recipe import Recipe, validate_recipe
 from compress.report.collect import CONTROLS_FILE
 from compress.runs.artifacts import CONFIG_FILE, read_json, write_json
 from compress.runs.layout import read_manifest
-from compress.training.loop import OptimConfig
+from compress.training.config import OptimConfig
 
 TRAINING_STAGES = ("distill", "prune")  # the student's own training: its epochs are the scratch budget
 

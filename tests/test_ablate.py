@@ -3,7 +3,8 @@ import os
 import pytest
 import yaml
 
-from compress.ablation import MIN_ROUNDS, plan_variants, run_ablation
+from compress.ablation import plan_variants, run_ablation
+from compress.compare import MIN_ROUNDS
 from compress.errors import RecipeError
 from compress.pipeline import RunOptions
 from compress.runs.artifacts import read_json

@@ -15,7 +15,9 @@ import torch
 
 from compress.data.sequences import SequenceData
 from compress.evaluation.bootstrap import PairedDifference, paired_bootstrap, per_user_ndcg
-from compress.evaluation.metrics import EvalConfig, evaluation_users, model_ranks, score_ranks
+from compress.evaluation.config import EvalConfig
+from compress.evaluation.metrics import evaluation_users, model_ranks, score_ranks
+from compress.evaluation.scoring import onnx_scores, torch_scores
 
 DIFFERENCE_K = 10
 
@@ -26,21 +28,15 @@ def artifact_ranks(
     """0-based test-split target ranks of every evaluated user (in user order), as the pipeline evaluates them."""
     device = torch.device(device)
     if kind == "onnx":
-        from compress.evaluation.parity import onnx_scores
         from compress.serve.onnx_model import OnnxRecommender
 
-        providers = ["CPUExecutionProvider"] if device.type == "cpu" else None
-        exported = OnnxRecommender(Path(path), providers)
+        exported = OnnxRecommender(Path(path), "cpu" if device.type == "cpu" else "auto")
         return score_ranks(onnx_scores(exported), data, "test", config, exported.max_len)
     from compress.models import load_model
 
     model = load_model(Path(path), device).eval()
-    if config.protocol == "sampled":
-        def score(batch: Any) -> torch.Tensor:
-            return model.score(model.last_states(batch.item_ids.to(device), batch.attention_mask.to(device)))
-
-        with torch.no_grad():
-            return score_ranks(score, data, "test", config, model.config.max_len)
+    if config.protocol == "sampled":  # picks candidates out of the whole row of scores
+        return score_ranks(torch_scores(model, device), data, "test", config, model.config.max_len)
     return model_ranks(model, data, "test", config, device, evaluation_users(data, config))
 
 

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from compress.evaluation.metrics import EvalConfig, evaluate_model, metrics_from_ranks
+from compress.evaluation.config import EvalConfig
+from compress.evaluation.metrics import evaluate_model, metrics_from_ranks
 from compress.evaluation.paired import artifact_ranks, describe, excludes_zero, ndcg_difference
 from compress.models import save_model
 
