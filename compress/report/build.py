@@ -133,6 +133,13 @@ def _unique_rows(runs: list[RunSummary], names: list[str] | None = None) -> list
     return out
 
 
+def _times(ratio: float | None) -> str:
+    """'0.09x'; small ratios keep two significant digits ('0.0034x')."""
+    if ratio is None:
+        return "-"
+    return f"{ratio:.2f}x" if ratio >= 0.1 else f"{ratio:.2g}x"
+
+
 def _control_notes(runs: list[RunSummary]) -> list[Block]:
     """What the control rows, seeds and intervals are, and the final stage against both teachers."""
     notes: list[Block] = []
@@ -161,9 +168,10 @@ def _control_notes(runs: list[RunSummary]) -> list[Block]:
         if onnx is not None and final.onnx_ratios and "latency_p50_ms" in final.ratios:
             lines.append(
                 f"{prefix}final stage ({final.stage}) against the teacher in PyTorch: p50 "
-                f"{final.ratios['latency_p50_ms']:.2f}x, throughput {final.ratios['throughput_seq_per_s']:.2f}x; "
+                f"{_times(final.ratios['latency_p50_ms'])}, throughput {_times(final.ratios['throughput_seq_per_s'])}; "
                 f"against the teacher in ONNX fp32 ({onnx.bench['engine']}, same session): p50 "
-                f"{final.onnx_ratios['latency_p50_ms']:.2f}x, throughput {final.onnx_ratios['throughput_seq_per_s']:.2f}x."
+                f"{_times(final.onnx_ratios['latency_p50_ms'])}, "
+                f"throughput {_times(final.onnx_ratios['throughput_seq_per_s'])}."
             )
         notes += [Text(line) for line in lines]
     return notes
