@@ -208,6 +208,53 @@ def ablate(
     console.print(f"report: {result.report.markdown}\n        {result.report.html}")
 
 
+@app.command()
+def search(
+    spec: Path = typer.Argument(..., help="Search spec YAML, e.g. recipes/quickstart_search.yaml."),
+    override: Optional[list[str]] = typer.Option(
+        None, "-o", "--set", help="Override a spec value: key.path=value (repeatable), e.g. budget.trials=10."
+    ),
+    storage: Optional[str] = typer.Option(
+        None, "--storage", help="Optuna storage URL shared by workers (default: a journal file in the search folder)."
+    ),
+    worker: int = typer.Option(0, "--worker", min=0, help="This worker's index: seeds its sampler apart from the others'."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the trial verdicts, not every stage's log."),
+) -> None:
+    """Search stage settings for the fastest (or smallest) student within an NDCG@10 budget (Optuna).
+
+    Rerun the same command to resume; run it in several shells to add workers. Exit 1 when no
+    candidate passes (the closest are saved).
+
+    Examples:
+
+      compress search recipes/quickstart_search.yaml
+
+      compress search spec.yaml -o budget.trials=40 --storage postgresql://host/db --worker 1
+    """
+    from compress.search.spec import load_spec
+
+    load_spec(spec, override or [])  # a mistake in the spec or any value of its space, before torch
+    from compress.search.report import COLUMNS, frontier_rows
+    from compress.search.runner import SearchOptions, run_search
+
+    def log(message: str) -> None:
+        if not (quiet and message.startswith("   ")):  # stage logs are indented under their trial
+            console.print(message, highlight=False, markup=False)
+
+    result = run_search(spec, override or [], SearchOptions(storage=storage, worker=worker, log=log))
+    table = Table(title=f"search {result.folder.name}: frontier (validation decides, test beside)")
+    shown = [i for i, column in enumerate(COLUMNS) if column not in ("values", "params")]  # values: frontier.json
+    for i in shown:
+        table.add_column(COLUMNS[i], justify="left" if i == 0 else "right")
+    for row in frontier_rows(result.summary["frontier"]):
+        table.add_row(*(row[i] for i in shown))
+    console.print(table)
+    console.print(result.message, highlight=False, markup=False)
+    console.print(f"frontier: {result.folder / 'frontier.json'}" + (f"\nreport: {result.report}" if result.report else ""))
+    if not result.found:
+        raise typer.Exit(1)
+
+
 def metrics_table(manifest: dict[str, Any]) -> Table:
     """One row per stage plus the popularity baseline: quality and cost side by side."""
     table = Table(title=f"run {manifest['name']}: test split, full ranking")

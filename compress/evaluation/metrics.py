@@ -108,17 +108,16 @@ def evaluate_scores(
     score_fn: ScoreFn, data: SequenceData, split: Split, config: EvalConfig, max_len: int
 ) -> dict[str, float]:
     """Run `score_fn` over every user of `split` and return averaged metrics."""
-    ranks = score_ranks(score_fn, data, split, config, max_len)
-    metrics = metrics_from_ranks(ranks, config.ks)
-    metrics["users"] = int(len(ranks))
+    users = evaluation_users(data, config)
+    metrics = metrics_from_ranks(score_ranks(score_fn, data, split, config, max_len, users), config.ks)
+    metrics["users"] = int(len(users))
     return metrics
 
 
 def score_ranks(
-    score_fn: ScoreFn, data: SequenceData, split: Split, config: EvalConfig, max_len: int
+    score_fn: ScoreFn, data: SequenceData, split: Split, config: EvalConfig, max_len: int, users: np.ndarray
 ) -> np.ndarray:
-    """0-based target rank of every evaluated user of `split` (in user order) under `score_fn`."""
-    users = evaluation_users(data, config)
+    """0-based target ranks of `users` (in order) under `score_fn`, by the protocol of `config`."""
     rng = np.random.default_rng(config.seed)
     ranks: list[np.ndarray] = []
     for batch in eval_batches(data, split, max_len, config.batch_size, users):
@@ -136,7 +135,7 @@ def score_ranks(
                 lambda start, stop: scores[:, start:stop], target_scores, batch.targets, histories,
                 data.num_items, config.item_chunk,
             ).numpy())
-    return np.concatenate(ranks) if ranks else np.zeros(0, dtype=np.int64)
+    return np.concatenate(ranks)
 
 
 def evaluation_users(data: SequenceData, config: EvalConfig) -> np.ndarray:

@@ -27,17 +27,18 @@ def artifact_ranks(
 ) -> np.ndarray:
     """0-based test-split target ranks of every evaluated user (in user order), as the pipeline evaluates them."""
     device = torch.device(device)
+    users = evaluation_users(data, config)
     if kind == "onnx":
         from compress.serve.onnx_model import OnnxRecommender
 
         exported = OnnxRecommender(Path(path), "cpu" if device.type == "cpu" else "auto")
-        return score_ranks(onnx_scores(exported), data, "test", config, exported.max_len)
+        return score_ranks(onnx_scores(exported), data, "test", config, exported.max_len, users)
     from compress.models import load_model
 
     model = load_model(Path(path), device).eval()
     if config.protocol == "sampled":  # picks candidates out of the whole row of scores
-        return score_ranks(torch_scores(model, device), data, "test", config, model.config.max_len)
-    return model_ranks(model, data, "test", config, device, evaluation_users(data, config))
+        return score_ranks(torch_scores(model, device), data, "test", config, model.config.max_len, users)
+    return model_ranks(model, data, "test", config, device, users)
 
 
 def ndcg_difference(

@@ -1,0 +1,47 @@
+import numpy as np
+import pytest
+
+from compress.search.frontier import summarise
+from compress.search.law import fit_law, law
+
+
+def record(trial, candidate, p50, ndcg, passed, miss=0.0):
+    return {
+        "trial": trial, "candidate": candidate, "params": {"x": trial}, "latency_p50_ms": p50, "size_bytes": 100,
+        "throughput_seq_per_s": 1000 / p50, "valid_ndcg@10": ndcg, "passed": passed, "drop_budget": 0.01,
+        "misses": {"ndcg_drop": miss if not passed else -0.01},
+        "ndcg_drop": {"mean": 0.0, "ci_high": 0.01 + miss},
+    }
+
+
+def test_frontier_and_pick():
+    records = [
+        record(0, "a", 5.0, 0.30, True),
+        record(1, "b", 2.0, 0.29, True),   # faster, a bit worse: on the frontier, and the pick
+        record(2, "c", 1.0, 0.20, False, miss=0.08),  # fastest but fails: on the frontier, never picked
+        record(3, "d", 3.0, 0.25, True),   # dominated by b
+        record(4, "b", 2.5, 0.29, True),   # b again (cached): counted once
+    ]
+    summary = summarise(records, "p50", keep_closest=2)
+    assert [r["candidate"] for r in summary["frontier"]] == ["c", "b", "a"]
+    assert summary["chosen"]["candidate"] == "b" and "3 of 4 candidates" in summary["chosen"]["why"]
+    assert summary["candidates"] == 4 and summary["trials"] == 5 and summary["closest"] == []
+    assert summarise(records, "throughput", 2)["chosen"]["candidate"] == "b"  # highest throughput that passes
+
+
+def test_no_candidate_passes_keeps_the_closest_and_says_by_how_much():
+    records = [record(0, "a", 1.0, 0.2, False, miss=0.05), record(1, "b", 2.0, 0.25, False, miss=0.002),
+               record(2, "c", 3.0, 0.1, False, miss=0.2)]
+    summary = summarise(records, "p50", keep_closest=2)
+    assert summary["chosen"] is None
+    assert [r["candidate"] for r in summary["closest"]] == ["b", "a"]
+    assert "the NDCG@10 drop budget by 0.0020" in summary["closest"][0]["misses_by"]
+
+
+def test_performance_law_fit_recovers_its_curve():
+    params = np.array([2e4, 4e4, 8e4, 1.6e5, 3.2e5, 6.4e5])
+    truth = law(params / np.median(params), w=0.02, a=0.5, c=2.0, b=0.3)
+    fit = fit_law(params, truth + np.random.default_rng(0).normal(0, 1e-4, len(params)))
+    assert fit.r2 > 0.99
+    assert fit.predict(params) == pytest.approx(truth, abs=1e-3)
+    assert fit_law(params[:3], truth[:3]) is None  # too few sizes to fit four numbers

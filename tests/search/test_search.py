@@ -1,0 +1,116 @@
+"""End to end on a tiny teacher + prune: the pick re-runs to its metrics, a search with no passing
+candidate keeps the closest, a search killed mid-trial resumes, and two workers share one study."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from compress.pipeline import RunOptions, run_recipe
+from compress.recipe import load_recipe
+from compress.search.runner import SearchOptions, run_search
+from tests.search.specs import tiny_spec, write_spec
+from tests.test_bad_inputs import run_in_process
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def search(path, messages=None, **options):
+    return run_search(path, [], SearchOptions(log=(messages.append if messages is not None else lambda m: None), **options))
+
+
+def trials(folder: Path) -> list[dict]:
+    return json.loads((folder / "trials.json").read_text())
+
+
+def test_search_picks_the_smallest_passing_student_and_its_recipe_reruns_to_its_metrics(tmp_path):
+    path = write_spec(tmp_path, tiny_spec(tmp_path, budget={"trials": 3},
+                                          space={"stages.prune.mlp_ratio": [0.0, 0.5, 0.75]}))
+    messages = []
+    result = search(path, messages)
+    assert result.found and sum("train: running" in m for m in messages) == 1  # the teacher trains once
+    chosen = result.summary["chosen"]
+    assert chosen["params"] == {"stages.prune.mlp_ratio": 0.75} and chosen["passed"]
+    assert chosen["size_bytes"] == min(r["size_bytes"] for r in result.summary["frontier"])
+    assert {"frontier", "chosen", "closest"} <= set(json.loads((result.folder / "frontier.json").read_text()))
+    assert len(trials(result.folder)) == 3 and (result.folder / "report" / "pareto.png").is_file()
+    assert "report.html" in os.listdir(result.folder / "report")
+
+    rerun = load_recipe(result.recipes[0], [f"output_dir={tmp_path / 'fresh'}"])  # nothing cached there
+    stages = run_recipe(rerun, RunOptions(show_progress=False, log=lambda m: None))["stages"]
+    assert stages[-1]["metrics"]["ndcg@10"] == pytest.approx(chosen["test_ndcg@10"], abs=1e-9)
+    assert stages[-1]["size_bytes"] == chosen["size_bytes"] and stages[-1]["params"] == chosen["params_count"]
+
+    again = []
+    search(path, again)  # the budget is spent: nothing runs, the answer is the same
+    assert "3 trial(s) already in the study" in again[0] and not any(m.startswith("-- trial") for m in again)
+
+
+def test_no_candidate_passes_saves_the_closest_and_exits_1(tmp_path, capsys):
+    spec = tiny_spec(tmp_path, budget={"trials": 2}, space={"stages.prune.mlp_ratio": [0.25, 0.5]},
+                     constraints={"max_ndcg_drop": 0.5, "max_size_mb": 0.001})
+    code, _ = run_in_process(["search", str(write_spec(tmp_path, spec)), "-q"])
+    output = capsys.readouterr().out
+    folder = tmp_path / "out" / "s"
+    summary = json.loads((folder / "frontier.json").read_text())
+    assert code == 1 and summary["chosen"] is None and len(summary["closest"]) == 2
+    assert summary["closest"][0]["params"] == {"stages.prune.mlp_ratio": 0.5}  # the smaller misses by less
+    assert "no candidate meets the constraints" in output and "misses size_mb by" in output
+    assert (folder / "closest-1.yaml").is_file() and not (folder / "chosen.yaml").exists()
+
+
+def spawn(path: Path, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "compress", "search", str(path), "-q", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_a_search_killed_mid_trial_resumes_with_that_trial(tmp_path):
+    path = write_spec(tmp_path, tiny_spec(tmp_path))
+    runs = tmp_path / "out" / "s" / "runs"
+    worker = spawn(path)
+    deadline = time.time() + 240
+    while not (runs.is_dir() and len(os.listdir(runs)) >= 2) and time.time() < deadline and worker.poll() is None:
+        time.sleep(0.05)  # the second trial's run folder: it has started
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    killed = [t for t in trials(runs.parent) if t["state"] == "COMPLETE"]
+    assert len(killed) == 1, "the first trial finished, the second was running"
+
+    messages = []
+    result = search(path, messages)
+    assert "trial 1 was interrupted" in " ".join(messages) and any("runs again first" in m for m in messages)
+    states = [t["state"] for t in trials(result.folder)]
+    assert states.count("COMPLETE") == 4 and states[1] == "FAIL"
+    assert result.summary["candidates"] == 4 and result.found
+    assert sum("train: running" in m for m in messages) == 0  # the teacher of the killed run is reused
+
+
+def test_two_workers_share_one_study(tmp_path):
+    path = write_spec(tmp_path, tiny_spec(tmp_path))
+    workers = [spawn(path, "--worker", str(i)) for i in (0, 1)]
+    outputs = [w.communicate(timeout=300)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs
+    done = [t for t in trials(tmp_path / "out" / "s") if t["state"] == "COMPLETE"]
+    assert len({t["worker"]["pid"] for t in done}) == 2, "both workers ran trials"
+    assert len({t["candidate"] for t in done}) == 4  # the grid split between them
+    assert len(done) in (4, 5)  # a worker may start one trial more while the other finishes the last one
+    summary = json.loads((tmp_path / "out" / "s" / "frontier.json").read_text())
+    assert summary["candidates"] == 4
+
+
+def test_a_changed_spec_does_not_resume_another_study(tmp_path):
+    from compress.errors import RecipeError
+
+    spec = tiny_spec(tmp_path, budget={"trials": 1}, space={"stages.prune.mlp_ratio": [0.5]})
+    search(write_spec(tmp_path, spec))
+    search(write_spec(tmp_path, {**spec, "budget": {"trials": 2}}))  # a larger budget resumes
+    spec["constraints"] = {"max_ndcg_drop": 0.1}
+    with pytest.raises(RecipeError, match="started with another spec"):
+        search(write_spec(tmp_path, spec))
