@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from compress.data.batching import Split
 from compress.data.sequences import SequenceData
 from compress.evaluation.bootstrap import PairedDifference, paired_bootstrap, per_user_ndcg
 from compress.evaluation.config import EvalConfig
@@ -23,22 +24,23 @@ DIFFERENCE_K = 10
 
 
 def artifact_ranks(
-    path: Path, kind: str, data: SequenceData, config: EvalConfig, device: torch.device | str = "cpu"
+    path: Path, kind: str, data: SequenceData, config: EvalConfig, device: torch.device | str = "cpu",
+    split: Split = "test",
 ) -> np.ndarray:
-    """0-based test-split target ranks of every evaluated user (in user order), as the pipeline evaluates them."""
+    """0-based target ranks of every evaluated user of `split` (in user order), as the pipeline evaluates them."""
     device = torch.device(device)
     users = evaluation_users(data, config)
     if kind == "onnx":
         from compress.serve.onnx_model import OnnxRecommender
 
         exported = OnnxRecommender(Path(path), "cpu" if device.type == "cpu" else "auto")
-        return score_ranks(onnx_scores(exported), data, "test", config, exported.max_len, users)
+        return score_ranks(onnx_scores(exported), data, split, config, exported.max_len, users)
     from compress.models import load_model
 
     model = load_model(Path(path), device).eval()
     if config.protocol == "sampled":  # picks candidates out of the whole row of scores
-        return score_ranks(torch_scores(model, device), data, "test", config, model.config.max_len, users)
-    return model_ranks(model, data, "test", config, device, users)
+        return score_ranks(torch_scores(model, device), data, split, config, model.config.max_len, users)
+    return model_ranks(model, data, split, config, device, users)
 
 
 def ndcg_difference(
