@@ -1,12 +1,21 @@
 """Reproduce the headline table: every stage of a recipe (teacher, distilled, pruned, int8 ONNX, ...
-as far as the recipe goes) on a real dataset, benchmarked in one process, reported as JSON +
-Markdown + PNG under benchmarks/results/<name>/ (no weights: runs go to benchmarks/runs/).
+as far as the recipe goes) on a real dataset, with its control rows and seeds, benchmarked in one
+process, reported as JSON + Markdown + PNG under benchmarks/results/<name>/ (no weights: runs go
+to benchmarks/runs/).
 
     python benchmarks/headline.py --recipe recipes/ml1m.yaml
     python benchmarks/headline.py --recipe recipes/beauty.yaml --data ../shared/datasets/Beauty.txt
+    python benchmarks/headline.py --recipe recipes/ml1m.yaml --seeds 1 --no-controls   # the bare table
 
-The pipeline runs with bench off; then `bench_run` measures all stages in one session, so every
-ratio to the teacher comes from numbers taken in this same process.
+Controls (compress/controls.py), each a derived recipe run into a sibling run folder (the teacher
+is reused through the stage cache): `teacher-onnx` (the teacher exported to ONNX fp32) and
+`scratch` (the final student's shape trained from scratch with cross-entropy alone for the
+student's distill + prune-recovery epochs, `--scratch-epochs` for more, then the same export and
+quantize stages). `--seeds N` reruns the student stages (and scratch) under N training seeds
+with the teacher fixed: quality is mean ± std over them. The pipeline runs with bench off; then
+one BenchSession measures all stages and both controls, so every ratio to the teacher comes from
+numbers taken in this same process. Finally every stage and control is ranked on the test users:
+NDCG@10 minus the teacher's, with a 95% paired-bootstrap interval.
 """
 
 from __future__ import annotations
@@ -16,11 +25,16 @@ import shutil
 import sys
 from pathlib import Path
 
-from compress.runs.artifacts import read_json, write_json
-from compress.bench import bench_run
+from compress.bench import BenchSession, bench_stages, teacher_of
+from compress.controls import paired_differences, run_controls, write_controls
+from compress.data import load_data
+from compress.errors import CompressError
 from compress.pipeline import RunOptions, run_recipe
 from compress.recipe import read_raw_recipe, validate_recipe
 from compress.report import build_report
+from compress.report.collect import CONTROLS_FILE
+from compress.runs.artifacts import read_json, write_json
+from compress.runtime.environment import resolve_device
 
 HERE = Path(__file__).resolve().parent
 
@@ -32,6 +46,10 @@ def main() -> int:
     parser.add_argument("--name", default=None, help="results folder name (default: the recipe's name)")
     parser.add_argument("--device", default="auto", help="bench device: auto | cpu | cuda")
     parser.add_argument("-o", "--set", dest="overrides", action="append", default=[], help="recipe override key=value")
+    parser.add_argument("--seeds", type=int, default=3, help="training seeds of the student rows and scratch (teacher fixed)")
+    parser.add_argument("--scratch-epochs", type=int, default=None,
+                        help="epochs of the scratch control (default and minimum: the student's distill + recovery epochs)")
+    parser.add_argument("--no-controls", action="store_true", help="no scratch / teacher-onnx rows, no seeds, no intervals")
     parser.add_argument("--results", type=Path, default=HERE / "results", help="where results are written")
     parser.add_argument(
         "--runs", type=Path, default=HERE / "runs",
@@ -48,14 +66,30 @@ def main() -> int:
     raw.setdefault("bench", {})["enabled"] = False  # measured below, all stages in one session
     recipe = validate_recipe(raw, str(args.recipe))
 
-    run_recipe(recipe, RunOptions(show_progress=False))
+    options = RunOptions(show_progress=False)
     run_dir = recipe.output_dir / recipe.name
+    if args.no_controls:
+        run_recipe(recipe, options)
+        (run_dir / CONTROLS_FILE).unlink(missing_ok=True)  # an earlier run's controls would not match
+        controls = None
+    else:
+        controls = run_controls(recipe, options, args.seeds, args.scratch_epochs)
+
+    device = resolve_device(args.device)
     bench_config = recipe.bench.model_copy(update={"enabled": True})
-    manifest = bench_run(run_dir, bench_config, args.device)
+    data = load_data(recipe.data, recipe.seed)
+    session = BenchSession(bench_config, device, data, recipe.data.max_len)
+    manifest = bench_stages(session, run_dir)
+    if controls is not None:
+        teacher = teacher_of(run_dir, manifest)
+        for folder in filter(None, [controls.teacher_onnx, controls.scratch.get(recipe.seed)]):
+            bench_stages(session, folder, teacher, last_only=True)  # same session, ratios to this teacher
+        write_controls(controls, paired_differences(controls, device))
 
     out = args.results / name
     report = build_report([run_dir], out, title=f"headline: {name}")
     report.html.unlink()  # results hold Markdown + PNG + JSON only
+    written = read_json(report.json)["runs"][0]
     write_json(out / "headline.json", {
         "name": name,
         "recipe": manifest["recipe"],
@@ -63,7 +97,13 @@ def main() -> int:
         "environment": manifest["environment"],
         "versions": manifest["versions"],
         "baseline": manifest["baseline"],
-        "stages": read_json(report.json)["runs"][0]["stages"],
+        "stages": written["stages"],
+        **({} if controls is None else {
+            "controls": [control_entry(row) for row in written["controls"]],
+            "seeds": written.get("seeds"),
+            "paired": written.get("paired"),
+            "skipped": written.get("skipped", {}),
+        }),
     })
     report.json.unlink()
     print(f"results: {out}")
@@ -72,5 +112,14 @@ def main() -> int:
     return 0
 
 
+def control_entry(row: dict) -> dict:
+    """A control as headline.json holds it: its name first, then the keys of a stage entry."""
+    return {"name": row["name"], **{k: v for k, v in row.items() if k != "name"}}
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except CompressError as exc:  # a user mistake (recipe, option, data): one message, exit 2
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -4,6 +4,10 @@ Each variant is the recipe with its `set:` overrides applied and its `drop_stage
 as `<output_dir>/<name>-<variant>/`. Variants share finished stages through the pipeline's
 content-addressed cache (a stage with the same id in a sibling run folder is linked in, not rerun),
 so e.g. a teacher common to all variants trains once.
+
+The variants run with their per-stage benchmark off; then one bench session times every variant's
+final stage and each distinct teacher, round by round, and each final stage's NDCG@10 difference to
+the first variant gets a paired-bootstrap interval (compress/compare.py).
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ class PlannedVariant:
 class AblationResult:
     runs: dict[str, Path]  # variant name -> run folder
     report: ReportFiles
+    session: str = ""  # the bench session that timed every final stage
+    differences: dict[str, dict | None] | None = None  # variant -> NDCG@10 minus the first variant's
 
 
 def plan_variants(raw: dict[str, Any], source: str = "recipe") -> tuple[Recipe, list[PlannedVariant]]:
@@ -53,6 +59,7 @@ def plan_variants(raw: dict[str, Any], source: str = "recipe") -> tuple[Recipe, 
 def _variant_raw(raw: dict[str, Any], base_name: str, name: str, variant: Variant) -> dict[str, Any]:
     out = copy.deepcopy({k: v for k, v in raw.items() if k != "ablation"})
     out["name"] = f"{base_name}-{name}"
+    out.setdefault("bench", {})["enabled"] = False  # timed together afterwards, in one session
     for override in variant.set:
         apply_override(out, override)
     unknown = set(variant.drop_stages) - {stage.get("stage") for stage in out.get("stages", [])}
@@ -63,7 +70,9 @@ def _variant_raw(raw: dict[str, Any], base_name: str, name: str, variant: Varian
 
 
 def run_ablation(path: Path, overrides: list[str], options: RunOptions, out: Path | None = None) -> AblationResult:
-    """Run every variant of the recipe at `path`, then write the comparison report (default `<output_dir>/<name>-ablation`)."""
+    """Run every variant of the recipe at `path`, time and compare their final stages, then write the
+    comparison report (default `<output_dir>/<name>-ablation`)."""
+    from compress.compare import bench_finals, final_differences
     from compress.pipeline import run_recipe
     from compress.report import build_report
 
@@ -73,10 +82,14 @@ def run_ablation(path: Path, overrides: list[str], options: RunOptions, out: Pat
         runs[variant.name] = variant.recipe.output_dir / variant.recipe.name
         options.log(f"== variant {variant.name} -> {runs[variant.name]}")
         run_recipe(variant.recipe, options)
+    session = bench_finals(base, runs, options.log) if base.bench.enabled else None
+    differences = final_differences(base, runs, options.log)
     report = build_report(
         list(runs.values()),
         out or base.output_dir / f"{base.name}-ablation",
         [(variant.name, variant.changes) for variant in planned],
         title=f"ablation: {base.name}",
+        differences=differences,
+        session=session,
     )
-    return AblationResult(runs, report)
+    return AblationResult(runs, report, session or "", differences)

@@ -321,22 +321,65 @@ class BenchSession:
             reference = None if is_teacher else headline(self.measure(teacher))
             results.append(self.measure(artifact))
             references.append(headline(results[-1]) if is_teacher else reference)
-        result = {**results[0], **median_of(
-            [{k: r[k] for k in ("latency_ms", "throughput_seq_per_s")} for r in results]
-        )}
-        result["memory"] = max((r["memory"] for r in results), key=lambda m: m["increase_bytes"])
-        result["rounds"] = self.config.rounds
-        result["reference"] = {"session": self.id, **median_of(references)}
-        per_round = [ratios(headline(r), ref) for r, ref in zip(results, references)]
-        result["ratios"] = {
-            key: (None if any(r[key] is None for r in per_round) else float(np.median([r[key] for r in per_round])))
-            for key in per_round[0]
-        }
-        return result
+        return combine_rounds(results, references, self.id)
 
     def is_current(self, result: dict[str, Any]) -> bool:
         """Whether a stored result was measured with these settings on this machine setup."""
         return result.get("settings") == self.settings and result.get("environment") == self.environment
+
+
+def combine_rounds(results: list[dict[str, Any]], references: list[dict[str, float]], session: str) -> dict[str, Any]:
+    """One result of several rounds: medians of the numbers, the largest memory, the median of the
+    per-round ratios to the teacher measured in the same round; each round's batch-1 p50 is kept."""
+    result = {**results[0], **median_of(
+        [{k: r[k] for k in ("latency_ms", "throughput_seq_per_s")} for r in results]
+    )}
+    result["memory"] = max((r["memory"] for r in results), key=lambda m: m["increase_bytes"])
+    result["rounds"] = len(results)
+    result["round_latency_p50_ms"] = [r["latency_ms"]["fixed"]["p50"] for r in results]
+    result["reference"] = {"session": session, **median_of(references)}
+    per_round = [ratios(headline(r), ref) for r, ref in zip(results, references)]
+    result["ratios"] = {
+        key: (None if any(r[key] is None for r in per_round) else float(np.median([r[key] for r in per_round])))
+        for key in per_round[0]
+    }
+    return result
+
+
+def bench_interleaved(
+    session: BenchSession, artifacts: dict[str, Artifact], teacher_of: dict[str, str],
+    teachers: dict[str, Artifact], rounds: int,
+) -> dict[str, dict[str, Any]]:
+    """Measure several artifacts side by side in `rounds` rounds; in every round each distinct teacher
+    first, then every artifact (so drift of the machine hits all of them alike).
+
+    `teacher_of[name]` keys `teachers`; an artifact that is a teacher, or appears under several
+    names, is measured once per round. Returns name -> a bench result as `BenchSession.bench` gives it (medians, ratios as the
+    median of per-round ratios), with `round_latency_p50_ms` for the noise between rounds; and
+    `TEACHER_PREFIX + key` -> each teacher's own result (ratios 1).
+    """
+    measured: dict[str, list[dict[str, Any]]] = {name: [] for name in artifacts}
+    references: dict[str, list[dict[str, float]]] = {name: [] for name in artifacts}
+    teacher_rounds: dict[str, list[dict[str, Any]]] = {key: [] for key in teachers}
+    for index in range(rounds):
+        session.log(f"bench round {index + 1}/{rounds}: {len(teachers)} teacher(s), {len(artifacts)} artifact(s)")
+        for key, artifact in teachers.items():
+            teacher_rounds[key].append(session.measure(artifact))
+        this_round: dict[Path, dict[str, Any]] = {t.path.resolve(): teacher_rounds[k][-1] for k, t in teachers.items()}
+        for name, artifact in artifacts.items():
+            key, where = teacher_of[name], artifact.path.resolve()
+            if where not in this_round:  # the same artifact under several names is measured once a round
+                this_round[where] = session.measure(artifact)
+            measured[name].append(this_round[where])
+            references[name].append(headline(teacher_rounds[key][-1]))
+    results = {name: combine_rounds(measured[name], references[name], session.id) for name in artifacts}
+    results.update({
+        TEACHER_PREFIX + key: combine_rounds(r, [headline(x) for x in r], session.id) for key, r in teacher_rounds.items()
+    })
+    return results
+
+
+TEACHER_PREFIX = "teacher:"  # bench_interleaved's key for a teacher's own result
 
 
 def summary(result: dict[str, Any]) -> dict[str, Any]:
@@ -362,7 +405,7 @@ def bench_stage(
         return summary(stored)
     artifact = Artifact.of_entry(run_dir, entry)
     result = {"artifact": entry["output"], **session.bench(artifact, teacher)}
-    result["reference"] = {"artifact": str(teacher.path.relative_to(run_dir)), **result["reference"]}
+    result["reference"] = {"artifact": os.path.relpath(teacher.path, run_dir), **result["reference"]}
     write_json(path, result)
     numbers = summary(result)
     session.log(
@@ -394,8 +437,18 @@ def bench_run(
     config = config or BenchConfig.model_validate(recipe.get("bench", {}))
     data = load_data(DataConfig.model_validate(recipe["data"]), recipe["seed"])
     session = BenchSession(config, resolve_device(device), data, recipe["data"]["max_len"], log)
-    teacher = teacher_of(run_dir, manifest)
-    for entry in manifest["stages"]:
+    return bench_stages(session, run_dir)
+
+
+def bench_stages(
+    session: BenchSession, run_dir: Path, teacher: Artifact | None = None, last_only: bool = False
+) -> dict[str, Any]:
+    """Measure a run's stages (or only its last) in `session`, ratios to `teacher` (default: the run's first
+    stage); update their bench.json files and the manifest, and return the manifest."""
+    run_dir = Path(run_dir)
+    manifest = read_manifest(run_dir)
+    teacher = teacher or teacher_of(run_dir, manifest)
+    for entry in manifest["stages"][-1:] if last_only else manifest["stages"]:
         entry["bench"] = bench_stage(session, run_dir, entry, teacher)
     write_json(run_dir / MANIFEST_FILE, manifest)
     return manifest

@@ -181,6 +181,9 @@ def report(
 ) -> None:
     """Write report.md (+ PNG plots), a self-contained report.html and report.json for runs.
 
+    A run benchmarked by benchmarks/headline.py also shows its control rows (scratch, teacher-onnx),
+    mean ± std over training seeds and NDCG@10 intervals (from <run>/controls.json).
+
     Examples:
 
       compress report artifacts/quickstart
@@ -204,6 +207,10 @@ def ablate(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Run each variant of the recipe's `ablation:` section (sharing cached stages), then compare them.
+
+    All final stages are timed in one bench session (at least 3 interleaved rounds; differences within
+    the spread between rounds are marked as noise); NDCG@10 differences to the first variant come with a
+    95% paired-bootstrap interval over test users.
 
     Examples:
 

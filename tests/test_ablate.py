@@ -4,8 +4,10 @@ import pytest
 import yaml
 
 from compress.ablation import plan_variants, run_ablation
+from compress.compare import MIN_ROUNDS
 from compress.errors import RecipeError
 from compress.pipeline import RunOptions
+from compress.runs.artifacts import read_json
 from tests.conftest import tiny_distill_recipe
 
 
@@ -33,9 +35,25 @@ def test_two_variants_share_the_cached_teacher_and_are_compared(tmp_path):
     assert os.stat(first / weights).st_ino == os.stat(second / weights).st_ino  # linked, not copied
 
     markdown = result.report.markdown.read_text()
-    assert "| base | (the recipe as is) | distill |" in markdown
-    assert "| short | stages.distill.lr=0.01 | distill |" in markdown
+    assert "| 1 | base | (the recipe as is) | distill |" in markdown
+    assert "| 2 | short | stages.distill.lr=0.01 | distill |" in markdown
     assert (result.report.markdown.parent / "ablation.png").read_bytes()[:4] == b"\x89PNG"
+
+    # every final stage and the shared teacher timed in one bench session, in rounds
+    benches = [read_json(run / stage / "bench.json") for run in (first, second) for stage in ("01-train", "02-distill")]
+    assert {b["session"] for b in benches} == {result.session}
+    assert all(len(b["round_latency_p50_ms"]) == MIN_ROUNDS for b in benches)
+    lines = markdown.splitlines()
+    assert sum(line.startswith("| shared by all | train |") for line in lines) == 1  # the teacher once
+    assert not any(line.startswith("| tiny-short | train |") for line in lines)
+    # NDCG@10 difference to the first variant, paired over the test users, with its interval
+    difference = result.differences["short"]
+    ndcg = [read_json(run / "manifest.json")["stages"][-1]["metrics"]["ndcg@10"] for run in (first, second)]
+    assert difference["mean"] == pytest.approx(ndcg[1] - ndcg[0], abs=1e-9)
+    assert difference["low"] <= difference["mean"] <= difference["high"] and result.differences["base"] is None
+    assert "ΔNDCG@10 vs base [95% CI]" in markdown and f"{difference['mean']:+.4f} [" in markdown
+    row = next(line for line in markdown.splitlines() if line.startswith("| 2 | short |"))
+    assert "within noise" in row or row.count("%") >= 1  # p50 compared with base's, noise marked
 
 
 def test_variants_are_validated_before_anything_runs(tmp_path):

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -151,3 +153,29 @@ def test_rounds_interleave_the_teacher_and_take_medians(tiny_data, teacher_and_s
     assert result["ratios"]["latency_p50_ms"] == 0.5  # median of 0.5, 0.25, 10
     assert result["ratios"]["throughput_seq_per_s"] == 4.0  # median of 3, 4, 4
     assert result["ratios"]["params"] == 1.0
+
+
+def test_interleaved_rounds_measure_teachers_first_and_each_artifact_once(tiny_data, monkeypatch):
+    from compress.bench import TEACHER_PREFIX, bench_interleaved
+
+    session = BenchSession(BenchConfig(**TINY_BENCH), CPU, tiny_data, 20, log=lambda _: None)
+    teacher = Artifact(Path("/runs/a/teacher"), "torch")
+    finals = {"a": Artifact(Path("/runs/a/student"), "torch"), "b": Artifact(Path("/runs/a/student"), "torch"),
+              "c": Artifact(Path("/runs/c/student"), "torch"), "only-teacher": teacher}
+    p50 = {"teacher": [10.0, 20.0, 10.0], "/runs/a/student": [5.0, 9.0, 4.0], "/runs/c/student": [6.0, 6.0, 50.0]}
+    calls = []
+
+    def fake_measure(artifact):
+        key = "teacher" if artifact.path == teacher.path else str(artifact.path)
+        calls.append(key)
+        value = p50[key][calls.count(key) - 1]
+        return {"params": 7, "size_bytes": 9, "latency_ms": {"fixed": {"p50": value, "p95": value, "p99": value}},
+                "throughput_seq_per_s": {"fixed": 100 / value}, "memory": {"increase_bytes": 1}}
+
+    monkeypatch.setattr(session, "measure", fake_measure)
+    results = bench_interleaved(session, finals, {name: "t" for name in finals}, {"t": teacher}, rounds=3)
+    assert calls == ["teacher", "/runs/a/student", "/runs/c/student"] * 3  # teacher first; a and b are one artifact
+    assert results["a"]["round_latency_p50_ms"] == [5.0, 9.0, 4.0] == results["b"]["round_latency_p50_ms"]
+    assert results["c"]["latency_ms"]["fixed"]["p50"] == 6.0 and results["c"]["ratios"]["latency_p50_ms"] == 0.6
+    assert results["only-teacher"]["ratios"]["latency_p50_ms"] == 1.0
+    assert results[TEACHER_PREFIX + "t"]["round_latency_p50_ms"] == [10.0, 20.0, 10.0]

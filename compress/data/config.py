@@ -23,6 +23,9 @@ class SyntheticConfig(BaseModel):
     successors: int = Field(3, ge=1, description="Fixed successor items per item.")
     transition_prob: float = Field(0.6, ge=0, le=1, description="Chance the next item follows a successor link.")
     popularity_skew: float = Field(1.0, ge=0, description="Zipf exponent of item popularity.")
+    seed: int | None = Field(
+        None, description="Seed of the generator (null: the recipe's seed); set it to vary training seeds on fixed data."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> "SyntheticConfig":

@@ -16,8 +16,9 @@ from compress.data.config import SyntheticConfig
 
 
 def generate(config: SyntheticConfig, seed: int) -> pd.DataFrame:
-    """Return a (user, item, timestamp) table; same config and seed give the same table."""
-    rng = np.random.default_rng(seed)
+    """Return a (user, item, timestamp) table; same config and seed give the same table
+    (`config.seed`, when set, wins over `seed`)."""
+    rng = np.random.default_rng(seed if config.seed is None else config.seed)
     n_items = config.items
     cluster_of = rng.integers(0, config.clusters, size=n_items)
     members = [np.flatnonzero(cluster_of == c) for c in range(config.clusters)]

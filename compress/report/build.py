@@ -10,7 +10,8 @@ from pathlib import Path
 import yaml
 
 from compress.runs.artifacts import atomic_write, write_json
-from compress.report.collect import RunSummary, collect_run, sessions
+from compress.evaluation.paired import describe
+from compress.report.collect import RunSummary, StageRow, collect_run, sessions
 from compress.report.document import Block, Code, Heading, Image, Text, to_html, to_markdown
 from compress.report.plots import plot_cost_per_stage, plot_quality_latency, plot_variants
 from compress.report.tables import bench_table, incremental_table, key_value_table, stage_table, variant_table
@@ -42,36 +43,50 @@ class ReportFiles:
 
 
 def build_report(
-    run_dirs: list[Path], out: Path, variants: list[tuple[str, str]] | None = None, title: str | None = None
+    run_dirs: list[Path],
+    out: Path,
+    variants: list[tuple[str, str]] | None = None,
+    title: str | None = None,
+    differences: dict[str, dict | None] | None = None,
+    session: str | None = None,
 ) -> ReportFiles:
-    """Write the report of `run_dirs` into `out`; `variants` (name, changes), one per run, adds an ablation table."""
-    runs = [collect_run(Path(d)) for d in run_dirs]
+    """Write the report of `run_dirs` into `out`; `variants` (name, changes), one per run, adds an ablation
+    table (`differences`: each variant's NDCG@10 difference to the first, paired bootstrap). With
+    `session`, only timings of that bench session are shown. A stage several runs share (same cache
+    id, e.g. the teacher of every variant) is shown once."""
+    runs = [collect_run(Path(d), session) for d in run_dirs]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     title = title or "compress report: " + ", ".join(run.name for run in runs)
     with_run = len(runs) > 1
-    all_rows = [row for run in runs for row in run.rows]
+    plotted = _unique_rows(runs, [name for name, _ in variants] if variants else None)
 
     images = [
-        plot_quality_latency(all_rows, out / "quality_latency.png", with_run),
-        plot_cost_per_stage(all_rows, out / "cost_per_stage.png", with_run),
+        plot_quality_latency([row for row, _ in plotted], out / "quality_latency.png", labels=[n for _, n in plotted]),
+        plot_cost_per_stage([row for row, _ in plotted], out / "cost_per_stage.png", with_run),
     ]
     blocks: list[Block] = [Heading(title, 1), Text(_summary(runs))]
     if variants is not None:
-        images.append(plot_variants([run.final for run in runs], [name for name, _ in variants], out / "ablation.png"))
+        images.append(plot_variants(
+            [run.final for run in runs], [name for name, _ in variants], out / "ablation.png", differences
+        ))
         blocks += [
             Heading("Ablation"),
-            variant_table(runs, variants),
-            Image(images[-1], "Each variant's final stage: NDCG@10 and batch-1 latency p50."),
+            variant_table(runs, variants, differences),
+            Text(ABLATION_NOTE.format(reference=variants[0][0])),
+            Image(images[-1], "Each variant's final stage: NDCG@10 (whiskers: 95% interval of the difference to the "
+                              "first variant) and batch-1 latency p50 (whiskers: lowest and highest bench round)."),
         ]
     blocks += [
         Heading("Stages"),
-        stage_table(runs),
+        stage_table(runs, shared=with_run),
         Text(RATIO_NOTE),
-        Image(images[0], "NDCG@10 against batch-1 latency p50 at max length; the Pareto front is ringed."),
+        *_control_notes(runs),
+        Image(images[0], "NDCG@10 against batch-1 latency p50 at max length; the Pareto front is ringed; "
+                         "numbers are keyed beside the plot."),
         Image(images[1], "Size on disk and batch-1 latency p50 per stage."),
         Heading("Benchmark details"),
-        bench_table(runs),
+        bench_table(runs, shared=with_run),
     ]
     incremental = incremental_table(runs)
     if incremental is not None:
@@ -86,9 +101,91 @@ def build_report(
         "title": title,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "variants": variants,
-        "runs": [{"name": run.name, "folder": str(run.folder), "stages": [asdict(r) for r in run.rows]} for run in runs],
+        "differences": differences,
+        "runs": [{
+            "name": run.name, "folder": str(run.folder), "stages": [asdict(r) for r in run.rows],
+            "controls": [{"name": r.stage, **asdict(r)} for r in run.controls], **run.extras,
+        } for run in runs],
     })
     return paths
+
+
+ABLATION_NOTE = (
+    "All final stages (and each distinct teacher) were timed in one bench session, round by round "
+    "(every teacher, then every variant, in each round): a latency is the median over the rounds, "
+    "[lowest-highest] the spread between rounds. A p50 difference to {reference} is marked ≈ (within "
+    "noise) when the two round ranges overlap. ΔNDCG@10 is the variant minus {reference} on the same "
+    "test users, mean and 95% paired-bootstrap interval (2,000 resamples, seed 0); * marks an interval "
+    "that excludes 0."
+)
+
+
+def _unique_rows(runs: list[RunSummary], names: list[str] | None = None) -> list[tuple[StageRow, str]]:
+    """Every stage and control row once (a stage several runs share, e.g. a common teacher, once), labelled
+    with the runs that have it (`names`: what to call each run, e.g. its ablation variant)."""
+    names = names or [run.name for run in runs]
+    owners: dict[str, list[str]] = {}
+    for run, name in zip(runs, names):
+        for row in run.rows:
+            if row.key is not None:
+                owners.setdefault(row.key, []).append(name)
+    shown: set[str] = set()
+    out = []
+    for run, name in zip(runs, names):
+        for row in [*run.rows, *run.controls]:
+            if row.key is not None:
+                if row.key in shown:
+                    continue
+                shown.add(row.key)
+            label = f"{row.stage} (control)" if row in run.controls else row.stage
+            who = owners.get(row.key or "", [name])
+            who_label = "all" if len(runs) > 1 and len(who) == len(runs) else ", ".join(who)
+            out.append((row, f"{who_label}: {label}" if len(runs) > 1 else label))
+    return out
+
+
+def _times(ratio: float | None) -> str:
+    """'0.09x'; small ratios keep two significant digits ('0.0034x')."""
+    if ratio is None:
+        return "-"
+    return f"{ratio:.2f}x" if ratio >= 0.1 else f"{ratio:.2g}x"
+
+
+def _control_notes(runs: list[RunSummary]) -> list[Block]:
+    """What the control rows, seeds and intervals are, and the final stage against both teachers."""
+    notes: list[Block] = []
+    for run in runs:
+        prefix = f"{run.name}: " if len(runs) > 1 else ""
+        lines = [f"{prefix}control {row.stage}: {row.note}." for row in run.controls if row.note]
+        lines += [f"{prefix}control {name}: {why}." for name, why in run.extras.get("skipped", {}).items()]
+        seeds = run.extras.get("seeds", {}).get("seeds", [])
+        if len(seeds) > 1:
+            lines.append(
+                f"{prefix}student rows (and the scratch control) ran with {len(seeds)} training seeds "
+                f"({', '.join(map(str, seeds))}), the teacher fixed: quality is mean ± std over the seeds; "
+                f"timings, parameters and the NDCG@10 intervals are of seed {seeds[0]}'s run."
+            )
+        paired = run.extras.get("paired")
+        if paired:
+            lines.append(
+                f"{prefix}ΔNDCG@10 vs teacher: the row minus the teacher on the same {paired['users']:,} test users, "
+                "mean and 95% paired-bootstrap interval (2,000 resamples over users, seed 0)."
+            )
+            versus = paired.get("final_vs_scratch")
+            if versus:
+                lines.append(f"{prefix}final stage ({versus['stage']}) minus the scratch control: {describe(versus)}.")
+        onnx = next((row for row in run.controls if row.stage == "teacher-onnx" and row.bench), None)
+        final = run.final
+        if onnx is not None and final.onnx_ratios and "latency_p50_ms" in final.ratios:
+            lines.append(
+                f"{prefix}final stage ({final.stage}) against the teacher in PyTorch: p50 "
+                f"{_times(final.ratios['latency_p50_ms'])}, throughput {_times(final.ratios['throughput_seq_per_s'])}; "
+                f"against the teacher in ONNX fp32 ({onnx.bench['engine']}, same session): p50 "
+                f"{_times(final.onnx_ratios['latency_p50_ms'])}, "
+                f"throughput {_times(final.onnx_ratios['throughput_seq_per_s'])}."
+            )
+        notes += [Text(line) for line in lines]
+    return notes
 
 
 def _summary(runs: list[RunSummary]) -> str:

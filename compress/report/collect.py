@@ -3,10 +3,14 @@
 Ratios are `stage / teacher` (the run's first stage). Quality, parameter and size ratios are
 computed here from the manifest (deterministic numbers); speed and memory ratios are taken
 as recorded in each bench.json, where the teacher was measured in the same process.
+A run with a `controls.json` (benchmarks/headline.py, compress/controls.py) also gets its control
+rows (scratch, teacher-onnx: their runs' final stages), the quality of its student rows over
+several training seeds (mean, std), and the paired-bootstrap NDCG@10 differences to the teacher.
 """
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +19,8 @@ from compress.runs.artifacts import read_json
 from compress.bench import BENCH_FILE, headline
 from compress.runs.integrity import verify_folder
 from compress.runs.layout import read_manifest, stage_folder
+
+CONTROLS_FILE = "controls.json"  # written by compress.controls.write_controls
 
 QUALITY = ("ndcg@10", "hr@10", "mrr@10")
 STATIC = ("params", "size_bytes")
@@ -30,6 +36,11 @@ class StageRow:
     values: dict[str, float]
     ratios: dict[str, float | None]
     bench: dict[str, Any] | None = None  # the stage's bench.json, if it was benchmarked
+    key: str | None = None  # the stage's cache id: equal ids are one shared stage (e.g. an ablation's teacher)
+    seeds: dict[str, Any] | None = None  # quality over training seeds: {"seeds", "mean", "std", "values"}
+    difference: dict[str, Any] | None = None  # paired bootstrap of NDCG@10 minus the teacher's
+    onnx_ratios: dict[str, float] | None = None  # timed numbers / the ONNX teacher's (same bench session)
+    note: str = ""
 
 
 @dataclass
@@ -38,37 +49,100 @@ class RunSummary:
     folder: Path
     manifest: dict[str, Any]
     rows: list[StageRow] = field(default_factory=list)
+    controls: list[StageRow] = field(default_factory=list)  # from controls.json: scratch, teacher-onnx
+    extras: dict[str, Any] = field(default_factory=dict)  # the rest of controls.json (seeds, paired, skipped)
 
     @property
     def final(self) -> StageRow:
         return self.rows[-1]
 
 
-def collect_run(run_dir: Path) -> RunSummary:
-    """Read a run folder into rows (RunFolderError if it is not one)."""
+def collect_run(run_dir: Path, session: str | None = None) -> RunSummary:
+    """Read a run folder into rows (RunFolderError if it is not one); with `session`, timings
+    measured in another bench session are left out."""
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)
     run = RunSummary(manifest["name"], run_dir, manifest)
     teacher: dict[str, float] | None = None
     for entry in manifest["stages"]:
-        verify_folder(stage_folder(run_dir, entry))
-        bench_file = stage_folder(run_dir, entry) / BENCH_FILE
-        bench = read_json(bench_file) if bench_file.is_file() else None
-        values = {key: entry["metrics"][key] for key in QUALITY}
-        values.update(params=entry["params"], size_bytes=entry["size_bytes"])
-        teacher = teacher or values
-        ratios: dict[str, float | None] = {k: _ratio(values[k], teacher[k]) for k in (*QUALITY, *STATIC)}
-        if bench is not None:
-            numbers = headline(bench)
-            values.update({key: numbers[key] for key in TIMED})
-            ratios.update({key: bench["ratios"][key] for key in TIMED})
-        run.rows.append(StageRow(run.name, entry["name"], values, ratios, bench))
+        row = _stage_row(run_dir, run.name, entry, teacher, session)
+        teacher = teacher or row.values
+        run.rows.append(row)
+    controls_file = run_dir / CONTROLS_FILE
+    record = read_json(controls_file) if controls_file.is_file() else None
+    if record is not None and record.get("stage_ids") == [entry["config_hash"] for entry in manifest["stages"]]:
+        _add_controls(run, record, teacher or {})  # (controls of an earlier version of the run are left out)
     return run
 
 
+def _stage_row(
+    run_dir: Path, run: str, entry: dict[str, Any], teacher: dict[str, float] | None, session: str | None = None
+) -> StageRow:
+    verify_folder(stage_folder(run_dir, entry))
+    bench_file = stage_folder(run_dir, entry) / BENCH_FILE
+    bench = read_json(bench_file) if bench_file.is_file() else None
+    if bench is not None and session is not None and bench.get("session") != session:
+        bench = None
+    values = {key: entry["metrics"][key] for key in QUALITY}
+    values.update(params=entry["params"], size_bytes=entry["size_bytes"])
+    teacher = teacher or values
+    ratios: dict[str, float | None] = {k: _ratio(values[k], teacher[k]) for k in (*QUALITY, *STATIC)}
+    if bench is not None:
+        numbers = headline(bench)
+        values.update({key: numbers[key] for key in TIMED})
+        ratios.update({key: bench["ratios"][key] for key in TIMED})
+    return StageRow(run, entry["name"], values, ratios, bench, key=entry.get("config_hash"))
+
+
+def _add_controls(run: RunSummary, record: dict[str, Any], teacher: dict[str, float]) -> None:
+    """Control rows, seed statistics, paired differences and ratios to the ONNX teacher from controls.json."""
+    parent = run.folder.parent
+    paired = record.get("paired") or {}
+    for control in record.get("controls", []):
+        folder = parent / control["run"]
+        if not folder.is_dir():
+            continue
+        entry = read_manifest(folder)["stages"][-1]
+        row = _stage_row(folder, run.name, entry, teacher)
+        row.stage, row.note = control["name"], control.get("note", "")
+        row.difference = (paired.get("controls") or {}).get(control["name"])
+        run.controls.append(row)
+    seeds = record.get("seeds") or {}
+    if len(seeds.get("seeds", [])) > 1:
+        students = [parent / name for name in seeds.get("students", {}).values()]
+        _seed_statistics(run.rows[1:], students, list(range(1, len(run.rows))))
+        scratch = next((row for row in run.controls if row.stage == "scratch"), None)
+        if scratch is not None:
+            _seed_statistics([scratch], [parent / name for name in seeds.get("scratch", {}).values()], [-1])
+    for row in run.rows[1:]:
+        row.difference = (paired.get("stages") or {}).get(row.stage)
+    onnx_teacher = next((row for row in run.controls if row.stage == "teacher-onnx" and row.bench), None)
+    if onnx_teacher is not None:
+        for row in [*run.rows, *run.controls]:
+            if row.bench and row.bench.get("session") == onnx_teacher.bench["session"]:
+                row.onnx_ratios = {k: row.values[k] / onnx_teacher.values[k] for k in TIMED[:2] if onnx_teacher.values[k]}
+    run.extras = {k: v for k, v in record.items() if k in ("seeds", "paired", "skipped")}
+
+
+def _seed_statistics(rows: list[StageRow], folders: list[Path], indices: list[int]) -> None:
+    """Mean and standard deviation of each row's quality over the runs in `folders` (row i: stage
+    `indices[i]` of each run); nothing unless two or more runs with the same number of stages are found."""
+    manifests = [read_manifest(folder) for folder in folders if folder.is_dir()]
+    if len(manifests) < 2 or len({len(m["stages"]) for m in manifests}) > 1:
+        return
+    for row, index in zip(rows, indices):
+        per_seed = [{k: m["stages"][index]["metrics"][k] for k in QUALITY} for m in manifests]
+        row.seeds = {
+            "seeds": len(per_seed),
+            "mean": {k: statistics.fmean(v[k] for v in per_seed) for k in QUALITY},
+            "std": {k: statistics.stdev(v[k] for v in per_seed) for k in QUALITY},
+            "values": per_seed,
+        }
+
+
 def sessions(runs: list[RunSummary]) -> set[str]:
-    """The bench sessions (processes) the timed numbers of `runs` come from."""
-    return {row.bench["session"] for run in runs for row in run.rows if row.bench}
+    """The bench sessions (processes) the timed numbers of `runs` (stages and controls) come from."""
+    return {row.bench["session"] for run in runs for row in [*run.rows, *run.controls] if row.bench}
 
 
 def _ratio(value: float, reference: float) -> float | None:

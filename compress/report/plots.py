@@ -35,28 +35,64 @@ def _label(row: StageRow, with_run: bool) -> str:
     return f"{row.run}/{row.stage}" if with_run else row.stage
 
 
-def plot_quality_latency(rows: list[StageRow], path: Path, with_run: bool = False) -> Path:
-    """NDCG@10 against batch-1 p50 latency, one point per stage, the Pareto front drawn and ringed."""
+def near_groups(points: list[tuple[float, float]], radius: float = 0.04) -> list[list[int]]:
+    """Indices of points grouped when they lie within `radius` of a group's first point, distances
+    measured as fractions of the points' x and y spans (so one label serves points drawn on top of each other)."""
+    if not points:
+        return []
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    x_span, y_span = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
+    groups: list[list[int]] = []
+    for index, (x, y) in enumerate(points):
+        for group in groups:
+            gx, gy = points[group[0]]
+            if ((x - gx) / x_span) ** 2 + ((y - gy) / y_span) ** 2 <= radius**2:
+                group.append(index)
+                break
+        else:
+            groups.append([index])
+    return groups
+
+
+def plot_quality_latency(
+    rows: list[StageRow], path: Path, with_run: bool = False, labels: list[str] | None = None
+) -> Path:
+    """NDCG@10 against batch-1 p50 latency, one numbered point per stage (a key beside the plot names
+    them; points drawn on top of each other share one label), the Pareto front drawn and ringed."""
     plt = _pyplot()
-    timed = [row for row in rows if "latency_p50_ms" in row.values]
-    points = [(row.values["latency_p50_ms"], row.values["ndcg@10"]) for row in timed]
+    names = labels or [_label(row, with_run) for row in rows]
+    timed = [(row, name) for row, name in zip(rows, names) if "latency_p50_ms" in row.values]
+    points = [(row.values["latency_p50_ms"], row.values["ndcg@10"]) for row, _ in timed]
     front = pareto_front(points)
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    fig, ax = plt.subplots(figsize=(8.8, 4.4), dpi=110)
     ax.scatter([p[0] for p in points], [p[1] for p in points], color="#4c72b0", zorder=3)
-    for row, (x, y) in zip(timed, points):
-        ax.annotate(_label(row, with_run), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    for group in near_groups(points):
+        ax.annotate(",".join(str(i + 1) for i in group), points[group[0]], textcoords="offset points",
+                    xytext=(6, 5), fontsize=8, fontweight="bold")
     if front:
         ax.plot([points[i][0] for i in front], [points[i][1] for i in front], "--", color="#dd8452", zorder=2,
                 label="Pareto front")
         ax.scatter([points[i][0] for i in front], [points[i][1] for i in front], s=140, facecolors="none",
                    edgecolors="#dd8452", zorder=4)
         ax.legend(loc="lower right", fontsize=8)
-    ax.margins(x=0.2, y=0.15)  # room for the labels
+    key = [f"{i + 1:>2}  {_short(name)}" for i, (_, name) in enumerate(timed)]
+    fig.text(0.70, 0.93, "\n".join(key), va="top", ha="left", fontsize=7.5, family="monospace")
+    ax.margins(x=0.15, y=0.15)
+    xs = [p[0] for p in points if p[0] > 0]
+    if xs and max(xs) / min(xs) > 20:  # e.g. onnxruntime beside PyTorch eager: a log axis keeps both readable
+        ax.set_xscale("log")
     ax.set_xlabel("batch-1 latency p50 (ms, max length)")
     ax.set_ylabel("NDCG@10 (test, full ranking)")
     ax.set_title("Quality vs latency")
     ax.grid(alpha=0.3)
-    return _save(plt, fig, path)
+    fig.tight_layout(rect=(0, 0, 0.68, 1))
+    fig.savefig(path, format="png")
+    plt.close(fig)
+    return path
+
+
+def _short(text: str, width: int = 34) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def plot_cost_per_stage(rows: list[StageRow], path: Path, with_run: bool = False) -> Path:
@@ -69,12 +105,28 @@ def plot_cost_per_stage(rows: list[StageRow], path: Path, with_run: bool = False
     return _save(plt, fig, path)
 
 
-def plot_variants(rows: list[StageRow], names: list[str], path: Path) -> Path:
-    """Ablation: each variant's final stage, NDCG@10 and batch-1 latency."""
+def plot_variants(
+    rows: list[StageRow], names: list[str], path: Path, differences: dict[str, dict | None] | None = None
+) -> Path:
+    """Ablation: each variant's final stage, NDCG@10 (whiskers: the 95% interval of its difference to
+    the first variant, placed on its bar) and batch-1 latency (bars: the median over bench rounds,
+    whiskers: the lowest and highest round)."""
     plt = _pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.8), dpi=110)
-    _bars(left, names, [row.values["ndcg@10"] for row in rows], "NDCG@10 (final stage)", "NDCG@10")
-    _bars(right, names, [row.values.get("latency_p50_ms", 0.0) for row in rows], "Batch-1 latency p50", "ms")
+    ndcg = [row.values["ndcg@10"] for row in rows]
+    _bars(left, names, ndcg, "NDCG@10 (whiskers: 95% CI vs the first)", "NDCG@10")
+    intervals = [(differences or {}).get(name) for name in names]
+    if any(intervals):
+        low = [d["mean"] - d["low"] if d else 0.0 for d in intervals]
+        high = [d["high"] - d["mean"] if d else 0.0 for d in intervals]
+        left.errorbar(range(len(rows)), ndcg, yerr=[low, high], fmt="none", ecolor="#333", capsize=3)
+    latency = [row.values.get("latency_p50_ms", 0.0) for row in rows]
+    _bars(right, names, latency, "Batch-1 latency p50 (round range)", "ms")
+    rounds = [(row.bench or {}).get("round_latency_p50_ms") for row in rows]
+    if all(rounds):
+        low = [value - min(r) for value, r in zip(latency, rounds)]
+        high = [max(r) - value for value, r in zip(latency, rounds)]
+        right.errorbar(range(len(rows)), latency, yerr=[low, high], fmt="none", ecolor="#333", capsize=3)
     return _save(plt, fig, path)
 
 

@@ -81,3 +81,28 @@ def test_html_renders_in_headless_chromium(tiny_run, tmp_path):
     files = build_report([tiny_run[0]], tmp_path / "out")
     shot = screenshot(files.html, tmp_path / "shot.png", height=1200)
     assert shot.read_bytes()[:8] == PNG_SIGNATURE and shot.stat().st_size > 10_000
+
+
+def _timed_row(stage: str, p50: float, rounds: list[float] | None) -> "StageRow":
+    from compress.report.collect import StageRow
+
+    bench = {"round_latency_p50_ms": rounds} if rounds else None
+    return StageRow("run", stage, {"latency_p50_ms": p50}, {}, bench)
+
+
+def test_latency_difference_is_noise_when_the_round_ranges_overlap():
+    from compress.report.tables import latency_versus
+
+    reference = _timed_row("a", 2.2, [2.0, 2.2, 2.6])
+    assert latency_versus(reference, reference) == "reference"
+    assert latency_versus(_timed_row("b", 2.5, [2.5, 2.4, 3.0]), reference).startswith("≈ (+14%")
+    assert latency_versus(_timed_row("c", 4.4, [4.2, 4.4, 4.9]), reference) == "+100%"
+    assert latency_versus(_timed_row("d", 1.1, None), reference) == "-50% (noise not measured)"
+
+
+def test_points_drawn_on_top_of_each_other_share_one_label():
+    from compress.report.plots import near_groups
+
+    points = [(2.19, 0.165), (2.20, 0.1651), (4.7, 0.160), (12.0, 0.168), (2.21, 0.150)]
+    assert near_groups(points) == [[0, 1], [2], [3], [4]]
+    assert near_groups([]) == []

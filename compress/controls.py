@@ -1,0 +1,247 @@
+"""Control rows beside a run, so a reader can tell what each compression step bought.
+
+- `teacher-onnx`: the run's teacher exported to ONNX fp32 (the recipe's export settings), run by
+  the same runtime as the student: runtime gains and compression gains are separated.
+- `scratch`: the final student's exact shape (read from the model the run's last training stage
+  wrote) trained from scratch with next-item cross-entropy alone, on the same data, for at least
+  the epochs the student's training stages had together (distill + prune recovery), with the
+  first distill stage's optimisation settings; then the run's deployment stages after that
+  model (export, quantize), so its final row is comparable with the student's final row.
+- seeds: the student's stages again under other training seeds, the teacher fixed (a `load`
+  stage of the run's teacher), and the scratch control under the same seeds: mean ± std.
+
+Each is a recipe derived from the run's recipe and run by the pipeline into a sibling folder
+(`<run>-teacher-onnx`, `<run>-scratch`, `<run>-seed<N>`, `<run>-scratch-seed<N>`), so a
+finished stage with the same id (the teacher) is reused through the stage cache. Then every
+stage and control is ranked on the test users and its NDCG@10 difference to the teacher gets a
+paired-bootstrap interval. `controls.json` in the run folder records all of it; the report reads it.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from compress.data import load_data
+from compress.errors import RecipeError
+from compress.evaluation.paired import artifact_ranks, ndcg_difference
+from compress.models.config import ModelShape
+from compress.pipeline import RunOptions, run_recipe
+from compress.recipe import Recipe, validate_recipe
+from compress.report.collect import CONTROLS_FILE
+from compress.runs.artifacts import CONFIG_FILE, read_json, write_json
+from compress.runs.layout import read_manifest
+from compress.training.config import OptimConfig
+
+TRAINING_STAGES = ("distill", "prune")  # the student's own training: its epochs are the scratch budget
+
+
+@dataclass
+class Budget:
+    """The scratch control's epochs and where the student's budget came from."""
+
+    epochs: int
+    parts: dict[str, int]  # e.g. {"distill": 10, "prune recovery": 2}
+
+    def describe(self) -> str:
+        student = " + ".join(f"{name} {epochs}" for name, epochs in self.parts.items())
+        total = sum(self.parts.values())
+        extra = "" if self.epochs == total else f" (student's budget {total}, raised)"
+        return f"at most {self.epochs} epochs = {student}{extra}, early stopping on validation NDCG@10"
+
+
+@dataclass
+class ControlRuns:
+    """The sibling run folders made for a run's controls and seeds."""
+
+    recipe: Recipe  # the run's own recipe
+    run_dir: Path
+    seeds: list[int]
+    teacher_onnx: Path | None = None
+    scratch: dict[int, Path] = field(default_factory=dict)  # seed -> run folder
+    students: dict[int, Path] = field(default_factory=dict)  # seed -> run folder (the first seed: the run itself)
+    budget: Budget | None = None
+    notes: dict[str, str] = field(default_factory=dict)
+
+
+def training_stage_indices(recipe: Recipe) -> list[int]:
+    """Indices of the stages that make the student from the teacher (distill, prune)."""
+    return [i for i, stage in enumerate(recipe.stages) if i > 0 and stage.stage in TRAINING_STAGES]
+
+
+def student_budget(recipe: Recipe, epochs: int | None = None) -> Budget | None:
+    """The student's training epochs (distill + prune recovery); None when the recipe trains no student."""
+    parts: dict[str, int] = {}
+    for index in training_stage_indices(recipe):
+        stage = recipe.stages[index]
+        if stage.stage == "distill":
+            parts[_unique(parts, "distill")] = stage.epochs
+        elif stage.recovery is not None:
+            parts[_unique(parts, "prune recovery")] = stage.recovery.epochs
+    if not sum(parts.values()):
+        return None
+    total = sum(parts.values())
+    if epochs is not None and epochs < total:
+        raise RecipeError(
+            f"--scratch-epochs {epochs} is below the student's training budget ({total} epochs: "
+            + ", ".join(f"{k} {v}" for k, v in parts.items()) + ")",
+            "the scratch control trains at least as long as the student",
+        )
+    return Budget(epochs or total, parts)
+
+
+def _unique(parts: dict[str, int], name: str) -> str:
+    return name if name not in parts else f"{name} {sum(k.startswith(name) for k in parts) + 1}"
+
+
+def student_optim(recipe: Recipe) -> dict[str, Any]:
+    """The optimisation settings the scratch control trains with: the first distill stage's, else prune recovery's."""
+    for index in training_stage_indices(recipe):
+        stage = recipe.stages[index]
+        source = stage if stage.stage == "distill" else getattr(stage, "recovery", None)
+        if source is not None:
+            return {key: getattr(source, key) for key in OptimConfig.model_fields}
+    return OptimConfig().model_dump()
+
+
+def student_shape(run_dir: Path, manifest: dict[str, Any], index: int) -> dict[str, Any]:
+    """The architecture (ModelShape fields) of the model stage `index` of the run wrote."""
+    config = read_json(Path(run_dir) / manifest["stages"][index]["output"] / CONFIG_FILE)
+    return {key: config[key] for key in ModelShape.model_fields if key in config}
+
+
+def derived_raw(recipe: Recipe, name: str, stages: list[dict[str, Any]], seed: int | None = None) -> dict[str, Any]:
+    """The recipe with other stages, another name and (optionally) another training seed; data fixed, bench off."""
+    raw = copy.deepcopy(recipe.model_dump(mode="json", exclude={"ablation"}))
+    raw.update(name=name, stages=stages)
+    raw["bench"]["enabled"] = False  # the caller times the finals in its own session
+    if seed is not None:
+        if raw["data"]["source"] == "synthetic" and raw["data"]["synthetic"].get("seed") is None:
+            raw["data"]["synthetic"]["seed"] = recipe.seed  # the same synthetic data under another training seed
+        raw["seed"] = seed
+    return raw
+
+
+def teacher_onnx_raw(recipe: Recipe) -> dict[str, Any]:
+    """The teacher stage, then the recipe's first export stage (defaults when it has none)."""
+    export = next((s.model_dump(mode="json") for s in recipe.stages if s.stage == "export"), {"stage": "export"})
+    return derived_raw(recipe, f"{recipe.name}-teacher-onnx", [recipe.stages[0].model_dump(mode="json"), export])
+
+
+def scratch_raw(
+    recipe: Recipe, run_dir: Path, manifest: dict[str, Any], budget: Budget, seed: int
+) -> dict[str, Any]:
+    """Train the last training stage's model shape from scratch (CE only), then the stages after it."""
+    last = training_stage_indices(recipe)[-1]
+    train = {"stage": "train", "model": student_shape(run_dir, manifest, last), **student_optim(recipe), "epochs": budget.epochs}
+    tail = [stage.model_dump(mode="json") for stage in recipe.stages[last + 1:]]
+    name = f"{recipe.name}-scratch" if seed == recipe.seed else f"{recipe.name}-scratch-seed{seed}"
+    return derived_raw(recipe, name, [train, *tail], seed)
+
+
+def seed_raw(recipe: Recipe, run_dir: Path, manifest: dict[str, Any], seed: int) -> dict[str, Any]:
+    """The run's student stages under another training seed, starting from the run's teacher (`load`)."""
+    teacher = {"stage": "load", "path": str(Path(run_dir) / manifest["stages"][0]["output"])}
+    stages = [teacher, *(stage.model_dump(mode="json") for stage in recipe.stages[1:])]
+    return derived_raw(recipe, f"{recipe.name}-seed{seed}", stages, seed)
+
+
+def run_controls(
+    recipe: Recipe,
+    options: RunOptions,
+    seeds: int = 3,
+    scratch_epochs: int | None = None,
+) -> ControlRuns:
+    """Run the recipe (if not done), its controls and its extra seeds through the pipeline; return the folders."""
+    if seeds < 1:
+        raise RecipeError(f"--seeds must be at least 1, got {seeds}")
+    budget = student_budget(recipe, scratch_epochs)  # checked before anything runs
+    run_dir = recipe.output_dir / recipe.name
+    manifest = run_recipe(recipe, options)
+    seed_list = [recipe.seed + offset for offset in range(seeds)]
+    runs = ControlRuns(recipe, run_dir, seed_list, budget=budget, students={recipe.seed: run_dir})
+
+    def run(raw: dict[str, Any], what: str) -> Path:
+        derived = validate_recipe(raw, f"{what} of {recipe.name}")
+        options.log(f"== {what} -> {derived.output_dir / derived.name}")
+        run_recipe(derived, options)
+        return derived.output_dir / derived.name
+
+    runs.teacher_onnx = run(teacher_onnx_raw(recipe), "control teacher-onnx")
+    runs.notes["teacher-onnx"] = "the teacher exported to ONNX fp32, run by onnxruntime like the student"
+    if budget is None:
+        runs.notes["scratch"] = "not run: the recipe trains no student (no distill or prune stage)"
+    else:
+        for seed in seed_list:
+            runs.scratch[seed] = run(scratch_raw(recipe, run_dir, manifest, budget, seed), f"control scratch (seed {seed})")
+        runs.notes["scratch"] = (
+            "the final student's shape trained from scratch with cross-entropy alone, "
+            f"{budget.describe()}, then the same deployment stages"
+        )
+    for seed in seed_list[1:]:
+        runs.students[seed] = run(seed_raw(recipe, run_dir, manifest, seed), f"student seed {seed}")
+    return runs
+
+
+def paired_differences(
+    runs: ControlRuns, device: str | torch.device = "cpu", log: Callable[[str], None] = print
+) -> dict[str, Any]:
+    """NDCG@10 difference to the teacher (paired bootstrap over test users, seed 0, 95%) of every stage
+    of the run and of each control's final stage, and of the final stage to the scratch control."""
+    manifest, recipe = read_manifest(runs.run_dir), runs.recipe
+    data = load_data(recipe.data, recipe.seed)
+    device = torch.device(device)
+
+    def ranks(run_dir: Path, entry: dict[str, Any]):
+        log(f"paired: ranking the test users with {run_dir.name}/{entry['output']}")
+        return artifact_ranks(run_dir / entry["output"], entry["kind"], data, recipe.eval, device)
+
+    teacher = ranks(runs.run_dir, manifest["stages"][0])
+    stages = {entry["name"]: ranks(runs.run_dir, entry) for entry in manifest["stages"][1:]}
+    controls = {}
+    for name, folder in (("teacher-onnx", runs.teacher_onnx), ("scratch", runs.scratch.get(recipe.seed))):
+        if folder is not None:
+            controls[name] = ranks(folder, read_manifest(folder)["stages"][-1])
+    out: dict[str, Any] = {
+        "metric": "ndcg@10",
+        "reference": manifest["stages"][0]["name"],
+        "users": int(len(teacher)),
+        "stages": {name: ndcg_difference(r, teacher).as_dict() for name, r in stages.items()},
+        "controls": {name: ndcg_difference(r, teacher).as_dict() for name, r in controls.items()},
+    }
+    if "scratch" in controls and stages:
+        final = manifest["stages"][-1]["name"]
+        out["final_vs_scratch"] = {"stage": final, **ndcg_difference(stages[final], controls["scratch"]).as_dict()}
+    return out
+
+
+def write_controls(runs: ControlRuns, paired: dict[str, Any] | None) -> Path:
+    """Record the controls, seeds and paired differences in `<run>/controls.json` (read by the report)."""
+    manifest = read_manifest(runs.run_dir)
+    controls = []
+    if runs.scratch:
+        controls.append({
+            "name": "scratch", "run": runs.scratch[runs.seeds[0]].name, "note": runs.notes["scratch"],
+            "budget": {"epochs": runs.budget.epochs, "student": runs.budget.parts} if runs.budget else None,
+        })
+    if runs.teacher_onnx is not None:
+        controls.append({"name": "teacher-onnx", "run": runs.teacher_onnx.name, "note": runs.notes["teacher-onnx"]})
+    record = {
+        "run": manifest["name"],
+        "stage_ids": [entry["config_hash"] for entry in manifest["stages"]],  # the run these controls belong to
+        "controls": controls,
+        "skipped": {k: v for k, v in runs.notes.items() if v.startswith("not run")},
+        "seeds": {
+            "seeds": runs.seeds,
+            "students": {str(seed): folder.name for seed, folder in runs.students.items()},
+            "scratch": {str(seed): folder.name for seed, folder in runs.scratch.items()},
+        },
+        "paired": paired,
+    }
+    path = runs.run_dir / CONTROLS_FILE
+    write_json(path, record)
+    return path

@@ -1,0 +1,123 @@
+"""Control rows (scratch, teacher-onnx), seeds and paired intervals: recipe derivation and a tiny headline run."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from compress.controls import scratch_raw, seed_raw, student_budget, teacher_onnx_raw
+from compress.errors import RecipeError
+from compress.recipe import validate_recipe
+from tests.conftest import TINY_BENCH, tiny_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def student_recipe(tmp_path, distill_epochs=1, recovery_epochs=1):
+    raw = tiny_recipe(tmp_path, epochs=1)
+    raw["name"] = "ctl"
+    raw["stages"] += [
+        {"stage": "distill", "num_layers": 1, "epochs": distill_epochs, "batch_size": 32, "lr": 0.004},
+        {"stage": "prune", "mlp_ratio": 0.5, "recovery": {"epochs": recovery_epochs, "batch_size": 32}},
+        {"stage": "export", "top_k": 5},
+    ]
+    raw["bench"] = dict(TINY_BENCH)
+    return raw
+
+
+def test_the_scratch_budget_is_the_students_epochs_and_never_less(tmp_path):
+    recipe = validate_recipe(student_recipe(tmp_path, distill_epochs=4, recovery_epochs=2))
+    budget = student_budget(recipe)
+    assert budget.epochs == 6 and budget.parts == {"distill": 4, "prune recovery": 2}
+    assert "6 epochs = distill 4 + prune recovery 2" in budget.describe()
+    assert student_budget(recipe, 9).epochs == 9 and "raised" in student_budget(recipe, 9).describe()
+    with pytest.raises(RecipeError, match="below the student's training budget"):
+        student_budget(recipe, 5)
+    assert student_budget(validate_recipe(tiny_recipe(tmp_path))) is None  # a teacher alone: no student
+
+
+def test_derived_recipes_keep_the_teacher_and_the_data(tmp_path):
+    recipe = validate_recipe(student_recipe(tmp_path, distill_epochs=3))
+    run_dir = tmp_path / "artifacts" / "ctl"
+    model = run_dir / "03-prune" / "model"
+    model.mkdir(parents=True)
+    shape = {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "num_kv_heads": 2, "intermediate_size": 16}
+    (model / "config.json").write_text(json.dumps({**shape, "num_items": 60, "max_len": 20}))
+    manifest = {"stages": [{"output": "01-train/model"}, {"output": "02-distill/model"}, {"output": "03-prune/model"}]}
+
+    onnx = teacher_onnx_raw(recipe)
+    assert [s["stage"] for s in onnx["stages"]] == ["train", "export"] and onnx["stages"][1]["top_k"] == 5
+    assert onnx["stages"][0] == recipe.stages[0].model_dump(mode="json")  # same teacher stage: cached
+    scratch = scratch_raw(recipe, run_dir, manifest, student_budget(recipe), seed=1)
+    train = scratch["stages"][0]
+    assert [s["stage"] for s in scratch["stages"]] == ["train", "export"] and scratch["name"] == "ctl-scratch-seed1"
+    assert {k: train["model"][k] for k in shape} == shape and train["epochs"] == 4 and train["lr"] == 0.004
+    assert scratch["seed"] == 1 and scratch["data"]["synthetic"]["seed"] == 0  # same data, other training seed
+    assert not scratch["bench"]["enabled"]
+    seeded = seed_raw(recipe, run_dir, manifest, seed=2)
+    assert seeded["stages"][0] == {"stage": "load", "path": str(run_dir / "01-train/model")}
+    assert [s["stage"] for s in seeded["stages"][1:]] == ["distill", "prune", "export"]
+
+
+def _headline_module():
+    spec = importlib.util.spec_from_file_location("headline", ROOT / "benchmarks" / "headline.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_tiny_headline_has_both_control_rows_seeds_and_intervals(tmp_path, monkeypatch):
+    raw = tiny_recipe(tmp_path, epochs=1)
+    raw["name"] = "tinyhead"
+    raw["stages"] += [{"stage": "distill", "num_layers": 1, "epochs": 1, "batch_size": 32}, {"stage": "export"}]
+    raw["bench"] = dict(TINY_BENCH)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(json.dumps(raw))
+    results = tmp_path / "results"
+    monkeypatch.setattr(sys, "argv", ["headline.py", "--recipe", str(path), "--runs", str(tmp_path / "runs"),
+                                      "--results", str(results), "--seeds", "2", "--device", "cpu"])
+    assert _headline_module().main() == 0
+
+    out = json.loads((results / "tinyhead" / "headline.json").read_text())
+    stages, controls = out["stages"], {c["name"]: c for c in out["controls"]}
+    assert [c["name"] for c in out["controls"]] == ["scratch", "teacher-onnx"]
+    for control in controls.values():
+        assert {"run", "stage", "values", "ratios", "bench"} <= set(control)
+        assert set(control["values"]) == set(stages[0]["values"])
+        assert control["bench"]["session"] == stages[0]["bench"]["session"]  # timed in the same session
+    teacher, student = stages[0]["values"], stages[-1]["values"]
+    onnx = controls["teacher-onnx"]
+    assert onnx["bench"]["engine"].startswith("onnxruntime")
+    assert abs(onnx["values"]["ndcg@10"] - teacher["ndcg@10"]) < 0.02  # the teacher itself, in another runtime
+    assert onnx["values"]["params"] >= teacher["params"]  # the tied table counted twice in ONNX
+    scratch = controls["scratch"]
+    assert scratch["values"]["params"] == student["params"] and scratch["bench"]["engine"] == stages[-1]["bench"]["engine"]
+    assert "distill 1" in scratch["note"] and 0 <= scratch["values"]["ndcg@10"] <= 1
+
+    seeds = stages[1]["seeds"]
+    assert out["seeds"]["seeds"] == [0, 1] and seeds["seeds"] == 2 and scratch["seeds"]["seeds"] == 2
+    values = [v["ndcg@10"] for v in seeds["values"]]
+    assert stages[1]["values"]["ndcg@10"] in values and min(values) <= seeds["mean"]["ndcg@10"] <= max(values)
+    paired = out["paired"]
+    for row in stages[1:]:
+        difference = paired["stages"][row["stage"]]
+        assert difference["mean"] == pytest.approx(row["values"]["ndcg@10"] - teacher["ndcg@10"], abs=1e-9)
+        assert difference["low"] <= difference["mean"] <= difference["high"] and difference["users"] == 120
+    assert paired["controls"]["scratch"]["mean"] == pytest.approx(scratch["values"]["ndcg@10"] - teacher["ndcg@10"])
+
+    report = (results / "tinyhead" / "report.md").read_text()
+    assert "| scratch (control) |" in report and "| teacher-onnx (control) |" in report
+    assert "ΔNDCG@10 vs teacher [95% CI]" in report and "p50 / ONNX teacher" in report
+    assert f"{seeds['mean']['ndcg@10']:.4f} ± {seeds['std']['ndcg@10']:.4f}" in report
+    assert "against the teacher in ONNX fp32" in report
+    # an earlier version of the run (other stage ids) does not get these controls
+    record_path = tmp_path / "runs" / "tinyhead" / "controls.json"
+    record = json.loads(record_path.read_text())
+    record["stage_ids"][-1] = "something else"
+    record_path.write_text(json.dumps(record))
+    from compress.report.collect import collect_run
+
+    assert collect_run(tmp_path / "runs" / "tinyhead").controls == []
