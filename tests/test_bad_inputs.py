@@ -42,6 +42,17 @@ def _unreadable(tmp, request, monkeypatch):
         monkeypatch.setattr("compress.data.readers.pd.read_csv", denied)
 
 
+def _long_id_parquet(tmp, request, monkeypatch):
+    """Two Parquet cousins of long_id.txt: an id beyond int64 as uint64, and a 21-digit id as a string."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    users, items = [1, 1, 1, 2, 2, 2, 3, 3, 3], [5, 6, 7, 5, 2**64 - 1, 7, 5, 6, 7]
+    pq.write_table(pa.table({"user_id": users, "item_id": pa.array(items, pa.uint64())}), tmp / "uint64.parquet")
+    strings = [str(i) for i in items[:4]] + ["123456789012345678901"] + [str(i) for i in items[5:]]
+    pq.write_table(pa.table({"user_id": users, "item_id": strings}), tmp / "string.parquet")
+
+
 def _mismatched_model(tmp, request, monkeypatch):
     folder = tiny_model_folder(tmp)
     config = json.loads((folder / "config.json").read_text())
