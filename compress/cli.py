@@ -7,7 +7,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, TypeVar
 
 import typer
 from rich.console import Console
@@ -27,6 +27,7 @@ console = Console()
 errors = Console(stderr=True)
 DEBUG_ENV = "COMPRESS_DEBUG"
 INTERRUPTED = 130
+ModelT = TypeVar("ModelT")
 
 
 @app.callback()
@@ -99,7 +100,7 @@ def bench(
     batch_size: Optional[int] = typer.Option(None, help="Throughput batch size (default: the recipe's)."),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: the recipe's, else torch's)."),
     rounds: Optional[int] = typer.Option(
-        None, min=1, help="Rounds of (teacher, stage) per stage; medians over rounds (default: the recipe's)."
+        None, help="Rounds of (teacher, stage) per stage; medians over rounds (default: the recipe's)."
     ),
 ) -> None:
     """Re-measure every stage of a run in this one process: latency, throughput, memory, ratios to the teacher.
@@ -115,14 +116,32 @@ def bench(
     from compress.bench import BenchConfig, bench_run
     from compress.runs.locking import run_lock
     from compress.runs.layout import read_manifest
+    from compress.runtime.environment import resolve_device
 
     given = {"warmup": warmup, "iterations": iterations, "batch_size_throughput": batch_size, "threads": threads,
              "rounds": rounds}
-    stored = read_manifest(run_dir)["recipe"].get("bench", {})
-    config = BenchConfig.model_validate({**stored, **{k: v for k, v in given.items() if v is not None}})
+    given = {key: value for key, value in given.items() if value is not None}
+    flags = {"warmup": "--warmup", "iterations": "--iterations", "batch_size_throughput": "--batch-size",
+             "threads": "--threads", "rounds": "--rounds"}
+    validate_options("bench", BenchConfig, given, flags)  # option mistakes first, before the run folder is read
+    resolve_device(device)
+    config = BenchConfig.model_validate({**read_manifest(run_dir)["recipe"].get("bench", {}), **given})
     with run_lock(run_dir, console.print):  # it rewrites bench.json files and the manifest
         manifest = bench_run(run_dir, config, device, log=console.print)
     console.print(bench_table(manifest))
+
+
+def validate_options(command: str, model: type[ModelT], values: dict[str, Any], flags: dict[str, str]) -> ModelT:
+    """A command's options validated by the pydantic model the recipe uses for them; a mistake is one
+    RecipeError (exit 2) naming the option, formatted as recipe errors are."""
+    from pydantic import ValidationError
+
+    from compress.recipe import format_validation_error
+
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        raise RecipeError(f"invalid {command} option:\n{format_validation_error(exc, flags)}") from None
 
 
 def bench_table(manifest: dict[str, Any]) -> Table:
@@ -223,17 +242,12 @@ def export(
 
       compress export artifacts/ml1m/02-distill/model --out exported/student --top-k 20
     """
-    from pydantic import ValidationError
-
     from compress.export.onnx_export import ExportSettings, export_path
     from compress.evaluation.parity import ParityConfig
-    from compress.recipe import format_validation_error
 
-    try:
-        settings = ExportSettings(top_k=top_k, exporter=exporter)
-        parity = ParityConfig(min_overlap=min_overlap)
-    except ValidationError as exc:
-        raise RecipeError(f"invalid export option:\n{format_validation_error(exc)}") from None
+    settings = validate_options("export", ExportSettings, {"top_k": top_k, "exporter": exporter},
+                                {"top_k": "--top-k", "exporter": "--exporter"})
+    parity = validate_options("export", ParityConfig, {"min_overlap": min_overlap}, {"min_overlap": "--min-overlap"})
     result = export_path(path, out, settings, parity, log=console.print)
     if "metrics" in result:
         metrics = result["metrics"]

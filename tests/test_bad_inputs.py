@@ -67,10 +67,14 @@ def _garbage_weights(tmp, request, monkeypatch):
     (tiny_model_folder(tmp) / "model.safetensors").write_bytes(b"garbage" * 10)
 
 
-def _corrupt_onnx(tmp, request, monkeypatch):
+def _onnx_artifact(tmp, request, monkeypatch):
     _, source = request.getfixturevalue("tiny_onnx")
     shutil.copytree(source, tmp / "onnx")
     write_file_list(tmp / "onnx")
+
+
+def _corrupt_onnx(tmp, request, monkeypatch):
+    _onnx_artifact(tmp, request, monkeypatch)
     model = tmp / "onnx" / "model.onnx"
     data = bytearray(model.read_bytes())
     data[len(data) // 2] ^= 0x01
