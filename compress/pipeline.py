@@ -1,7 +1,9 @@
 """Runs a recipe's stages in order: cache by content hash, evaluate each output, keep a manifest.
 
 A stage's id hashes its name, its config, its input's id (the data fingerprint for the first
-stage), the evaluation settings and the package version. A stage folder whose `stage.json`
+stage), the evaluation settings, what else the stage reads (e.g. an init_from checkpoint's
+contents), the package's source (compress/runs/code_version.py: editing a loss reruns the
+stages) and the library versions. A stage folder whose `stage.json`
 holds the same id is reused ("cached"); `stage.json` is written last, so a folder without it
 is unfinished and is redone (training resumes from its checkpoint when the id matches).
 The cache is content-addressed across runs too: a finished stage with the same id in a sibling
@@ -28,8 +30,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-import compress
 from compress.runtime import distributed
+from compress.runs.code_version import code_fingerprint
 from compress.runs.artifacts import dir_size_bytes, link_or_copy, read_json, stable_hash, write_json
 from compress.bench import BenchSession, bench_stage
 from compress.data import load_data
@@ -112,7 +114,8 @@ def _run_locked(recipe: Recipe, options: RunOptions, run_dir: Path, device: torc
             "eval": recipe.eval.model_dump(mode="json", exclude={"item_chunk"}),  # memory only, same metrics
             "max_len": recipe.data.max_len,
             "seed": recipe.seed,
-            "version": compress.__version__,
+            "code": code_fingerprint(),
+            "versions": manifest["versions"],
         }
         if (content := content_id(config)) is not None:
             identity["content"] = content

@@ -1,4 +1,5 @@
 import json
+import shutil
 import subprocess
 import sys
 
@@ -95,3 +96,32 @@ def test_cli_user_errors_exit_2_without_traceback(tmp_path, content, message):
 def test_cli_help_lists_commands():
     result = cli("--help")
     assert result.returncode == 0 and "run" in result.stdout
+
+
+def test_editing_the_code_reruns_the_stages_and_editing_the_cli_does_not(tmp_path, monkeypatch):
+    from compress.runs import code_version
+
+    package = shutil.copytree(code_version.PACKAGE, tmp_path / "compress", ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(code_version, "PACKAGE", package)  # fingerprint a copy; the code that runs is unchanged
+    code_version.code_fingerprint.cache_clear()
+    try:
+        messages = []
+        options = RunOptions(show_progress=False, log=messages.append)
+        recipe = {**tiny_recipe(tmp_path, epochs=1), "bench": {"enabled": False}}
+        first = run_recipe(validate_recipe(recipe), options)
+
+        (package / "cli.py").write_text((package / "cli.py").read_text() + "\n# a comment\n")
+        code_version.code_fingerprint.cache_clear()
+        messages.clear()
+        assert run_recipe(validate_recipe(recipe), options)["stages"][0] == first["stages"][0]
+        assert any("train: cached" in m for m in messages)
+
+        losses = package / "training" / "losses.py"
+        losses.write_text(losses.read_text() + "\n# an edited loss\n")
+        code_version.code_fingerprint.cache_clear()
+        messages.clear()
+        second = run_recipe(validate_recipe(recipe), options)
+        assert not any(": cached" in m for m in messages)
+        assert second["stages"][0]["config_hash"] != first["stages"][0]["config_hash"]
+    finally:
+        code_version.code_fingerprint.cache_clear()

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from compress.runtime import distributed
+from compress.runs.artifacts import folder_sha256
 from compress.data.batching import TrainBatch
 from compress.training.losses import next_item_loss
 from compress.models import (
@@ -33,6 +34,11 @@ class Config(OptimConfig):
     init_from: Path | None = Field(
         None, description="Local Hugging Face LLaMA checkpoint folder to initialise the backbone from."
     )
+
+
+def content_id(config: Config) -> str | None:
+    """The init_from checkpoint's contents, not only its path: replacing its files reruns the stage."""
+    return folder_sha256(config.init_from) if config.init_from else None
 
 
 def build_model(config: Config, ctx: StageContext) -> SequentialRecommender:
