@@ -45,13 +45,12 @@ from compress.models import load_model
 from compress.serve.onnx_model import OnnxRecommender
 from compress.evaluation.parity import onnx_scores
 from compress.recipe import Recipe
-from compress.runs.layout import MANIFEST_FILE
+from compress.runs.layout import ITEM_IDS_FILE, MANIFEST_FILE
 from compress.stages import STAGES, content_id
 from compress.stages.base import CHECKPOINT_FILE, Artifact, StageContext
 
 STAGE_FILE = "stage.json"
 PENDING_FILE = "pending.json"
-ITEM_IDS_FILE = "item_ids.json"
 
 
 @dataclass
@@ -92,7 +91,8 @@ def _run_locked(recipe: Recipe, options: RunOptions, run_dir: Path, device: torc
     manifest: dict[str, Any] = {
         "name": recipe.name,
         "recipe": recipe.model_dump(mode="json"),
-        "data": {"fingerprint": fingerprint, "stats": data.stats(), "seconds": round(time.perf_counter() - started, 2)},
+        "data": {"fingerprint": fingerprint, "stats": data.stats(), "seconds": round(time.perf_counter() - started, 2),
+                 "path": str(Path(recipe.data.path).resolve()) if recipe.data.source == "file" else None},
         "versions": versions(),
         "environment": describe_device(device),
         "baseline": {"name": "popularity", "metrics": baseline},

@@ -88,6 +88,16 @@ def _truncated_stage(tmp, request, monkeypatch):
     weights.write_bytes(weights.read_bytes()[:100])
 
 
+def _changed_data(tmp, request, monkeypatch):
+    """A run made from {tmp}/data.txt, which then gains a line."""
+    rows = "".join(f"{user} {item}\n" for user in range(1, 21) for item in range(user % 5 + 1, user % 5 + 6))
+    (tmp / "data.txt").write_text(rows)
+    code, output = run_in_process(["run", str(HERE / "recipes" / "base.yaml"), "-o", f"output_dir={tmp}/artifacts",
+                                   "-o", "data.source=file", "-o", f"data.path={tmp}/data.txt"])
+    assert code == 0, output
+    (tmp / "data.txt").write_text(rows + "1 9\n")
+
+
 def _locked_run(tmp, request, monkeypatch):
     folder = tmp / "artifacts" / "base"
     folder.mkdir(parents=True)

@@ -18,12 +18,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from compress.runs.artifacts import CONFIG_FILE, atomic_write, read_json, write_json
-from compress.data import DataConfig, load_data
 from compress.data.sequences import SequenceData
 from compress.runtime.environment import versions
 from compress.errors import ArtifactError
 from compress.evaluation.metrics import EvalConfig, evaluate_scores
 from compress.runs.integrity import FILES_FILE, write_file_list
+from compress.runs.layout import ITEM_IDS_FILE, MANIFEST_FILE
+from compress.runs.run_data import load_run_data
 from compress.models import SequentialRecommender, load_model
 from compress.export.graph import share_transposed_initializers
 from compress.serve.onnx_model import FORMAT, INPUTS, METADATA_FILE, MODEL_FILE, OUTPUTS, OnnxRecommender, import_onnxruntime
@@ -193,9 +194,10 @@ def export_path(
         export_onnx(model, out, settings, ids, provenance)
         write_file_list(out)
         return {"artifact": str(out)}
-    recipe = read_json(run_dir / "manifest.json")["recipe"]
-    data = load_data(DataConfig(**recipe["data"]), recipe["seed"])
-    ids = read_json(run_dir / "item_ids.json")
+    manifest = read_json(run_dir / MANIFEST_FILE)
+    recipe = manifest["recipe"]
+    data = load_run_data(run_dir, manifest)  # checked: the data and item ids the run was made from
+    ids = read_json(run_dir / ITEM_IDS_FILE)
     report = export_and_check(model, out, settings, parity, data, ids, provenance, log)
     exported = OnnxRecommender(out, providers=["CPUExecutionProvider"])
     metrics = evaluate_scores(onnx_scores(exported), data, "test", EvalConfig(**recipe["eval"]), exported.max_len)
@@ -206,8 +208,8 @@ def export_path(
 
 def _resolve_model(path: Path) -> tuple[Path, Path | None]:
     """(model folder, its run folder or None) for a run folder or a model folder."""
-    if (path / "manifest.json").is_file():
-        stages = [s for s in read_json(path / "manifest.json").get("stages", []) if s.get("kind") == "torch"]
+    if (path / MANIFEST_FILE).is_file():
+        stages = [s for s in read_json(path / MANIFEST_FILE).get("stages", []) if s.get("kind") == "torch"]
         if not stages:
             raise ArtifactError(f"run {path} has no finished PyTorch stage to export")
         return path / stages[-1]["output"], path
@@ -217,4 +219,4 @@ def _resolve_model(path: Path) -> tuple[Path, Path | None]:
             "e.g. compress export artifacts/quickstart --out exported/",
         )
     run_dir = path.parent.parent  # <run>/<NN-stage>/model
-    return path, run_dir if (run_dir / "manifest.json").is_file() else None
+    return path, run_dir if (run_dir / MANIFEST_FILE).is_file() else None

@@ -10,6 +10,7 @@ from compress.runs.artifacts import read_json
 from compress.errors import RunFolderError
 
 MANIFEST_FILE = "manifest.json"
+ITEM_IDS_FILE = "item_ids.json"  # original id of each internal item id 1..N
 
 
 def read_manifest(run_dir: Path) -> dict[str, Any]:
