@@ -100,8 +100,9 @@ def _run_locked(recipe: Recipe, options: RunOptions, run_dir: Path, device: torc
     }
     if distributed.active():
         manifest["environment"]["processes"] = distributed.world_size()
-    if main:
-        write_json(run_dir / MANIFEST_FILE, manifest)
+    previous = _previous_entries(run_dir) if main else []
+    save = _manifest_writer(run_dir, manifest, previous) if main else (lambda reached: None)
+    save(-1)
     bench = BenchSession(recipe.bench, device, data, recipe.data.max_len, log) if recipe.bench.enabled and main else None
 
     input_id, source, teacher = fingerprint, None, None
@@ -126,6 +127,7 @@ def _run_locked(recipe: Recipe, options: RunOptions, run_dir: Path, device: torc
             log(f"[{index + 1}/{len(recipe.stages)}] {config.stage}: cached ({origin})")
         else:
             distributed.on_main(_prepare_folder, folder, config_hash, options.force)
+            save(index)  # the last run's entry for this folder is gone with its files
             log(f"[{index + 1}/{len(recipe.stages)}] {config.stage}: running -> {folder}")
             ctx = StageContext(
                 data=data,
@@ -148,14 +150,33 @@ def _run_locked(recipe: Recipe, options: RunOptions, run_dir: Path, device: torc
             with resource_errors(f"benchmark of stage {folder.name}", folder, device):
                 entry = {**entry, "bench": bench_stage(bench, run_dir, entry, teacher, reuse=origin is not None)}
         manifest["stages"].append(entry)
-        if main:
-            write_json(run_dir / MANIFEST_FILE, manifest)
+        save(index)
         input_id = config_hash
 
     manifest["seconds"] = round(time.perf_counter() - started, 2)
     if main:
         write_json(run_dir / MANIFEST_FILE, manifest)
     return distributed.broadcast(manifest)
+
+
+def _previous_entries(run_dir: Path) -> list[dict[str, Any]]:
+    """The stage entries of the run folder's last manifest (none when missing or damaged)."""
+    try:
+        stages = read_json(run_dir / MANIFEST_FILE).get("stages", [])
+        return [{**entry, "index": entry.get("index", position)} for position, entry in enumerate(stages)]
+    except (OSError, ValueError, AttributeError, TypeError):
+        return []
+
+
+def _manifest_writer(run_dir: Path, manifest: dict[str, Any], previous: list[dict[str, Any]]) -> Callable[[int], None]:
+    """save(reached): write this run's entries so far, then the last run's entries past index `reached`:
+    a rerun that fails keeps what it did not reach. The finished run's manifest is written as is."""
+
+    def save(reached: int) -> None:
+        kept = [entry for entry in previous if entry["index"] > reached]
+        write_json(run_dir / MANIFEST_FILE, {**manifest, "stages": manifest["stages"] + kept})
+
+    return save
 
 
 def _run_stage(ctx: StageContext, config: Any, source: Artifact | None, config_hash: str, index: int) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from compress.runs.artifacts import read_json
 from compress.models import load_model
 from compress.pipeline import RunOptions, run_recipe
 from compress.recipe import validate_recipe
-from tests.conftest import tiny_recipe
+from tests.conftest import tiny_distill_recipe, tiny_recipe
 
 QUIET = RunOptions(show_progress=False, log=lambda _: None)
 
@@ -125,3 +125,24 @@ def test_editing_the_code_reruns_the_stages_and_editing_the_cli_does_not(tmp_pat
         assert second["stages"][0]["config_hash"] != first["stages"][0]["config_hash"]
     finally:
         code_version.code_fingerprint.cache_clear()
+
+
+def test_a_rerun_that_fails_keeps_the_entries_it_did_not_reach(tmp_path, monkeypatch):
+    from compress.stages import train
+
+    recipe = {**tiny_distill_recipe(tmp_path), "bench": {"enabled": False}}
+    first = run_recipe(validate_recipe(recipe), QUIET)
+    manifest_file = tmp_path / "artifacts" / "tiny" / "manifest.json"
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug in the new code")
+
+    monkeypatch.setattr(train, "run", broken)
+    with pytest.raises(RuntimeError, match="a bug in the new code"):
+        run_recipe(validate_recipe(recipe), RunOptions(force=True, show_progress=False, log=lambda _: None))
+    kept = read_json(manifest_file)["stages"]
+    assert kept == [first["stages"][1]]  # train's folder was emptied for the rerun; distill's is untouched
+
+    monkeypatch.undo()
+    second = run_recipe(validate_recipe(recipe), QUIET)
+    assert read_json(manifest_file)["stages"] == second["stages"] and len(second["stages"]) == 2
