@@ -138,7 +138,9 @@ def squash(text: str) -> str:
     return " ".join(text.split())
 
 
-@pytest.mark.parametrize("case", CASES, ids=[case["id"] for case in CASES])
+@pytest.mark.parametrize(
+    "case", [pytest.param(case, id=case["id"], marks=[pytest.mark.slow] if case.get("subprocess") else []) for case in CASES]
+)
 def test_bad_input(case, tmp_path, request, monkeypatch, capsys):
     if "setup" in case:
         SETUPS[case["setup"]](tmp_path, request, monkeypatch)

@@ -79,6 +79,7 @@ def test_session_result_structure_and_same_session_ratios(tiny_data, teacher_and
     assert sum("measuring the teacher" in m for m in messages) == 1
 
 
+@pytest.mark.slow
 def test_run_benches_stages_and_cached_teacher_is_remeasured(tmp_path):
     recipe = tiny_distill_recipe(tmp_path)
     teacher_only = {**recipe, "stages": recipe["stages"][:1]}

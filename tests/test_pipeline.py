@@ -76,6 +76,7 @@ def test_cli_end_to_end(tmp_path):
     assert f"{manifest['stages'][0]['metrics']['ndcg@10']:.4f}" in (report / "report.md").read_text()
 
 
+@pytest.mark.slow  # a subprocess per case
 @pytest.mark.parametrize(
     "content, message",
     [
