@@ -36,6 +36,10 @@ def _global(debug: bool = typer.Option(False, "--debug", help="Show full traceba
         os.environ[DEBUG_ENV] = "1"
 
 
+def _debug() -> bool:
+    return bool(os.environ.get(DEBUG_ENV))
+
+
 @app.command()
 def run(
     recipe: Path = typer.Argument(..., help="Recipe YAML file, e.g. recipes/quickstart.yaml."),
@@ -78,7 +82,8 @@ def _run(recipe: Path, override: list[str], force: bool, quiet: bool) -> None:
     from compress.recipe import load_recipe
 
     loaded = load_recipe(recipe, override)
-    manifest = run_recipe(loaded, RunOptions(force=force, show_progress=not quiet, log=console.print))
+    options = RunOptions(force=force, show_progress=not quiet, log=console.print, show_warnings=_debug())
+    manifest = run_recipe(loaded, options)
     if not distributed.is_main():
         return
     console.print(metrics_table(manifest))
@@ -201,7 +206,8 @@ def ablate(
     from compress.ablation import run_ablation
     from compress.pipeline import RunOptions
 
-    result = run_ablation(recipe, override or [], RunOptions(force=force, show_progress=not quiet, log=console.print), out)
+    options = RunOptions(force=force, show_progress=not quiet, log=console.print, show_warnings=_debug())
+    result = run_ablation(recipe, override or [], options, out)
     for name, folder in result.runs.items():
         console.print(f"variant {name}: {folder}")
     console.print(f"report: {result.report.markdown}\n        {result.report.html}")
@@ -244,11 +250,13 @@ def export(
     """
     from compress.export.onnx_export import ExportSettings, export_path
     from compress.evaluation.parity import ParityConfig
+    from compress.runs.stage_log import warnings_to_log
 
     settings = validate_options("export", ExportSettings, {"top_k": top_k, "exporter": exporter},
                                 {"top_k": "--top-k", "exporter": "--exporter"})
     parity = validate_options("export", ParityConfig, {"min_overlap": min_overlap}, {"min_overlap": "--min-overlap"})
-    result = export_path(path, out, settings, parity, log=console.print)
+    with warnings_to_log(out, show=_debug()):  # the exporter's TracerWarnings go to <out>/log.txt
+        result = export_path(path, out, settings, parity, log=console.print)
     if "metrics" in result:
         metrics = result["metrics"]
         console.print(f"onnxruntime test ndcg@10 {metrics['ndcg@10']:.4f}  hr@10 {metrics['hr@10']:.4f}")

@@ -23,9 +23,10 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ContextManager
 
 import numpy as np
 import torch
@@ -45,7 +46,8 @@ from compress.models import load_model
 from compress.serve.onnx_model import OnnxRecommender
 from compress.evaluation.parity import onnx_scores
 from compress.recipe import Recipe
-from compress.runs.layout import ITEM_IDS_FILE, MANIFEST_FILE
+from compress.runs.layout import ITEM_IDS_FILE, LOG_FILE, MANIFEST_FILE
+from compress.runs.stage_log import stage_logger, warnings_to_log
 from compress.stages import STAGES, content_id
 from compress.stages.base import CHECKPOINT_FILE, Artifact, StageContext
 
@@ -58,6 +60,7 @@ class RunOptions:
     force: bool = False
     show_progress: bool = True
     log: Callable[[str], None] = print
+    show_warnings: bool = False  # library warnings on the terminal too (--debug); always in the stage's log.txt
 
 
 def run_recipe(recipe: Recipe, options: RunOptions) -> dict[str, Any]:
@@ -136,10 +139,10 @@ def _run_locked(recipe: Recipe, options: RunOptions, run_dir: Path, device: torc
                 device=device,
                 seed=recipe.seed,
                 folder=folder,
-                log=_stage_logger(folder, log) if main else _silent,
+                log=stage_logger(folder, log) if main else _silent,
                 show_progress=options.show_progress and main,
             )
-            with resource_errors(f"stage {folder.name}", folder, device):
+            with resource_errors(f"stage {folder.name}", folder, device), _quiet(folder, main, options):
                 if not main and getattr(STAGES[config.stage], "DATA_PARALLEL", False):
                     torch.manual_seed(ctx.seed)  # as _run_stage does on rank 0
                     STAGES[config.stage].run(ctx, config, source)  # this rank's part of the training; rank 0 saves
@@ -147,7 +150,7 @@ def _run_locked(recipe: Recipe, options: RunOptions, run_dir: Path, device: torc
         source = Artifact(run_dir / entry["output"], entry["kind"])
         teacher = teacher or source
         if bench is not None:
-            with resource_errors(f"benchmark of stage {folder.name}", folder, device):
+            with resource_errors(f"benchmark of stage {folder.name}", folder, device), _quiet(folder, main, options):
                 entry = {**entry, "bench": bench_stage(bench, run_dir, entry, teacher, reuse=origin is not None)}
         manifest["stages"].append(entry)
         save(index)
@@ -263,7 +266,7 @@ def _prepare_folder(folder: Path, config_hash: str, force: bool) -> None:
     if folder.exists() and not resumable:
         shutil.rmtree(folder)
     elif resumable:
-        clear_unfinished(folder, {CHECKPOINT_FILE, PENDING_FILE, "log.txt"})  # what a killed process left half-done
+        clear_unfinished(folder, {CHECKPOINT_FILE, PENDING_FILE, LOG_FILE})  # what a killed process left half-done
     folder.mkdir(parents=True, exist_ok=True)
     write_json(pending, {"config_hash": config_hash})
 
@@ -280,15 +283,9 @@ def _remove_resume_files(folder: Path) -> None:
     (folder / PENDING_FILE).unlink(missing_ok=True)
 
 
-def _stage_logger(folder: Path, echo: Callable[[str], None]) -> Callable[[str], None]:
-    log_file = folder / "log.txt"
-
-    def log(message: str) -> None:
-        with open(log_file, "a") as handle:
-            handle.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')}  {message}\n")
-        echo(message)
-
-    return log
+def _quiet(folder: Path, main: bool, options: RunOptions) -> ContextManager[None]:
+    """Library warnings into the stage's log.txt, not onto the terminal (rank 0; the others print them)."""
+    return warnings_to_log(folder, options.show_warnings) if main else nullcontext()
 
 
 def _silent(message: str) -> None:

@@ -147,3 +147,23 @@ def test_a_rerun_that_fails_keeps_the_entries_it_did_not_reach(tmp_path, monkeyp
     monkeypatch.undo()
     second = run_recipe(validate_recipe(recipe), QUIET)
     assert read_json(manifest_file)["stages"] == second["stages"] and len(second["stages"]) == 2
+
+
+def test_library_warnings_go_to_the_stage_log_not_the_terminal(tmp_path, monkeypatch):
+    import warnings
+
+    from compress.stages import train
+
+    original = train.run
+
+    def warning_run(*args, **kwargs):
+        warnings.warn("a TracerWarning-like library warning", UserWarning)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(train, "run", warning_run)
+    recipe = {**tiny_recipe(tmp_path, epochs=1), "bench": {"enabled": False}}
+    with warnings.catch_warnings(record=True) as printed:
+        warnings.simplefilter("always")
+        run_recipe(validate_recipe(recipe), QUIET)
+    assert not [w for w in printed if "TracerWarning-like" in str(w.message)]
+    assert "UserWarning: a TracerWarning-like library warning" in (tmp_path / "artifacts/tiny/01-train/log.txt").read_text()
