@@ -11,12 +11,14 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from compress.errors import RecipeError
-from compress.pipeline import RunOptions, run_recipe
 from compress.recipe import Recipe, Variant, apply_override, read_raw_recipe, validate_recipe
-from compress.report import ReportFiles, build_report
+
+if TYPE_CHECKING:  # the pipeline (torch) is imported when variants run, so planning reports mistakes fast
+    from compress.pipeline import RunOptions
+    from compress.report import ReportFiles
 
 
 @dataclass
@@ -62,6 +64,9 @@ def _variant_raw(raw: dict[str, Any], base_name: str, name: str, variant: Varian
 
 def run_ablation(path: Path, overrides: list[str], options: RunOptions, out: Path | None = None) -> AblationResult:
     """Run every variant of the recipe at `path`, then write the comparison report (default `<output_dir>/<name>-ablation`)."""
+    from compress.pipeline import run_recipe
+    from compress.report import build_report
+
     base, planned = plan_variants(read_raw_recipe(path, overrides), str(path))
     runs: dict[str, Path] = {}
     for variant in planned:

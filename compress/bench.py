@@ -23,12 +23,12 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Callable, Iterator, Literal, get_args
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
+from compress.bench_config import BenchConfig
 from compress.runs.artifacts import dir_size_bytes, read_json, write_json
 from compress.runs.run_data import load_run_data
 from compress.data.batching import history_and_target, left_pad
@@ -40,26 +40,8 @@ from compress.stages.base import Artifact
 
 BENCH_FILE = "bench.json"
 LengthMode = Literal["fixed", "realistic"]
-LENGTH_MODES: tuple[LengthMode, ...] = ("fixed", "realistic")
+LENGTH_MODES: tuple[LengthMode, ...] = get_args(LengthMode)
 PredictFn = Callable[[np.ndarray, np.ndarray], Any]  # (item_ids, attention_mask) [B, L] int64 -> scores
-
-
-class BenchConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    enabled: bool = Field(True, description="Benchmark every stage's artifact after evaluating it.")
-    warmup: int = Field(5, ge=0, description="Untimed calls before timing starts (per length mode).")
-    iterations: int = Field(50, ge=1, description="Timed batch-1 calls per length mode (latency percentiles).")
-    batch_size_throughput: int = Field(256, ge=1, description="Batch size of the throughput measurement.")
-    throughput_iterations: int = Field(5, ge=1, description="Timed large-batch calls per length mode.")
-    threads: int | None = Field(None, ge=1, description="CPU threads while measuring: torch, onnxruntime intra-op (null: defaults).")
-    seed: int = Field(0, description="Seed of the test users whose histories are the inputs.")
-    rounds: int = Field(
-        1, ge=1,
-        description="Rounds per stage; with more than 1 the teacher is re-measured just before the stage in "
-        "every round, numbers are medians over rounds and ratios the median of the per-round ratios "
-        "(steadier on a noisy machine).",
-    )
 
 
 @dataclass
@@ -83,7 +65,7 @@ def torch_predictor(folder: Path, device: torch.device, threads: int | None = No
     def predict(item_ids: np.ndarray, attention_mask: np.ndarray) -> torch.Tensor:
         ids = torch.as_tensor(item_ids).to(device)
         mask = torch.as_tensor(attention_mask).to(device)
-        scores = model.score(model.last_states(ids, mask))
+        scores = model.next_item_scores(ids, mask)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         return scores
@@ -95,8 +77,7 @@ def onnx_predictor(folder: Path, device: torch.device, threads: int | None = Non
     """onnxruntime through `OnnxRecommender` (CUDA provider first on a CUDA device; `threads`: intra-op)."""
     from compress.serve.onnx_model import OnnxRecommender
 
-    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.type == "cuda" else ["CPUExecutionProvider"]
-    model = OnnxRecommender(folder, providers=providers, threads=threads)
+    model = OnnxRecommender(folder, device.type, threads=threads)
     engine = f"onnxruntime-{model.session.get_providers()[0].removesuffix('ExecutionProvider').lower()}"
     return Predictor(model.scores, engine, model.num_parameters(), model.max_len)
 
@@ -104,9 +85,9 @@ def onnx_predictor(folder: Path, device: torch.device, threads: int | None = Non
 def engine_device(kind: str, device: torch.device) -> torch.device:
     """Where an artifact of `kind` runs in a session on `device`: onnxruntime without its CUDA provider uses the CPU."""
     if kind == "onnx" and device.type == "cuda":
-        from compress.serve.onnx_model import import_onnxruntime
+        from compress.serve.onnx_model import onnx_device
 
-        if "CUDAExecutionProvider" not in import_onnxruntime().get_available_providers():
+        if onnx_device("cuda") == "cpu":
             return torch.device("cpu")
     return device
 
@@ -363,7 +344,7 @@ def bench_stage(
     path = stage_folder(run_dir, entry) / BENCH_FILE
     if reuse and path.is_file() and session.is_current(stored := read_json(path)):
         return summary(stored)
-    artifact = Artifact(Path(run_dir) / entry["output"], entry["kind"])
+    artifact = Artifact.of_entry(run_dir, entry)
     result = {"artifact": entry["output"], **session.bench(artifact, teacher)}
     result["reference"] = {"artifact": str(teacher.path.relative_to(run_dir)), **result["reference"]}
     write_json(path, result)
@@ -378,8 +359,7 @@ def bench_stage(
 
 def teacher_of(run_dir: Path, manifest: dict[str, Any]) -> Artifact:
     """The run's teacher: the first stage's artifact."""
-    first = manifest["stages"][0]
-    return Artifact(Path(run_dir) / first["output"], first["kind"])
+    return Artifact.of_entry(run_dir, manifest["stages"][0])
 
 
 def bench_run(

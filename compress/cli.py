@@ -7,7 +7,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Optional, TypeVar
 
 import typer
 from rich.console import Console
@@ -16,6 +16,10 @@ from rich.table import Table
 
 from compress.runs.artifacts import human_bytes
 from compress.errors import CompressError, RecipeError
+
+if TYPE_CHECKING:
+    from compress.data.sequences import SequenceData
+    from compress.recipe import Recipe
 
 app = typer.Typer(
     help="Turn an LLM-backbone sequential recommender into small, fast, deployable students.",
@@ -64,26 +68,32 @@ def run(
 
       torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29500 -m compress run recipe.yaml
     """
-    from compress.runtime import distributed
     from compress.recipe import load_recipe
+    from compress.runtime.launch import launched, relaunch, without_option
 
-    if nproc > 1 and not distributed.launched():
-        load_recipe(recipe, override or [])  # a mistake is one message here, not one per process
-        raise typer.Exit(distributed.relaunch(distributed.without_option(sys.argv[1:], "--nproc"), nproc))
+    # Recipe and data mistakes are one message here, before torch is imported (and not one per process).
+    loaded = load_recipe(recipe, override or [])
+    if nproc > 1 and not launched():
+        raise typer.Exit(relaunch(without_option(sys.argv[1:], "--nproc"), nproc))
+    from compress.data.loading import load_data
+    from compress.runs.failures import resource_errors
+
+    with resource_errors(f"run {loaded.name}", loaded.output_dir / loaded.name):
+        data = load_data(loaded.data, loaded.seed)
+    from compress.runtime import distributed
+
     try:
-        _run(recipe, override or [], force, quiet)
+        _run(loaded, data, force, quiet)
     finally:
         distributed.shutdown()
 
 
-def _run(recipe: Path, override: list[str], force: bool, quiet: bool) -> None:
+def _run(loaded: Recipe, data: SequenceData, force: bool, quiet: bool) -> None:
     from compress.runtime import distributed
     from compress.pipeline import RunOptions, run_recipe
-    from compress.recipe import load_recipe
 
-    loaded = load_recipe(recipe, override)
     options = RunOptions(force=force, show_progress=not quiet, log=console.print, show_warnings=_debug())
-    manifest = run_recipe(loaded, options)
+    manifest = run_recipe(loaded, options, data)
     if not distributed.is_main():
         return
     console.print(metrics_table(manifest))
@@ -203,7 +213,10 @@ def ablate(
 
       compress ablate recipes/ablation_example.yaml
     """
-    from compress.ablation import run_ablation
+    from compress.ablation import plan_variants, run_ablation
+    from compress.recipe import read_raw_recipe
+
+    plan_variants(read_raw_recipe(recipe, override or []), str(recipe))  # mistakes in any variant, before torch
     from compress.pipeline import RunOptions
 
     options = RunOptions(force=force, show_progress=not quiet, log=console.print, show_warnings=_debug())
@@ -289,7 +302,7 @@ def predict(
     if (history is None) == (input_file is None):
         raise InputError("give exactly one of --history or --input")
     requests = [Request(parse_history(history))] if history is not None else read_requests(input_file)
-    model = OnnxRecommender(artifact, providers=["CPUExecutionProvider"] if cpu else None)
+    model = OnnxRecommender(artifact, "cpu" if cpu else "auto")
     for result in recommend(model, requests, top_k):
         if result.dropped:
             where = f"line {result.request.line}: " if result.request.line else ""

@@ -36,19 +36,19 @@ from compress.runs.code_version import code_fingerprint
 from compress.runs.artifacts import dir_size_bytes, link_or_copy, read_json, stable_hash, write_json
 from compress.bench import BenchSession, bench_stage
 from compress.data import load_data
+from compress.data.sequences import SequenceData
 from compress.runtime.environment import describe_device, resolve_device, versions
-from compress.evaluation.metrics import evaluate_model, evaluate_popularity, evaluate_scores
+from compress.evaluation.metrics import evaluate_model, evaluate_onnx, evaluate_popularity
 from compress.errors import ArtifactError
 from compress.runs.failures import resource_errors
 from compress.runs.integrity import clear_unfinished, verify_folder, write_file_list
 from compress.runs.locking import run_lock
 from compress.models import load_model
 from compress.serve.onnx_model import OnnxRecommender
-from compress.evaluation.parity import onnx_scores
 from compress.recipe import Recipe
 from compress.runs.layout import ITEM_IDS_FILE, LOG_FILE, MANIFEST_FILE
 from compress.runs.stage_log import stage_logger, warnings_to_log
-from compress.stages import STAGES, content_id
+from compress.stages.registry import spec_of
 from compress.stages.base import CHECKPOINT_FILE, Artifact, StageContext
 
 STAGE_FILE = "stage.json"
@@ -63,27 +63,32 @@ class RunOptions:
     show_warnings: bool = False  # library warnings on the terminal too (--debug); always in the stage's log.txt
 
 
-def run_recipe(recipe: Recipe, options: RunOptions) -> dict[str, Any]:
-    """Run every stage of `recipe`, holding the run folder's lock (rank 0); return the manifest (also written there)."""
+def run_recipe(recipe: Recipe, options: RunOptions, data: SequenceData | None = None) -> dict[str, Any]:
+    """Run every stage of `recipe`, holding the run folder's lock (rank 0); return the manifest (also written there).
+
+    `data`: the recipe's data when already loaded (the CLI reads it before importing torch).
+    """
     device = distributed.setup(resolve_device(recipe.device))
     run_dir = recipe.output_dir / recipe.name
     if not distributed.is_main():  # rank 0 holds the lock for the whole group
-        return _run_locked(recipe, options, run_dir, device)
+        return _run_locked(recipe, options, run_dir, device, data)
     with run_lock(run_dir, options.log), resource_errors(f"run {recipe.name}", run_dir):
-        return _run_locked(recipe, options, run_dir, device)
+        return _run_locked(recipe, options, run_dir, device, data)
 
 
-def _run_locked(recipe: Recipe, options: RunOptions, run_dir: Path, device: torch.device) -> dict[str, Any]:
+def _run_locked(
+    recipe: Recipe, options: RunOptions, run_dir: Path, device: torch.device, data: SequenceData | None
+) -> dict[str, Any]:
     main = distributed.is_main()
     log = options.log if main else _silent
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
 
-    started = time.perf_counter()
-    data = load_data(recipe.data, recipe.seed)
+    data = data if data is not None else load_data(recipe.data, recipe.seed)
+    started = time.perf_counter() - data.load_seconds  # the run's time includes reading the data
     fingerprint = data.fingerprint()
     log(f"data: {data.num_users:,} users, {data.num_items:,} items, fingerprint {fingerprint} "
-        f"({time.perf_counter() - started:.1f}s)")
+        f"({data.load_seconds:.1f}s)")
     for note in data.notes():
         log(f"data: {note}")
     if distributed.active():
@@ -121,7 +126,7 @@ def _run_locked(recipe: Recipe, options: RunOptions, run_dir: Path, device: torc
             "code": code_fingerprint(),
             "versions": manifest["versions"],
         }
-        if (content := content_id(config)) is not None:
+        if (content := spec_of(config).content_id(config)) is not None:
             identity["content"] = content
         config_hash = stable_hash(identity)
         found = None if options.force else distributed.on_main(_find_cached, folder, config_hash, log)
@@ -143,11 +148,11 @@ def _run_locked(recipe: Recipe, options: RunOptions, run_dir: Path, device: torc
                 show_progress=options.show_progress and main,
             )
             with resource_errors(f"stage {folder.name}", folder, device), _quiet(folder, main, options):
-                if not main and getattr(STAGES[config.stage], "DATA_PARALLEL", False):
+                if not main and spec_of(config).data_parallel:
                     torch.manual_seed(ctx.seed)  # as _run_stage does on rank 0
-                    STAGES[config.stage].run(ctx, config, source)  # this rank's part of the training; rank 0 saves
+                    spec_of(config).run(ctx, config, source)  # this rank's part of the training; rank 0 saves
                 entry = distributed.on_main(_run_stage, ctx, config, source, config_hash, index)
-        source = Artifact(run_dir / entry["output"], entry["kind"])
+        source = Artifact.of_entry(run_dir, entry)
         teacher = teacher or source
         if bench is not None:
             with resource_errors(f"benchmark of stage {folder.name}", folder, device), _quiet(folder, main, options):
@@ -183,10 +188,9 @@ def _manifest_writer(run_dir: Path, manifest: dict[str, Any], previous: list[dic
 
 
 def _run_stage(ctx: StageContext, config: Any, source: Artifact | None, config_hash: str, index: int) -> dict[str, Any]:
-    module = STAGES[config.stage]
     torch.manual_seed(ctx.seed)
     started = time.perf_counter()
-    result = module.run(ctx, config, source)
+    result = spec_of(config).run(ctx, config, source)
     seconds = time.perf_counter() - started
     params, metrics = measure_artifact(result.artifact, ctx)
     entry = {
@@ -212,10 +216,8 @@ def _run_stage(ctx: StageContext, config: Any, source: Artifact | None, config_h
 def measure_artifact(artifact: Artifact, ctx: StageContext) -> tuple[int, dict[str, float]]:
     """Parameter count and full-ranking test metrics of a stage's output (PyTorch or onnxruntime)."""
     if artifact.kind == "onnx":
-        providers = ["CPUExecutionProvider"] if ctx.device.type == "cpu" else None
-        exported = OnnxRecommender(artifact.path, providers)
-        metrics = evaluate_scores(onnx_scores(exported), ctx.data, "test", ctx.eval_config, exported.max_len)
-        return exported.num_parameters(), metrics
+        exported = OnnxRecommender(artifact.path, "cpu" if ctx.device.type == "cpu" else "auto")
+        return exported.num_parameters(), evaluate_onnx(exported, ctx.data, "test", ctx.eval_config)
     model = load_model(artifact.path, ctx.device)
     return model.num_parameters(), evaluate_model(model, ctx.data, "test", ctx.eval_config, ctx.device)
 

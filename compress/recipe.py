@@ -8,13 +8,13 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from compress.bench import BenchConfig
-from compress.data import DataConfig
+from compress.bench_config import BenchConfig
+from compress.data.config import DataConfig
 from compress.errors import RecipeError
-from compress.evaluation.metrics import EvalConfig
-from compress.stages import STAGES, accepts, produces
+from compress.evaluation.config import EvalConfig
+from compress.stages.registry import STAGES, spec_of
 
-StageConfig = Annotated[Union[tuple(m.Config for m in STAGES.values())], Field(discriminator="stage")]
+StageConfig = Annotated[Union[tuple(spec.config for spec in STAGES.values())], Field(discriminator="stage")]
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
 
@@ -62,15 +62,14 @@ class Recipe(BaseModel):
     def _check_chain(self) -> "Recipe":
         produced = None
         for index, stage in enumerate(self.stages):
-            wanted = accepts(stage)
+            spec = spec_of(stage)
+            wanted = spec.accepts(stage)
             if wanted != produced:
                 have = f"a {produced} model" if produced else "nothing (it is the first stage)"
                 need = f"a {wanted} model" if wanted else "to be the first stage"
                 raise ValueError(f"stages.{index} ({stage.stage}) needs {need}, but gets {have}")
-            check = getattr(STAGES[stage.stage], "check_chain", None)
-            if check is not None:
-                check(stage, index, self.stages)
-            produced = produces(stage)
+            spec.check_chain(stage, index, self.stages)
+            produced = spec.produces(stage)
         return self
 
 

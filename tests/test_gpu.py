@@ -79,8 +79,8 @@ def test_onnxruntime_cuda_provider_matches_the_cpu_provider(tiny_onnx):
     from compress.serve.onnx_model import OnnxRecommender
 
     _, folder = tiny_onnx
-    cpu = OnnxRecommender(folder, providers=["CPUExecutionProvider"])
-    gpu = OnnxRecommender(folder, providers=["CUDAExecutionProvider"])
+    cpu = OnnxRecommender(folder, "cpu")
+    gpu = OnnxRecommender(folder, "cuda")
     assert gpu.session.get_providers()[0] == "CUDAExecutionProvider"
     rng = np.random.default_rng(0)
     ids = rng.integers(1, cpu.num_items + 1, size=(8, cpu.max_len)).astype(np.int64)

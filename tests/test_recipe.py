@@ -1,3 +1,8 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -64,11 +69,57 @@ def test_load_recipe_file_errors(tmp_path):
 
 
 def test_shipped_recipes_are_valid(monkeypatch):
-    from pathlib import Path
-
     root = Path(__file__).resolve().parents[1]
     for path in sorted((root / "recipes").glob("*.yaml")):
         raw = yaml.safe_load(path.read_text())
         if raw["data"].get("source") == "file":
             raw["data"]["path"] = str(root / "pyproject.toml")  # any existing file: only the schema is checked
         validate_recipe(raw, source=str(path))
+
+
+HEAVY = ("torch", "transformers", "onnx", "onnxruntime", "pandas")
+BLOCK_HEAVY = "import sys\nfor name in ('torch', 'transformers'): sys.modules[name] = None\n"
+
+
+def _python(code: str, cwd: Path) -> subprocess.CompletedProcess:
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd, env=env)
+
+
+def test_recipes_validate_without_torch_transformers_or_pandas(tmp_path):
+    """Config models are importable alone, so a recipe mistake is reported in well under a second."""
+    root = Path(__file__).resolve().parents[1]
+    code = (
+        "import sys, yaml\nfrom pathlib import Path\n"
+        "from compress.recipe import validate_recipe\n"
+        f"for path in sorted(Path({str(root / 'recipes')!r}).glob('*.yaml')):\n"
+        "    raw = yaml.safe_load(path.read_text())\n"
+        f"    raw['data']['path'] = {str(root / 'pyproject.toml')!r}\n"
+        "    validate_recipe(raw, source=str(path))\n"
+        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r}))\n"
+    )
+    result = _python(code, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    "command, recipe, data, message",
+    [
+        ("run", "stages: [{stage: train, epochz: 3}]", None, "stages.0.train.epochz: unknown key"),
+        ("run", "stages: [{stage: train}]\ndata: {source: file, path: missing.txt}", None, "file not found: missing.txt"),
+        ("run", "stages: [{stage: train}]\ndata: {source: file, path: pairs.txt}", "1 2\n1 x\n",
+         "line 2: id 'x' is not an integer"),
+        ("ablate", "stages: [{stage: train}]\nablation: {variants: {a: [stages.train.epochz=2]}}", None,
+         "(variant a) is invalid"),
+    ],
+)
+def test_cli_reports_recipe_and_data_mistakes_before_importing_torch(tmp_path, command, recipe, data, message):
+    if data is not None:
+        (tmp_path / "pairs.txt").write_text(data)
+    (tmp_path / "bad.yaml").write_text(f"name: bad\n{recipe}\n")
+    code = BLOCK_HEAVY + f"from compress.cli import main\nsys.argv = ['compress', {command!r}, 'bad.yaml']\nmain()\n"
+    result = _python(code, tmp_path)  # importing torch or transformers would be a traceback, exit 1
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr

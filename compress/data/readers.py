@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from compress.data.config import FORMATS
 from compress.errors import DataError
 
-FORMATS = ("auto", "pairs", "user_lines", "csv", "tsv", "parquet", "atomic")
 _EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet", ".inter": "atomic"}
 
 

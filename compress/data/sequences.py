@@ -27,6 +27,7 @@ class SequenceData:
     user_ids: np.ndarray
     dropped_users: int = 0
     dropped_duplicates: int = 0
+    load_seconds: float = 0.0  # reading and preprocessing, for the run log
 
     @property
     def num_users(self) -> int:

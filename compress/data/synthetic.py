@@ -11,30 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-
-class SyntheticConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    users: int = Field(1000, ge=10, description="Number of users.")
-    items: int = Field(500, ge=10, description="Number of items.")
-    clusters: int = Field(10, ge=1, description="Number of interest clusters.")
-    min_len: int = Field(8, ge=3, description="Shortest user sequence.")
-    max_len: int = Field(30, ge=3, description="Longest user sequence.")
-    successors: int = Field(3, ge=1, description="Fixed successor items per item.")
-    transition_prob: float = Field(0.6, ge=0, le=1, description="Chance the next item follows a successor link.")
-    popularity_skew: float = Field(1.0, ge=0, description="Zipf exponent of item popularity.")
-
-    @model_validator(mode="after")
-    def _check(self) -> "SyntheticConfig":
-        if self.max_len < self.min_len:
-            raise ValueError(f"max_len ({self.max_len}) must be >= min_len ({self.min_len})")
-        if self.items < self.clusters * 2:
-            raise ValueError(f"items ({self.items}) must be at least twice clusters ({self.clusters})")
-        if self.max_len > self.items:
-            raise ValueError(f"max_len ({self.max_len}) must not exceed items ({self.items}): items never repeat")
-        return self
+from compress.data.config import SyntheticConfig
 
 
 def generate(config: SyntheticConfig, seed: int) -> pd.DataFrame:

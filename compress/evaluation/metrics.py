@@ -17,33 +17,20 @@ items, with a fixed seed) is available as `protocol: sampled`, never the default
 
 from __future__ import annotations
 
-from typing import Callable, Literal
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
 from compress.data.batching import EvalBatch, Split, eval_batches, history_and_target
 from compress.data.sequences import SequenceData
+from compress.evaluation.config import EvalConfig
+from compress.evaluation.scoring import ScoreFn, onnx_scores, torch_scores
 
-ScoreFn = Callable[[EvalBatch], torch.Tensor]  # batch -> [B, num_items + 1] scores
+if TYPE_CHECKING:
+    from compress.serve.onnx_model import OnnxRecommender
+
 ChunkScores = Callable[[int, int], torch.Tensor]  # (start, stop) -> [B, stop - start] scores of items start..stop-1
-
-
-class EvalConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    ks: list[int] = Field([1, 5, 10, 20], description="Cut-offs K for HR/NDCG/MRR@K.")
-    mask_history: bool = Field(True, description="Remove the user's history items from the candidates.")
-    protocol: Literal["full", "sampled"] = Field("full", description="Full ranking, or target vs sampled negatives.")
-    num_negatives: int = Field(999, ge=1, description="Negatives per user for protocol: sampled.")
-    seed: int = Field(0, description="Seed of the sampled negatives.")
-    batch_size: int = Field(256, ge=1, description="Users scored at once.")
-    max_users: int | None = Field(None, ge=1, description="Evaluate only the first N users (quick checks).")
-    item_chunk: int = Field(
-        8192, ge=1, description="Items scored at once in full ranking: bounds memory to batch_size x item_chunk "
-        "scores for large catalogues; the metrics do not depend on it."
-    )
 
 
 def metrics_from_ranks(ranks: np.ndarray, ks: list[int]) -> dict[str, float]:
@@ -180,14 +167,9 @@ def evaluate_model(
     """Metrics of a SequentialRecommender on `split`: full ranking in item chunks, or sampled."""
     was_training = model.training
     model.eval()
-
-    def score(batch: EvalBatch) -> torch.Tensor:
-        ids, mask = batch.item_ids.to(device), batch.attention_mask.to(device)
-        return model.score(model.last_states(ids, mask))
-
     try:
         if config.protocol == "sampled":  # picks candidates out of the whole row of scores
-            return evaluate_scores(score, data, split, config, model.config.max_len)
+            return evaluate_scores(torch_scores(model, device), data, split, config, model.config.max_len)
         users = evaluation_users(data, config)
         metrics = metrics_from_ranks(model_ranks(model, data, split, config, device, users), config.ks)
         return {**metrics, "users": int(len(users))}
@@ -240,6 +222,11 @@ def top_k_items(
         keep = merged_scores.topk(min(k, merged_scores.shape[1]), dim=1)
         best_scores, best_ids = keep.values, merged_ids.gather(1, keep.indices)
     return best_scores, best_ids
+
+
+def evaluate_onnx(model: OnnxRecommender, data: SequenceData, split: Split, config: EvalConfig) -> dict[str, float]:
+    """Metrics of an ONNX artifact (onnxruntime scores every item of every batch)."""
+    return evaluate_scores(onnx_scores(model), data, split, config, model.max_len)
 
 
 def popularity_scores(data: SequenceData, split: Split) -> torch.Tensor:

@@ -12,25 +12,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
 from compress.runs.artifacts import write_json
-from compress.data.batching import EvalBatch, eval_batches, history_and_target
+from compress.data.batching import eval_batches, history_and_target
 from compress.data.sequences import SequenceData
 from compress.errors import ParityError
-from compress.evaluation.metrics import ScoreFn, mask_history_items, metrics_from_ranks, target_ranks
-from compress.serve.onnx_model import OnnxRecommender
+from compress.evaluation.config import ParityConfig
+from compress.evaluation.metrics import mask_history_items, metrics_from_ranks, target_ranks
+from compress.evaluation.scoring import ScoreFn
 
 PARITY_FILE = "parity.json"
-
-
-class ParityConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    users: int = Field(512, ge=1, description="Held-out (test) users compared.")
-    k: int = Field(10, ge=1, description="Cut-off of the top-K overlap and NDCG.")
-    min_overlap: float = Field(0.99, ge=0, le=1, description="Fail below this mean top-K overlap.")
-    max_ndcg_drop: float = Field(0.01, ge=0, description="Fail when NDCG@K drops by more than this.")
 
 
 def ranking_parity(
@@ -71,23 +62,6 @@ def check_parity(report: dict[str, float], config: ParityConfig, folder: Path, w
             "choose a safer mode (e.g. dynamic int8, or static on MatMul only), or relax parity.min_overlap / "
             "parity.max_ndcg_drop in the recipe if the loss is acceptable",
         )
-
-
-def torch_scores(model: torch.nn.Module) -> ScoreFn:
-    """A score function over eval batches for a PyTorch model (on its own device)."""
-    device = next(model.parameters()).device
-
-    @torch.no_grad()
-    def score(batch: EvalBatch) -> torch.Tensor:
-        ids, mask = batch.item_ids.to(device), batch.attention_mask.to(device)
-        return model.score(model.last_states(ids, mask)).float().cpu()
-
-    return score
-
-
-def onnx_scores(model: OnnxRecommender) -> ScoreFn:
-    """A score function over eval batches for an ONNX artifact."""
-    return lambda batch: torch.from_numpy(model.scores(batch.item_ids.numpy(), batch.attention_mask.numpy()))
 
 
 def _finite(scores: torch.Tensor) -> torch.Tensor:

@@ -10,45 +10,30 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
 import onnx
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from compress.runs.artifacts import CONFIG_FILE, atomic_write, read_json, write_json
 from compress.data.sequences import SequenceData
 from compress.runtime.environment import versions
 from compress.errors import ArtifactError
-from compress.evaluation.metrics import EvalConfig, evaluate_scores
+from compress.evaluation.config import EvalConfig, ParityConfig
+from compress.evaluation.metrics import evaluate_onnx
 from compress.runs.integrity import FILES_FILE, write_file_list
 from compress.runs.layout import ITEM_IDS_FILE, MANIFEST_FILE
 from compress.runs.run_data import load_run_data
 from compress.models import SequentialRecommender, load_model
+from compress.export.config import ExportSettings
 from compress.export.graph import share_transposed_initializers
-from compress.serve.onnx_model import FORMAT, INPUTS, METADATA_FILE, MODEL_FILE, OUTPUTS, OnnxRecommender, import_onnxruntime
-from compress.evaluation.parity import ParityConfig, check_parity, onnx_scores, ranking_parity, torch_scores
+from compress.serve.onnx_model import FORMAT, INPUTS, METADATA_FILE, MODEL_FILE, OUTPUTS, OnnxRecommender, import_onnxruntime, providers_for
+from compress.evaluation.parity import check_parity, ranking_parity
+from compress.evaluation.scoring import onnx_scores, torch_scores
 
-DEFAULT_OPSET = {"legacy": 17, "dynamo": 20}
+DEFAULT_OPSET = {"legacy": 17, "dynamo": 23}  # opset 23: ONNX Attention and RMSNormalization ops
 _OPTIMIZATION = {"none": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED"}
-
-
-class ExportSettings(BaseModel):
-    """How a model becomes an ONNX graph (shared by the export stage and `compress export`)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    top_k: int = Field(10, ge=1, description="K of the top-K ids and scores computed inside the graph.")
-    exporter: Literal["legacy", "dynamo"] = Field(
-        "legacy", description="torch.onnx exporter: legacy (TorchScript, ~20x faster to export) or dynamo."
-    )
-    opset: int | None = Field(None, ge=14, description="ONNX opset; default 17 (legacy) or 20 (dynamo).")
-    optimization: Literal["none", "basic", "extended"] = Field(
-        "basic",
-        description="onnxruntime graph optimisations saved into model.onnx: basic keeps standard ONNX ops; "
-        "extended adds onnxruntime-only fusions.",
-    )
 
 
 class RankingGraph(nn.Module):
@@ -60,7 +45,7 @@ class RankingGraph(nn.Module):
         self.top_k = top_k
 
     def forward(self, item_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        scores = self.model.score(self.model.last_states(item_ids, attention_mask))
+        scores = self.model.next_item_scores(item_ids, attention_mask)
         unseen = scores.scatter(1, item_ids, float("-inf"))  # input items (and padding 0) are not recommended
         top_scores, top_ids = unseen.topk(self.top_k, dim=-1)
         return top_scores, top_ids, scores
@@ -120,7 +105,7 @@ def optimize_onnx(source: Path, target: Path, level: str) -> None:
 
     def write(tmp: Path) -> None:
         options.optimized_model_filepath = str(tmp)
-        ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+        ort.InferenceSession(str(source), options, providers=providers_for("cpu"))
 
     atomic_write(target, write)
 
@@ -139,7 +124,7 @@ def export_and_check(
     metadata = export_onnx(model, folder, settings, item_ids, provenance)
     log(f"exported {folder / MODEL_FILE} (opset {metadata['opset']}, {metadata['exporter']} exporter, "
         f"{metadata['export_seconds']:.1f}s)")
-    exported = OnnxRecommender(folder, providers=["CPUExecutionProvider"])
+    exported = OnnxRecommender(folder, "cpu")
     report = ranking_parity(torch_scores(model), onnx_scores(exported), data, model.config.max_len, parity)
     log(f"parity vs PyTorch: top-{parity.k} overlap {report[f'overlap@{parity.k}']:.4f}, "
         f"NDCG@{parity.k} drop {report[f'ndcg_drop@{parity.k}']:+.5f}")
@@ -199,8 +184,8 @@ def export_path(
     data = load_run_data(run_dir, manifest)  # checked: the data and item ids the run was made from
     ids = read_json(run_dir / ITEM_IDS_FILE)
     report = export_and_check(model, out, settings, parity, data, ids, provenance, log)
-    exported = OnnxRecommender(out, providers=["CPUExecutionProvider"])
-    metrics = evaluate_scores(onnx_scores(exported), data, "test", EvalConfig(**recipe["eval"]), exported.max_len)
+    exported = OnnxRecommender(out, "cpu")
+    metrics = evaluate_onnx(exported, data, "test", EvalConfig(**recipe["eval"]))
     write_json(out / "metrics.json", {"test": metrics})
     write_file_list(out)
     return {"artifact": str(out), "parity": report, "metrics": metrics}

@@ -13,17 +13,17 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, Iterable
 
 import numpy as np
 import onnx
 
 from compress.runs.artifacts import read_json, write_json
 from compress.errors import ArtifactError
+from compress.export.config import CalibrateMethod, OnnxMode
 from compress.export.graph import share_transposed_initializers
 from compress.serve.onnx_model import METADATA_FILE, MODEL_FILE, import_onnxruntime, read_metadata
 
-OnnxMode = Literal["dynamic", "static"]
 DEFAULT_OP_TYPES: dict[str, list[str]] = {"dynamic": ["MatMul"], "static": ["MatMul", "Gemm"]}
 TABLE_OP_TYPES = ["Gather", "MatMul", "Gemm"]
 
@@ -37,7 +37,7 @@ def quantize_onnx(
     reduce_range: bool = False,
     item_table: bool = False,
     calibration: Iterable[dict[str, np.ndarray]] | None = None,
-    calibrate_method: str = "MinMax",
+    calibrate_method: CalibrateMethod = "MinMax",
 ) -> dict[str, Any]:
     """Quantize the artifact in `source` into `target` (model.onnx + metadata.json); return the metadata."""
     import_onnxruntime()
@@ -52,7 +52,8 @@ def quantize_onnx(
     target.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target) as scratch:
         prepared = Path(scratch) / "prepared.onnx"
-        quant_pre_process(str(Path(source) / MODEL_FILE), str(prepared))
+        fused_attention = _has_onnx_attention(source)
+        quant_pre_process(str(Path(source) / MODEL_FILE), str(prepared), skip_symbolic_shape=fused_attention)
         table_nodes = item_table_nodes(onnx.load(str(prepared)), metadata["num_items"] + 1)
         if item_table:
             op_types = sorted(set(op_types) | {"Gather"})
@@ -70,6 +71,9 @@ def quantize_onnx(
             quantize_static(
                 str(prepared), str(output), _Reader(calibration), quant_format=QuantFormat.QDQ,
                 activation_type=QuantType.QInt8, calibrate_method=getattr(CalibrationMethod, calibrate_method),
+                # opset-23 graphs: the standard QuantizeLinear's output_dtype clashes with the quantizer's
+                # zero points (onnxruntime 1.32); its contrib QDQ ops load and run
+                extra_options={"UseQDQContribOps": True} if fused_attention else {},
                 **common,
             )
         share_transposed_initializers(output)  # quant_pre_process folds the table's transpose again
@@ -86,6 +90,13 @@ def quantize_onnx(
     metadata = {**read_json(Path(source) / METADATA_FILE), "quantization": quantization}
     write_json(target / METADATA_FILE, metadata)
     return metadata
+
+
+def _has_onnx_attention(folder: Path) -> bool:
+    """Whether the graph holds the ONNX (opset 23) Attention op; onnxruntime's symbolic shape inference
+    mistakes it for its contrib Attention and rejects it, so only ONNX shape inference runs then."""
+    graph = onnx.load(str(Path(folder) / MODEL_FILE), load_external_data=False).graph
+    return any(node.op_type == "Attention" and node.domain in ("", "ai.onnx") for node in graph.node)
 
 
 def item_table_nodes(model: onnx.ModelProto, rows: int) -> list[str]:

@@ -7,17 +7,15 @@ barely turns the hidden state (low BI) is the first candidate for removal.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from compress.data.batching import train_batches
 from compress.data.sequences import SequenceData
+from compress.methods.config import Selection
 from compress.models import SequentialRecommender
 
-Selection = Literal["first", "uniform", "importance"]
 
 
 @torch.no_grad()

@@ -4,14 +4,14 @@ prune attention heads and MLP channels (width) with torch-pruning."""
 from __future__ import annotations
 
 import copy
-from typing import Callable, Iterable, Literal
+from typing import Callable, Iterable
 
 import torch
 from torch import nn
 
+from compress.methods.config import WidthImportance
 from compress.models.recommender import RecommenderConfig, SequentialRecommender
 
-WidthImportance = Literal["magnitude", "taylor"]
 CalibrationLosses = Callable[[SequentialRecommender], Iterable[torch.Tensor]]
 
 

@@ -19,29 +19,17 @@ stage logs them).
 
 from __future__ import annotations
 
-from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from compress.errors import ArtifactError, CompressError
+from compress.models.config import QuantizationSpec
 
 SCALE_SUFFIX = ".scale"
 FOUR_BIT_BLOCK = 32  # output channels per packed block
 FOUR_BIT_GROUP = 64  # weights per absmax scale (bitsandbytes' default blocksize), along the input
-Backend = Literal["torch", "fp16", "bf16", "bitsandbytes"]
 _HALF = {"fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-class QuantizationSpec(BaseModel):
-    """What config.json records about a quantized PyTorch model."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    backend: Backend = Field(description="Runtime that executes the quantized layers.")
-    mode: Literal["int8", "nf4", "fp4", "half"] = Field(description="Weight format of the linear layers.")
-    item_table: bool = Field(False, description="Item table(s) stored in int8 (dequantized at load).")
 
 
 def pack_state(model: nn.Module, spec: QuantizationSpec) -> dict[str, torch.Tensor]:

@@ -11,78 +11,18 @@ import json
 from pathlib import Path
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ValidationError
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import LlamaConfig, LlamaModel
 
 from compress.runs.artifacts import CONFIG_FILE, WEIGHTS_FILE, atomic_write
 from compress.errors import ArtifactError, RecipeError
+from compress.models.config import ModelShape, RecommenderConfig
 from compress.runs.integrity import verify_artifact
 from compress.models.quantized import QuantizationSpec, apply_runtime, count_parameters, pack_state, unpack_state
 
 MODEL_TYPE = "compress-sequential-recommender"
-
-
-class ModelShape(BaseModel):
-    """The architecture a recipe chooses; data-dependent sizes are added by RecommenderConfig."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    hidden_size: int = Field(64, ge=8, description="Backbone width.")
-    num_layers: int = Field(2, ge=1, description="Decoder layers.")
-    num_heads: int = Field(2, ge=1, description="Attention heads.")
-    num_kv_heads: int | None = Field(None, ge=1, description="Key/value heads (grouped-query); default num_heads.")
-    head_dim: int | None = Field(None, ge=1, description="Width of one head; default hidden_size / num_heads.")
-    intermediate_size: int | None = Field(None, ge=1, description="MLP width; default 4 x hidden_size.")
-    item_dim: int | None = Field(None, ge=8, description="Item table width; projected to hidden_size if different.")
-    tie_weights: bool = Field(True, description="Score against the input item table (else a separate table).")
-    dropout: float = Field(0.1, ge=0, lt=1, description="Dropout on item embeddings and attention.")
-    rms_norm_eps: float = Field(1e-6, gt=0, description="RMSNorm epsilon.")
-    rope_theta: float = Field(10000.0, gt=0, description="RoPE base.")
-
-    @model_validator(mode="after")
-    def _derive(self) -> "ModelShape":
-        self.num_kv_heads = self.num_kv_heads or self.num_heads
-        if self.num_heads % self.num_kv_heads:
-            raise ValueError(f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})")
-        if self.head_dim is None:
-            if self.hidden_size % self.num_heads:
-                raise ValueError(
-                    f"hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads}), "
-                    "or set head_dim"
-                )
-            self.head_dim = self.hidden_size // self.num_heads
-        self.intermediate_size = self.intermediate_size or 4 * self.hidden_size
-        self.item_dim = self.item_dim or self.hidden_size
-        return self
-
-
-class RecommenderConfig(ModelShape):
-    """Everything needed to rebuild the model without the recipe."""
-
-    num_items: int = Field(ge=1, description="Catalogue size; ids 1..num_items, 0 is padding.")
-    max_len: int = Field(ge=1, description="Longest input sequence the model was trained on.")
-
-    def to_llama(self) -> LlamaConfig:
-        return LlamaConfig(
-            vocab_size=1,  # items enter as embeddings; the token table is unused
-            hidden_size=self.hidden_size,
-            intermediate_size=self.intermediate_size,
-            num_hidden_layers=self.num_layers,
-            num_attention_heads=self.num_heads,
-            num_key_value_heads=self.num_kv_heads,
-            head_dim=self.head_dim,
-            max_position_embeddings=max(self.max_len, 8),
-            rms_norm_eps=self.rms_norm_eps,
-            rope_parameters={"rope_type": "default", "rope_theta": self.rope_theta},
-            attention_dropout=self.dropout,
-            pad_token_id=None,
-            bos_token_id=None,
-            eos_token_id=None,
-            use_cache=False,
-            attn_implementation="sdpa",
-        )
 
 
 class SequentialRecommender(nn.Module):
@@ -137,6 +77,10 @@ class SequentialRecommender(nn.Module):
     def last_states(self, item_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """The state at the last position: with left padding, always index -1."""
         return self(item_ids, attention_mask)[0][:, -1]
+
+    def next_item_scores(self, item_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """[B, num_items + 1] scores of every item as the next one after each sequence (padding -inf)."""
+        return self.score(self.last_states(item_ids, attention_mask))
 
     def num_parameters(self) -> int:
         """Weights of the architecture; quantized layers count the float weights they stand for."""

@@ -8,13 +8,15 @@ is redone (resumed from its last epoch checkpoint) by the next run.
 from __future__ import annotations
 
 import errno
+import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
-
-import torch
+from typing import TYPE_CHECKING, Iterator
 
 from compress.errors import ResourceError
+
+if TYPE_CHECKING:
+    import torch
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 RERUN = "then rerun the same command: finished stages are kept and training resumes from its last checkpoint"
@@ -36,12 +38,18 @@ def resource_errors(what: str, folder: Path, device: torch.device | None = None)
             f"{what} failed: no space left on the device writing {target} ({exc.strerror})",
             f"free disk space on that device (or set output_dir to another disk), {RERUN}",
         ) from exc
-    except (MemoryError, torch.OutOfMemoryError) as exc:
+    except MemoryError as exc:
         raise _out_of_memory(what, device, exc) from exc
-    except RuntimeError as exc:
-        if "can't allocate memory" not in str(exc):  # torch's CPU allocator says so in a plain RuntimeError
+    except RuntimeError as exc:  # torch.OutOfMemoryError is one
+        if not _torch_out_of_memory(exc):
             raise
         raise _out_of_memory(what, device, exc) from exc
+
+
+def _torch_out_of_memory(exc: RuntimeError) -> bool:
+    """torch's GPU OOM, or its CPU allocator's (a plain RuntimeError saying so); torch is not imported here."""
+    torch = sys.modules.get("torch")
+    return (torch is not None and isinstance(exc, torch.OutOfMemoryError)) or "can't allocate memory" in str(exc)
 
 
 def _out_of_memory(what: str, device: torch.device, exc: BaseException) -> ResourceError:

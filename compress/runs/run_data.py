@@ -14,7 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from compress.data import DataConfig, SequenceData, load_data
+from compress.data.config import DataConfig
+from compress.data.loading import load_data
+from compress.data.sequences import SequenceData
 from compress.errors import DataError
 from compress.runs.artifacts import read_json
 from compress.runs.layout import ITEM_IDS_FILE, read_manifest

@@ -1,7 +1,7 @@
 """Data-parallel runs on torchrun: one process per device, rank 0 the only writer.
 
 A process started by `torchrun` (or `compress run --nproc N`, which re-launches itself under
-`torch.distributed.run --standalone`) finds RANK, WORLD_SIZE and LOCAL_RANK in its
+`torch.distributed.run --standalone`, see launch.py) finds RANK, WORLD_SIZE and LOCAL_RANK in its
 environment and joins the process group: gloo on CPU, NCCL on CUDA (one GPU per local rank).
 Every rank loads the same data and runs the same recipe loop; training steps are data
 parallel (`fit` wraps the model in DistributedDataParallel and gives each rank its share of
@@ -14,8 +14,6 @@ exactly the single-process run.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from datetime import timedelta
 from typing import Any, Callable, TypeVar
 
@@ -24,15 +22,11 @@ import torch
 import torch.distributed as dist
 
 from compress.errors import RecipeError
+from compress.runtime.launch import launched
 
 T = TypeVar("T")
 # Other ranks wait while rank 0 evaluates, benchmarks, exports and quantizes a stage alone.
 WAIT_TIMEOUT = timedelta(hours=4)
-
-
-def launched() -> bool:
-    """Whether this process was started by torchrun as one of several workers."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 def active() -> bool:
@@ -152,26 +146,3 @@ def wrap(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     return DistributedDataParallel(
         module, device_ids=[device.index] if device.type == "cuda" else None, static_graph=True
     )
-
-
-def relaunch(args: list[str], nproc: int) -> int:
-    """Run `python -m compress <args>` in `nproc` processes on this machine with torchrun; its exit code."""
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-        "-m", "compress", *args,
-    ]
-    return subprocess.call(command)
-
-
-def without_option(argv: list[str], option: str) -> list[str]:
-    """`argv` without `option VALUE` / `option=VALUE` (the relaunched command must not relaunch)."""
-    out: list[str] = []
-    skip = False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == option:
-            skip = True
-        elif not arg.startswith(option + "="):
-            out.append(arg)
-    return out

@@ -23,6 +23,7 @@ METADATA_FILE = "metadata.json"
 FORMAT = "compress-onnx-recommender"
 INPUTS = ("item_ids", "attention_mask")
 OUTPUTS = ("top_scores", "top_ids", "scores")
+CPU_PROVIDER, CUDA_PROVIDER = "CPUExecutionProvider", "CUDAExecutionProvider"
 
 
 def import_onnxruntime() -> Any:
@@ -36,12 +37,17 @@ def import_onnxruntime() -> Any:
     return onnxruntime
 
 
-def default_providers() -> list[str]:
-    """CUDA when onnxruntime-gpu sees a GPU, else CPU."""
-    available = import_onnxruntime().get_available_providers()
-    if "CUDAExecutionProvider" in available:
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    return ["CPUExecutionProvider"]
+def onnx_device(device: str = "auto") -> str:
+    """Where onnxruntime runs for a requested device (auto, cpu, cuda, cuda:N): "cuda" when asked
+    for (or auto) and onnxruntime sees a GPU (onnxruntime-gpu), else "cpu"."""
+    if device.split(":")[0] == "cpu":
+        return "cpu"
+    return "cuda" if CUDA_PROVIDER in import_onnxruntime().get_available_providers() else "cpu"
+
+
+def providers_for(device: str = "auto") -> list[str]:
+    """The onnxruntime execution providers for `device`: the one place they are chosen."""
+    return [CUDA_PROVIDER, CPU_PROVIDER] if onnx_device(device) == "cuda" else [CPU_PROVIDER]
 
 
 def read_metadata(folder: Path) -> dict[str, Any]:
@@ -71,9 +77,12 @@ def read_metadata(folder: Path) -> dict[str, Any]:
 
 
 class OnnxRecommender:
-    """An exported recommender served by onnxruntime: full scores or the in-graph top-K."""
+    """An exported recommender served by onnxruntime: full scores or the in-graph top-K.
 
-    def __init__(self, folder: Path, providers: list[str] | None = None, threads: int | None = None) -> None:
+    `device`: auto (CUDA when onnxruntime sees a GPU), cpu or cuda; `threads`: intra-op threads.
+    """
+
+    def __init__(self, folder: Path, device: str = "auto", threads: int | None = None) -> None:
         self.folder = Path(folder)
         self.metadata = read_metadata(self.folder)
         self.max_len: int = int(self.metadata["max_len"])
@@ -85,7 +94,7 @@ class OnnxRecommender:
             options.intra_op_num_threads = threads
         try:
             self.session = ort.InferenceSession(
-                str(self.folder / MODEL_FILE), options, providers=providers or default_providers()
+                str(self.folder / MODEL_FILE), options, providers=providers_for(device)
             )
         except Exception as exc:  # onnxruntime raises its own untyped errors on corrupt graphs
             raise ArtifactError(f"onnxruntime cannot load {self.folder / MODEL_FILE}: {exc}") from None

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
 import torch
 
 from compress.data.sequences import SequenceData
-from compress.evaluation.metrics import EvalConfig
+from compress.evaluation.config import EvalConfig
+from compress.stages.config import ArtifactKind
 from compress.training.loop import TrainContext
 
-ArtifactKind = Literal["torch", "onnx"]
 CHECKPOINT_FILE = "checkpoint.pt"
 
 
@@ -22,6 +22,11 @@ class Artifact:
 
     path: Path
     kind: ArtifactKind
+
+    @classmethod
+    def of_entry(cls, run_dir: Path, entry: dict[str, Any]) -> "Artifact":
+        """The artifact a manifest (or stage.json) entry of the run in `run_dir` points to."""
+        return cls(Path(run_dir) / entry["output"], entry["kind"])
 
 
 @dataclass

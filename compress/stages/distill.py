@@ -9,67 +9,18 @@ blocks, and optional logit distillation (KL at temperature T).
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Literal
-
-from pydantic import Field
-
 from compress.runtime import distributed
-from compress.data.batching import TrainBatch
 from compress.errors import RecipeError
-from compress.methods.layer_importance import Selection, block_influence, select_layers
-from compress.training.losses import BlockMap, DistillWeights, distillation_loss
+from compress.methods.layer_importance import block_influence, select_layers
+from compress.training.losses import BlockMap, distillation_objective
 from compress.models import SequentialRecommender, init_backbone_from_llama, load_model, save_model
 from compress.methods.surgery import keep_layers
+from compress.stages.config import DistillConfig
 from compress.stages.base import Artifact, StageContext, StageResult
-from compress.training.loop import OptimConfig, fit
-
-NAME = "distill"
-ACCEPTS = "torch"
-PRODUCES = "torch"
-DATA_PARALLEL = True  # under torchrun every rank runs it (fit is data parallel); rank 0 saves
+from compress.training.loop import fit
 
 
-class Config(OptimConfig):
-    stage: Literal["distill"] = "distill"
-    num_layers: int = Field(2, ge=1, description="Decoder layers of the student.")
-    layer_selection: Selection = Field(
-        "first", description="Which teacher layers the student keeps: first (SLMRec), uniform, or importance."
-    )
-    init: Literal["teacher", "fresh"] = Field(
-        "teacher", description="Start from the copied teacher weights, or from a fresh random init."
-    )
-    init_from: Path | None = Field(
-        None, description="Local Hugging Face LLaMA checkpoint to initialise the student's backbone from."
-    )
-    blocks: int = Field(1, ge=1, description="B: hidden states are aligned at B evenly spaced blocks.")
-    weights: DistillWeights = Field(default_factory=DistillWeights, description="Loss term weights.")
-
-
-def check_chain(config: Config, index: int, stages: list) -> None:
-    """Up front: the student must be shallower than the teacher, and B at most its depth."""
-    teacher_layers = _depth_after(stages[index - 1]) if index > 0 else None
-    if teacher_layers is not None and config.num_layers >= teacher_layers:
-        raise ValueError(
-            f"stages.{index} (distill): the student asks for {config.num_layers} layers "
-            f"but the teacher has {teacher_layers}; a student keeps fewer layers than its teacher"
-        )
-    if config.blocks > config.num_layers:
-        raise ValueError(
-            f"stages.{index} (distill): blocks ({config.blocks}) must be at most the student's layers ({config.num_layers})"
-        )
-
-
-def _depth_after(stage) -> int | None:
-    """Decoder layers a stage's output has, when its config alone says so."""
-    if stage.stage == "train":
-        return stage.model.num_layers
-    if stage.stage == "distill":
-        return stage.num_layers
-    return None
-
-
-def build_student(teacher: SequentialRecommender, config: Config, ctx: StageContext) -> SequentialRecommender:
+def build_student(teacher: SequentialRecommender, config: DistillConfig, ctx: StageContext) -> SequentialRecommender:
     depth = teacher.config.num_layers
     if config.num_layers >= depth:
         raise RecipeError(
@@ -90,7 +41,7 @@ def build_student(teacher: SequentialRecommender, config: Config, ctx: StageCont
     return student
 
 
-def run(ctx: StageContext, config: Config, source: Artifact) -> StageResult:
+def run(ctx: StageContext, config: DistillConfig, source: Artifact) -> StageResult:
     teacher = load_model(source.path, ctx.device).eval().requires_grad_(False)
     try:
         blocks = BlockMap.build(config.num_layers, teacher.config.num_layers, config.blocks)
@@ -102,12 +53,7 @@ def run(ctx: StageContext, config: Config, source: Artifact) -> StageResult:
         f" of the teacher); aligned blocks student {blocks.student} <- teacher {blocks.teacher}"
     )
 
-    def loss_fn(model: SequentialRecommender, batch: TrainBatch):
-        return distillation_loss(
-            model, teacher, batch.item_ids, batch.attention_mask, batch.targets,
-            config.weights, blocks, config.softmax, config.num_negatives,
-        )
-
+    loss_fn = distillation_objective(teacher, config.weights, blocks, config.softmax, config.num_negatives)
     result = fit(student, loss_fn, ctx.data, config, ctx.train_context())
     if distributed.is_main():
         save_model(student, ctx.model_folder)

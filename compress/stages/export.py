@@ -7,28 +7,13 @@ versions); `parity.json` records top-K overlap and NDCG@K against the PyTorch mo
 
 from __future__ import annotations
 
-from typing import Literal
-
-from pydantic import Field
-
 from compress.export.onnx_export import ExportSettings, export_and_check
 from compress.models import load_model
-from compress.evaluation.parity import ParityConfig
+from compress.stages.config import ExportConfig
 from compress.stages.base import Artifact, StageContext, StageResult
 
-NAME = "export"
-ACCEPTS = "torch"
-PRODUCES = "onnx"
 
-
-class Config(ExportSettings):
-    stage: Literal["export"] = "export"
-    parity: ParityConfig = Field(
-        default_factory=ParityConfig, description="Ranking parity gate against the PyTorch model."
-    )
-
-
-def run(ctx: StageContext, config: Config, source: Artifact) -> StageResult:
+def run(ctx: StageContext, config: ExportConfig, source: Artifact) -> StageResult:
     model = load_model(source.path, "cpu")
     folder = ctx.folder / "onnx"
     provenance = {"run": ctx.folder.parent.name, "stage": ctx.folder.name, "model": str(source.path)}

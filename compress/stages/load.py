@@ -7,39 +7,14 @@ reruns the chain while a plain rerun reuses it.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Literal
-
-from pydantic import BaseModel, ConfigDict, Field
-
-from compress.runs.artifacts import CONFIG_FILE, WEIGHTS_FILE, link_or_copy, sha256_file
+from compress.runs.artifacts import CONFIG_FILE, WEIGHTS_FILE, link_or_copy
 from compress.errors import RecipeError
 from compress.models import load_model
+from compress.stages.config import LoadConfig
 from compress.stages.base import Artifact, StageContext, StageResult
 
-NAME = "load"
-ACCEPTS = None
-PRODUCES = "torch"
 
-
-class Config(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    stage: Literal["load"] = "load"
-    path: Path = Field(description="A model folder (config.json + model.safetensors), e.g. artifacts/<run>/01-train/model.")
-
-
-def content_id(config: Config) -> str:
-    """What the cache must notice: the files' contents, not only their path."""
-    return ":".join(sha256_file(config.path / name) for name in (CONFIG_FILE, WEIGHTS_FILE))
-
-
-def check_chain(config: Config, index: int, stages: list) -> None:
-    if not (config.path / CONFIG_FILE).is_file() or not (config.path / WEIGHTS_FILE).is_file():
-        raise ValueError(f"stages.{index}.path: {config.path} is not a model folder (config.json + model.safetensors)")
-
-
-def run(ctx: StageContext, config: Config, source: Artifact | None) -> StageResult:
+def run(ctx: StageContext, config: LoadConfig, source: Artifact | None) -> StageResult:
     model = load_model(config.path)
     if model.config.num_items != ctx.data.num_items:
         raise RecipeError(

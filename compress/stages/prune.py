@@ -9,53 +9,26 @@ The stage's info holds the test metrics right after pruning, before recovery.
 
 from __future__ import annotations
 
-from typing import Iterator, Literal
+from typing import Iterator
 
 import numpy as np
 import torch
-from pydantic import Field
 
 from compress.runtime import distributed
-from compress.data.batching import TrainBatch, train_batches
+from compress.data.batching import train_batches
 from compress.errors import RecipeError
 from compress.evaluation.metrics import evaluate_model
 from compress.methods.layer_importance import block_influence, select_layers
-from compress.training.losses import BlockMap, DistillWeights, distillation_loss, next_item_loss
+from compress.training.losses import BlockMap, distillation_objective, next_item_loss
 from compress.models import SequentialRecommender, load_model, save_model
-from compress.methods.surgery import CalibrationLosses, WidthImportance, keep_layers, prune_width
-from compress.methods.pruning import PrunePlan, PruneTargets, plan_pruning
+from compress.methods.surgery import CalibrationLosses, keep_layers, prune_width
+from compress.methods.pruning import PrunePlan, plan_pruning
+from compress.stages.config import PruneConfig, Recovery
 from compress.stages.base import Artifact, StageContext, StageResult
-from compress.training.loop import LossFn, OptimConfig, fit
-
-NAME = "prune"
-ACCEPTS = "torch"
-PRODUCES = "torch"
-DATA_PARALLEL = True  # under torchrun every rank runs it (fit is data parallel); rank 0 saves
+from compress.training.loop import fit
 
 
-class Recovery(OptimConfig):
-    """Fine-tuning after pruning, with the model before pruning as a frozen teacher."""
-
-    epochs: int = Field(3, ge=1, description="Maximum recovery epochs.")
-    blocks: int = Field(1, ge=1, description="B: hidden states are aligned at B blocks (cosine/l2 weights).")
-    weights: DistillWeights = Field(
-        default_factory=lambda: DistillWeights(ce=1.0, kd=1.0), description="Loss term weights (distill's losses)."
-    )
-
-
-class Config(PruneTargets):
-    stage: Literal["prune"] = "prune"
-    importance: WidthImportance = Field(
-        "magnitude", description="Width importance: magnitude (weights) or taylor (|weight x gradient|)."
-    )
-    calibration_batches: int = Field(8, ge=1, description="Training batches for Block Influence and Taylor gradients.")
-    calibration_batch_size: int = Field(64, ge=1, description="Sequences per calibration batch.")
-    recovery: Recovery | None = Field(
-        default_factory=Recovery, description="Recovery fine-tuning after pruning; null: none."
-    )
-
-
-def run(ctx: StageContext, config: Config, source: Artifact) -> StageResult:
+def run(ctx: StageContext, config: PruneConfig, source: Artifact) -> StageResult:
     original = load_model(source.path, ctx.device).eval().requires_grad_(False)
     plan = plan_pruning(config, original.config)
     blocks = _block_map(plan, original, config.recovery) if config.recovery is not None else None
@@ -88,8 +61,9 @@ def run(ctx: StageContext, config: Config, source: Artifact) -> StageResult:
     }
     history: list[dict[str, float]] = []
     if config.recovery is not None and blocks is not None:
-        result = fit(pruned, _recovery_loss(original, config.recovery, blocks), ctx.data, config.recovery,
-                     ctx.train_context())
+        recovery = config.recovery
+        loss_fn = distillation_objective(original, recovery.weights, blocks, recovery.softmax, recovery.num_negatives)
+        result = fit(pruned, loss_fn, ctx.data, recovery, ctx.train_context())
         info |= {"recovery_best_epoch": result.best_epoch, "recovery_epochs_run": result.epochs_run,
                  "recovery_seconds": round(result.seconds, 2)}
         history = result.history
@@ -106,7 +80,7 @@ def _block_map(plan: PrunePlan, original: SequentialRecommender, recovery: Recov
 
 
 def _layers_to_keep(
-    model: SequentialRecommender, plan: PrunePlan, config: Config, ctx: StageContext
+    model: SequentialRecommender, plan: PrunePlan, config: PruneConfig, ctx: StageContext
 ) -> tuple[list[int], list[float] | None]:
     """Indices of the layers the plan keeps (the most influential) and every layer's Block Influence."""
     depth = model.config.num_layers
@@ -119,7 +93,7 @@ def _layers_to_keep(
     return select_layers("importance", depth, plan.num_layers, influence), influence
 
 
-def _calibration_losses(ctx: StageContext, config: Config) -> CalibrationLosses:
+def _calibration_losses(ctx: StageContext, config: PruneConfig) -> CalibrationLosses:
     """Next-item losses of `calibration_batches` seeded training batches (gradients for Taylor importance)."""
 
     def losses(model: SequentialRecommender) -> Iterator[torch.Tensor]:
@@ -129,13 +103,3 @@ def _calibration_losses(ctx: StageContext, config: Config) -> CalibrationLosses:
             yield next_item_loss(model, states, batch.targets.to(ctx.device))
 
     return losses
-
-
-def _recovery_loss(teacher: SequentialRecommender, recovery: Recovery, blocks: BlockMap) -> LossFn:
-    def loss_fn(model: SequentialRecommender, batch: TrainBatch):
-        return distillation_loss(
-            model, teacher, batch.item_ids, batch.attention_mask, batch.targets,
-            recovery.weights, blocks, recovery.softmax, recovery.num_negatives,
-        )
-
-    return loss_fn

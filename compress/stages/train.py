@@ -2,46 +2,22 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Literal
-
-from pydantic import Field
-
 from compress.runtime import distributed
-from compress.runs.artifacts import folder_sha256
 from compress.data.batching import TrainBatch
 from compress.training.losses import next_item_loss
 from compress.models import (
-    ModelShape,
     RecommenderConfig,
     SequentialRecommender,
     init_backbone_from_llama,
     save_model,
     shape_from_llama,
 )
+from compress.stages.config import TrainConfig
 from compress.stages.base import Artifact, StageContext, StageResult
-from compress.training.loop import OptimConfig, fit
-
-NAME = "train"
-ACCEPTS = None  # the first stage: builds its model, takes none
-PRODUCES = "torch"
-DATA_PARALLEL = True  # under torchrun every rank runs it (fit is data parallel); rank 0 saves
+from compress.training.loop import fit
 
 
-class Config(OptimConfig):
-    stage: Literal["train"] = "train"
-    model: ModelShape = Field(default_factory=ModelShape, description="Architecture of the model to train.")
-    init_from: Path | None = Field(
-        None, description="Local Hugging Face LLaMA checkpoint folder to initialise the backbone from."
-    )
-
-
-def content_id(config: Config) -> str | None:
-    """The init_from checkpoint's contents, not only its path: replacing its files reruns the stage."""
-    return folder_sha256(config.init_from) if config.init_from else None
-
-
-def build_model(config: Config, ctx: StageContext) -> SequentialRecommender:
+def build_model(config: TrainConfig, ctx: StageContext) -> SequentialRecommender:
     shape = shape_from_llama(config.model, config.init_from) if config.init_from else config.model
     model = SequentialRecommender(
         RecommenderConfig(**shape.model_dump(), num_items=ctx.data.num_items, max_len=ctx.max_len)
@@ -52,14 +28,14 @@ def build_model(config: Config, ctx: StageContext) -> SequentialRecommender:
     return model
 
 
-def run(ctx: StageContext, config: Config, source: Artifact | None) -> StageResult:
+def run(ctx: StageContext, config: TrainConfig, source: Artifact | None) -> StageResult:
     model = build_model(config, ctx)
     ctx.log(f"model: {model.num_parameters():,} parameters, {config.model.num_layers} layers")
 
     def loss_fn(model: SequentialRecommender, batch: TrainBatch):
         states, _ = model(batch.item_ids, batch.attention_mask)
         loss = next_item_loss(model, states, batch.targets, config.softmax, config.num_negatives)
-        return loss, {"ce": loss.item()}
+        return loss, {"ce": loss.detach()}
 
     result = fit(model, loss_fn, ctx.data, config, ctx.train_context())
     if distributed.is_main():

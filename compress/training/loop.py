@@ -21,11 +21,10 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from compress.runtime import distributed
@@ -34,27 +33,10 @@ from compress.data.batching import TrainBatch, train_batches, trainable_users
 from compress.data.sequences import SequenceData
 from compress.evaluation.metrics import EvalConfig, evaluate_model, evaluation_users, metrics_from_ranks, model_ranks
 from compress.models import SequentialRecommender
+from compress.training.config import OptimConfig
+from compress.training.losses import LossFn
 
-LossFn = Callable[[SequentialRecommender, TrainBatch], tuple[torch.Tensor, dict[str, float]]]
 SELECTION_METRIC = "ndcg@10"
-
-
-class OptimConfig(BaseModel):
-    """Optimisation settings common to every training stage."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    epochs: int = Field(20, ge=1, description="Maximum epochs.")
-    batch_size: int = Field(128, ge=1, description="Sequences per step.")
-    lr: float = Field(1e-3, gt=0, description="Peak learning rate (AdamW).")
-    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
-    warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Fraction of steps of linear warm-up.")
-    grad_clip: float = Field(1.0, ge=0, description="Max gradient norm (0: off).")
-    patience: int = Field(3, ge=0, description="Stop after this many evaluations without improvement (0: never).")
-    max_steps_per_epoch: int | None = Field(None, ge=1, description="Cap on steps per epoch (quick runs).")
-    softmax: Literal["full", "sampled"] = Field("full", description="Next-item cross-entropy over all items or sampled.")
-    num_negatives: int = Field(1000, ge=1, description="Shared negatives per step for softmax: sampled.")
-    eval_users: int | None = Field(None, ge=1, description="Validate on the first N users only (default: all).")
 
 
 @dataclass
@@ -97,11 +79,12 @@ def fit(
     eval_config = ctx.eval_config.model_copy(update={"max_users": config.eval_users, "protocol": "full"})
     started = time.perf_counter() - state.seconds
     autocast = ctx.device.type == "cuda"
+    shown = ctx.show_progress and distributed.is_main()
 
-    with _progress(ctx.show_progress and distributed.is_main()) as progress:
+    with _progress(shown) as progress:
         task = progress.add_task("training", total=total_steps, completed=state.epoch * steps_per_epoch, info="")
         while state.epoch < config.epochs and not state.stopped:
-            losses: list[float] = []
+            losses: list[torch.Tensor] = []  # detached, on the device: read once per epoch (per step if shown)
             batches = train_batches(data, ctx.max_len, config.batch_size, state.rng, part=distributed.batch_part)
             for step, batch in enumerate(batches):
                 if step >= steps_per_epoch:
@@ -115,12 +98,13 @@ def fit(
                     torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
                 optimizer.step()
                 scheduler.step()
-                losses.append(loss.item())
-                progress.update(task, advance=1, info=f"epoch {state.epoch + 1} loss {np.mean(losses[-50:]):.4f}")
+                losses.append(loss.detach())
+                info = f"epoch {state.epoch + 1} loss {_mean(losses[-50:]):.4f}" if shown else ""
+                progress.update(task, advance=1, info=info)
             state.epoch += 1
             metrics = _validate(model, data, eval_config, ctx.device)
             model.train()
-            record = {"epoch": state.epoch, "loss": distributed.mean(float(np.mean(losses))), **_pick(metrics)}
+            record = {"epoch": state.epoch, "loss": distributed.mean(_mean(losses)), **_pick(metrics)}
             state.history.append(record)
             _track_best(model, metrics[SELECTION_METRIC], state, config.patience)
             state.seconds = time.perf_counter() - started
@@ -147,7 +131,7 @@ class _StepLoss(torch.nn.Module):
         self.model = model
         self.loss_fn = loss_fn
 
-    def forward(self, item_ids, attention_mask, targets) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(self, item_ids, attention_mask, targets) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         return self.loss_fn(self.model, TrainBatch(item_ids, attention_mask, targets))
 
 
@@ -194,6 +178,11 @@ def _warmup_cosine(total_steps: int, warmup_ratio: float) -> Callable[[int], flo
         return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
     return factor
+
+
+def _mean(losses: list[torch.Tensor]) -> float:
+    """Mean of per-step losses (one device sync); NaN for none, as np.mean."""
+    return torch.stack(losses).double().mean().item() if losses else float("nan")
 
 
 def _pick(metrics: dict[str, float]) -> dict[str, float]:

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from compress.data.batching import TrainBatch
 from compress.models import SequentialRecommender
+from compress.training.config import DistillWeights, Softmax
+
+# (model, batch) -> (loss, its terms detached): the terms stay on the device, read only where logged
+LossFn = Callable[[SequentialRecommender, TrainBatch], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 
 
 def next_item_loss(
     model: SequentialRecommender,
     states: torch.Tensor,
     targets: torch.Tensor,
-    softmax: Literal["full", "sampled"] = "full",
+    softmax: Softmax = "full",
     num_negatives: int = 1000,
 ) -> torch.Tensor:
     """Cross-entropy of the next item at every position with a target (targets > 0).
@@ -35,25 +39,6 @@ def next_item_loss(
     negative = negative.masked_fill(negatives[None, :] == target[:, None], float("-inf"))
     logits = torch.cat([positive, negative], dim=1).float()
     return F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=logits.device))
-
-
-class DistillWeights(BaseModel):
-    """One weight per loss term; 0 turns a term off."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    ce: float = Field(1.0, ge=0, description="Next-item cross-entropy on the student's output.")
-    cosine: float = Field(0.0, ge=0, description="Hidden-state alignment, (1 - cosine similarity), per block.")
-    l2: float = Field(0.0, ge=0, description="Hidden-state alignment, L2 distance, per block.")
-    multi_supervision: float = Field(0.0, ge=0, description="Cross-entropy of the scoring head on intermediate blocks.")
-    kd: float = Field(0.0, ge=0, description="KL divergence to the teacher's item distribution (logit distillation).")
-    temperature: float = Field(2.0, gt=0, description="Softmax temperature of the kd term.")
-
-    @model_validator(mode="after")
-    def _some_term(self) -> "DistillWeights":
-        if not any((self.ce, self.cosine, self.l2, self.multi_supervision, self.kd)):
-            raise ValueError("every loss weight is 0: turn on at least one of ce, cosine, l2, multi_supervision, kd")
-        return self
 
 
 @dataclass(frozen=True)
@@ -88,10 +73,10 @@ def distillation_loss(
     targets: torch.Tensor,
     weights: DistillWeights,
     blocks: BlockMap,
-    softmax: Literal["full", "sampled"] = "full",
+    softmax: Softmax = "full",
     num_negatives: int = 1000,
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """The weighted sum of the active terms, and each term's value for logging."""
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The weighted sum of the active terms, and each term's value (detached, on the device: no sync)."""
     need_hidden = bool(weights.cosine or weights.l2 or weights.multi_supervision)
     states, hidden = student(item_ids, attention_mask, output_hidden_states=need_hidden)
     selected = targets > 0
@@ -112,7 +97,21 @@ def distillation_loss(
     if weights.kd:
         terms["kd"] = _logit_kl(student, states[selected], teacher.score(teacher_states[selected]), weights.temperature)
     total = sum(getattr(weights, name) * value for name, value in terms.items())
-    return total, {name: value.item() for name, value in terms.items()}
+    return total, {name: value.detach() for name, value in terms.items()}
+
+
+def distillation_objective(
+    teacher: SequentialRecommender, weights: DistillWeights, blocks: BlockMap, softmax: Softmax, num_negatives: int
+) -> LossFn:
+    """The loss `fit` trains a student with against a frozen `teacher` (distill, and prune's recovery)."""
+
+    def loss_fn(student: SequentialRecommender, batch: TrainBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return distillation_loss(
+            student, teacher, batch.item_ids, batch.attention_mask, batch.targets,
+            weights, blocks, softmax, num_negatives,
+        )
+
+    return loss_fn
 
 
 def _intermediate_ce(

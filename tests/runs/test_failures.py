@@ -9,7 +9,7 @@ from compress.errors import ResourceError
 from compress.runs.integrity import verify_folder
 from compress.pipeline import RunOptions, run_recipe
 from compress.recipe import validate_recipe
-from compress.stages import STAGES
+from compress.stages import distill as distill_stage
 from tests.conftest import tiny_recipe
 
 
@@ -51,7 +51,7 @@ def test_out_of_memory_names_the_stage(tmp_path, monkeypatch, error):
     def oom(*args):
         raise error
 
-    monkeypatch.setattr(STAGES["distill"], "run", oom)
+    monkeypatch.setattr(distill_stage, "run", oom)
     with pytest.raises(ResourceError, match="stage 02-distill ran out of CPU memory") as raised:
         run(tmp_path)
     assert "batch_size" in raised.value.hint
@@ -62,6 +62,6 @@ def test_other_errors_pass_through(tmp_path, monkeypatch):
     def broken(*args):
         raise OSError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr(STAGES["distill"], "run", broken)
+    monkeypatch.setattr(distill_stage, "run", broken)
     with pytest.raises(PermissionError):
         run(tmp_path)

@@ -87,12 +87,12 @@ def test_onnx_artifact_is_verified(tiny_onnx, tmp_path):
     folder = tmp_path / "onnx"
     shutil.copytree(source, folder)
     write_file_list(folder)
-    OnnxRecommender(folder, ["CPUExecutionProvider"])
+    OnnxRecommender(folder, "cpu")
     data = bytearray((folder / "model.onnx").read_bytes())
     data[len(data) // 2] ^= 0x01
     (folder / "model.onnx").write_bytes(bytes(data))
     with pytest.raises(ArtifactError, match="model.onnx was changed"):
-        OnnxRecommender(folder, ["CPUExecutionProvider"])
+        OnnxRecommender(folder, "cpu")
 
 
 def test_unlisted_and_temp_files_are_left_out(tmp_path):

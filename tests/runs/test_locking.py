@@ -12,7 +12,7 @@ from compress.errors import RunFolderError
 from compress.runs.locking import LOCK_FILE, acquire, read_lock, run_lock
 from compress.pipeline import RunOptions, run_recipe
 from compress.recipe import validate_recipe
-from compress.stages import STAGES
+from compress.stages import train as train_stage
 from tests.conftest import tiny_recipe
 
 
@@ -81,7 +81,7 @@ def test_lock_released_when_a_stage_fails(tmp_path, monkeypatch):
     def fail(*args):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(STAGES["train"], "run", fail)
+    monkeypatch.setattr(train_stage, "run", fail)
     with pytest.raises(RuntimeError, match="boom"):
         run_recipe(validate_recipe(tiny_recipe(tmp_path)), RunOptions(show_progress=False, log=lambda _: None))
     assert not (tmp_path / "artifacts" / "tiny" / LOCK_FILE).exists()

@@ -11,7 +11,7 @@ import yaml
 
 from compress.runs.artifacts import read_json
 from compress.data.batching import train_batches
-from compress.runtime.distributed import without_option
+from compress.runtime.launch import without_option
 from compress.pipeline import RunOptions, run_recipe
 from compress.recipe import validate_recipe
 from tests.conftest import TINY_MODEL

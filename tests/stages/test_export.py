@@ -5,7 +5,8 @@ from compress.runs.artifacts import read_json
 from compress.errors import ArtifactError, ParityError
 from compress.export.onnx_export import ExportSettings, export_path
 from compress.runs.integrity import verify_artifact
-from compress.evaluation.parity import ParityConfig, check_parity, ranking_parity, torch_scores
+from compress.evaluation.parity import ParityConfig, check_parity, ranking_parity
+from compress.evaluation.scoring import torch_scores
 from compress.pipeline import RunOptions, run_recipe
 from compress.recipe import validate_recipe
 from tests.conftest import tiny_recipe
@@ -32,7 +33,9 @@ def test_export_stage_is_in_parity_and_evaluated_with_onnxruntime(tmp_path):
     metadata = read_json(folder / "metadata.json")
     assert metadata["item_ids"] == read_json(run_dir / "item_ids.json") and metadata["top_k"] == 5
     assert metadata["source"]["run"] == "tiny" and metadata["source"]["stage"] == "02-export"
-    assert metadata["opset"] == 17 and "onnxruntime" in metadata["versions"]
+    assert metadata["opset"] == 23 and metadata["exporter"] == "dynamo" and "onnxruntime" in metadata["versions"]
+    ops = {node.op_type for node in onnx.load(str(folder / "model.onnx")).graph.node}
+    assert "Attention" in ops and "Softmax" not in ops  # attention is one fused op, not spelled out
 
 
 def test_export_cli_path_from_a_run_and_from_a_bare_model(tmp_path, tiny_model):

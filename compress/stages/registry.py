@@ -1,0 +1,145 @@
+"""The stage registry: one StageSpec per stage, keyed by a recipe's `stage:` name.
+
+A spec says what the recipe and the pipeline need to know about a stage without running it
+(and without importing torch): its config model, the artifact kind it takes (None: it must
+come first) and gives, whether it trains data parallel under torchrun (every rank runs it,
+rank 0 alone saves; the other stages run on rank 0 only), a chain check that rejects a
+place in the recipe where it cannot work, the decoder depth of its output when its config
+alone says so, and what it reads besides its input artifact (for the cache id). `run`
+imports the stage's module (train.py, ...) on first call.
+Adding a stage means adding its config (config.py), its module with `run`, and a spec here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import import_module
+from typing import TYPE_CHECKING, Any, Callable
+
+from pydantic import BaseModel
+
+from compress.runs.artifacts import CONFIG_FILE, WEIGHTS_FILE, folder_sha256, sha256_file
+from compress.stages.config import (
+    ArtifactKind,
+    DistillConfig,
+    ExportConfig,
+    LoadConfig,
+    PruneConfig,
+    QuantizeConfig,
+    TrainConfig,
+)
+
+if TYPE_CHECKING:
+    from compress.stages.base import Artifact, StageContext, StageResult
+
+RunFn = Callable[["StageContext", Any, "Artifact | None"], "StageResult"]
+ChainCheck = Callable[[Any, int, list[Any]], None]  # (config, index, all stage configs); ValueError if misplaced
+
+
+def _fits_anywhere(config: Any, index: int, stages: list[Any]) -> None:
+    """The default chain check: accepts/produces say it all."""
+
+
+def _nothing(config: Any) -> None:
+    """The default depth (not known from the config) and content id (nothing read besides the input)."""
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    name: str
+    config: type[BaseModel]
+    run: RunFn
+    accepts: Callable[[Any], ArtifactKind | None]
+    produces: Callable[[Any], ArtifactKind]
+    data_parallel: bool = False
+    check_chain: ChainCheck = _fits_anywhere
+    depth_after: Callable[[Any], int | None] = _nothing
+    content_id: Callable[[Any], str | None] = _nothing
+
+
+def _module_run(name: str) -> RunFn:
+    """`compress.stages.<name>.run`, imported when first called (so the registry needs no torch)."""
+
+    def run(ctx: StageContext, config: Any, source: Artifact | None) -> StageResult:
+        return import_module(f"compress.stages.{name}").run(ctx, config, source)
+
+    return run
+
+
+def _always(kind: ArtifactKind | None) -> Callable[[Any], ArtifactKind | None]:
+    return lambda config: kind
+
+
+def _quantize_kind(config: QuantizeConfig) -> ArtifactKind:
+    """onnxruntime takes and gives ONNX; the other backends PyTorch models."""
+    return "onnx" if config.backend == "onnxruntime" else "torch"
+
+
+def _load_files(config: LoadConfig) -> str:
+    """What the cache must notice: the files' contents, not only their path."""
+    return ":".join(sha256_file(config.path / name) for name in (CONFIG_FILE, WEIGHTS_FILE))
+
+
+def _init_from_files(config: TrainConfig) -> str | None:
+    """The init_from checkpoint's contents, not only its path: replacing its files reruns the stage."""
+    return folder_sha256(config.init_from) if config.init_from else None
+
+
+def _check_load(config: LoadConfig, index: int, stages: list[Any]) -> None:
+    if not (config.path / CONFIG_FILE).is_file() or not (config.path / WEIGHTS_FILE).is_file():
+        raise ValueError(f"stages.{index}.path: {config.path} is not a model folder (config.json + model.safetensors)")
+
+
+def _check_distill(config: DistillConfig, index: int, stages: list[Any]) -> None:
+    """The student must be shallower than the teacher, and B at most its depth."""
+    teacher_layers = depth_after(stages[index - 1]) if index > 0 else None
+    if teacher_layers is not None and config.num_layers >= teacher_layers:
+        raise ValueError(
+            f"stages.{index} (distill): the student asks for {config.num_layers} layers "
+            f"but the teacher has {teacher_layers}; a student keeps fewer layers than its teacher"
+        )
+    if config.blocks > config.num_layers:
+        raise ValueError(
+            f"stages.{index} (distill): blocks ({config.blocks}) must be at most the student's layers ({config.num_layers})"
+        )
+
+
+def _check_quantize(config: QuantizeConfig, index: int, stages: list[Any]) -> None:
+    """A PyTorch-quantized model is for serving: no stage may follow it."""
+    if config.backend == "onnxruntime" or index == len(stages) - 1:
+        return
+    following = stages[index + 1].stage
+    if following == "export":
+        raise ValueError(
+            f"stages.{index + 1} (export) cannot export a {config.backend}-quantized model: its layers have no ONNX "
+            "form (both torch.onnx exporters fail). Export the float model, then quantize with backend: onnxruntime"
+        )
+    raise ValueError(f"stages.{index + 1} ({following}) cannot follow quantize (backend {config.backend}): "
+                     "a PyTorch-quantized model can only be served; put quantize last")
+
+
+STAGES: dict[str, StageSpec] = {
+    spec.name: spec
+    for spec in (
+        StageSpec("train", TrainConfig, _module_run("train"), _always(None), _always("torch"), data_parallel=True,
+                  depth_after=lambda config: config.model.num_layers, content_id=_init_from_files),
+        StageSpec("load", LoadConfig, _module_run("load"), _always(None), _always("torch"),
+                  check_chain=_check_load, content_id=_load_files),
+        StageSpec("distill", DistillConfig, _module_run("distill"), _always("torch"), _always("torch"),
+                  data_parallel=True, check_chain=_check_distill, depth_after=lambda config: config.num_layers),
+        StageSpec("prune", PruneConfig, _module_run("prune"), _always("torch"), _always("torch"), data_parallel=True),
+        StageSpec("export", ExportConfig, _module_run("export"), _always("torch"), _always("onnx")),
+        StageSpec("quantize", QuantizeConfig, _module_run("quantize"), _quantize_kind, _quantize_kind,
+                  check_chain=_check_quantize),
+    )
+}
+
+
+def spec_of(config: Any) -> StageSpec:
+    """The spec of the stage a recipe entry configures."""
+    return STAGES[config.stage]
+
+
+def depth_after(config: Any) -> int | None:
+    """Decoder layers the stage configured by `config` outputs, when its config alone says so."""
+    return spec_of(config).depth_after(config)
