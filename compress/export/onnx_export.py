@@ -146,7 +146,7 @@ def _torch_export(graph: RankingGraph, path: Path, exporter: str, opset: int, ma
     else:
         batch, seq = torch.export.Dim("batch", min=1), torch.export.Dim("seq", min=2, max=max(max_len, 2))
         program = torch.onnx.export(
-            graph, args, dynamo=True, opset_version=opset, external_data=False,
+            graph, args, dynamo=True, opset_version=opset, external_data=False, verbose=False,  # no progress prints
             input_names=list(INPUTS), output_names=list(OUTPUTS),
             dynamic_shapes={"item_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
         )
