@@ -23,7 +23,7 @@ import torch
 
 from compress.runs.artifacts import write_json
 from compress.bench import BenchConfig, BenchSession
-from compress.data import DataConfig, load_data
+from compress.runs.run_data import load_run_data
 from compress.pipeline import RunOptions, run_recipe
 from compress.recipe import validate_recipe
 from compress.runs.layout import read_manifest
@@ -53,7 +53,7 @@ def main() -> int:
     runs = {v: _prune_run(manifest["recipe"], teacher, v, args) for v in args.variants}
 
     recipe = manifest["recipe"]
-    data = load_data(DataConfig.model_validate(recipe["data"]), recipe["seed"])
+    data = load_run_data(args.run, manifest)
     session = BenchSession(
         BenchConfig(iterations=args.iterations, threads=args.threads, batch_size_throughput=8, throughput_iterations=1),
         torch.device("cpu"), data, recipe["data"]["max_len"],

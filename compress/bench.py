@@ -30,7 +30,7 @@ import torch
 
 from compress.bench_config import BenchConfig
 from compress.runs.artifacts import dir_size_bytes, read_json, write_json
-from compress.data import DataConfig, load_data
+from compress.runs.run_data import load_run_data
 from compress.data.batching import history_and_target, left_pad
 from compress.data.sequences import SequenceData
 from compress.runtime.environment import describe_device, resolve_device
@@ -435,7 +435,7 @@ def bench_run(
     manifest = read_manifest(run_dir)
     recipe = manifest["recipe"]
     config = config or BenchConfig.model_validate(recipe.get("bench", {}))
-    data = load_data(DataConfig.model_validate(recipe["data"]), recipe["seed"])
+    data = load_run_data(run_dir, manifest)
     session = BenchSession(config, resolve_device(device), data, recipe["data"]["max_len"], log)
     return bench_stages(session, run_dir)
 

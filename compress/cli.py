@@ -7,7 +7,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, TypeVar
 
 import typer
 from rich.console import Console
@@ -31,12 +31,17 @@ console = Console()
 errors = Console(stderr=True)
 DEBUG_ENV = "COMPRESS_DEBUG"
 INTERRUPTED = 130
+ModelT = TypeVar("ModelT")
 
 
 @app.callback()
 def _global(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")) -> None:
     if debug:
         os.environ[DEBUG_ENV] = "1"
+
+
+def _debug() -> bool:
+    return bool(os.environ.get(DEBUG_ENV))
 
 
 @app.command()
@@ -87,7 +92,8 @@ def _run(loaded: Recipe, data: SequenceData, force: bool, quiet: bool) -> None:
     from compress.runtime import distributed
     from compress.pipeline import RunOptions, run_recipe
 
-    manifest = run_recipe(loaded, RunOptions(force=force, show_progress=not quiet, log=console.print), data)
+    options = RunOptions(force=force, show_progress=not quiet, log=console.print, show_warnings=_debug())
+    manifest = run_recipe(loaded, options, data)
     if not distributed.is_main():
         return
     console.print(metrics_table(manifest))
@@ -109,7 +115,7 @@ def bench(
     batch_size: Optional[int] = typer.Option(None, help="Throughput batch size (default: the recipe's)."),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: the recipe's, else torch's)."),
     rounds: Optional[int] = typer.Option(
-        None, min=1, help="Rounds of (teacher, stage) per stage; medians over rounds (default: the recipe's)."
+        None, help="Rounds of (teacher, stage) per stage; medians over rounds (default: the recipe's)."
     ),
 ) -> None:
     """Re-measure every stage of a run in this one process: latency, throughput, memory, ratios to the teacher.
@@ -125,11 +131,16 @@ def bench(
     from compress.bench import BenchConfig, bench_run
     from compress.runs.locking import run_lock
     from compress.runs.layout import read_manifest
+    from compress.runtime.environment import resolve_device
 
     given = {"warmup": warmup, "iterations": iterations, "batch_size_throughput": batch_size, "threads": threads,
              "rounds": rounds}
-    stored = read_manifest(run_dir)["recipe"].get("bench", {})
-    config = BenchConfig.model_validate({**stored, **{k: v for k, v in given.items() if v is not None}})
+    given = {key: value for key, value in given.items() if value is not None}
+    flags = {"warmup": "--warmup", "iterations": "--iterations", "batch_size_throughput": "--batch-size",
+             "threads": "--threads", "rounds": "--rounds"}
+    validate_options("bench", BenchConfig, given, flags)  # option mistakes first, before the run folder is read
+    resolve_device(device)
+    config = BenchConfig.model_validate({**read_manifest(run_dir)["recipe"].get("bench", {}), **given})
     with run_lock(run_dir, console.print):  # it rewrites bench.json files and the manifest
         manifest = bench_run(run_dir, config, device, log=console.print)
     console.print(bench_table(manifest))
@@ -153,6 +164,19 @@ def _print_incremental(run_dir: Path, manifest: dict[str, Any]) -> None:
             for row in incremental_rows(result):
                 table.add_row(*row)
             console.print(table)
+
+
+def validate_options(command: str, model: type[ModelT], values: dict[str, Any], flags: dict[str, str]) -> ModelT:
+    """A command's options validated by the pydantic model the recipe uses for them; a mistake is one
+    RecipeError (exit 2) naming the option, formatted as recipe errors are."""
+    from pydantic import ValidationError
+
+    from compress.recipe import format_validation_error
+
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        raise RecipeError(f"invalid {command} option:\n{format_validation_error(exc, flags)}") from None
 
 
 def bench_table(manifest: dict[str, Any]) -> Table:
@@ -222,7 +246,8 @@ def ablate(
     plan_variants(read_raw_recipe(recipe, override or []), str(recipe))  # mistakes in any variant, before torch
     from compress.pipeline import RunOptions
 
-    result = run_ablation(recipe, override or [], RunOptions(force=force, show_progress=not quiet, log=console.print), out)
+    options = RunOptions(force=force, show_progress=not quiet, log=console.print, show_warnings=_debug())
+    result = run_ablation(recipe, override or [], options, out)
     for name, folder in result.runs.items():
         console.print(f"variant {name}: {folder}")
     console.print(f"report: {result.report.markdown}\n        {result.report.html}")
@@ -315,18 +340,16 @@ def export(
 
       compress export artifacts/quickstart --out exported/quickstart --incremental
     """
-    from pydantic import ValidationError
-
     from compress.export.onnx_export import ExportSettings, export_path
     from compress.evaluation.parity import ParityConfig
-    from compress.recipe import format_validation_error
+    from compress.runs.stage_log import warnings_to_log
 
-    try:
-        settings = ExportSettings(top_k=top_k, exporter=exporter, incremental=incremental)
-        parity = ParityConfig(min_overlap=min_overlap)
-    except ValidationError as exc:
-        raise RecipeError(f"invalid export option:\n{format_validation_error(exc)}") from None
-    result = export_path(path, out, settings, parity, log=console.print)
+    settings = validate_options("export", ExportSettings,
+                                {"top_k": top_k, "exporter": exporter, "incremental": incremental},
+                                {"top_k": "--top-k", "exporter": "--exporter", "incremental": "--incremental"})
+    parity = validate_options("export", ParityConfig, {"min_overlap": min_overlap}, {"min_overlap": "--min-overlap"})
+    with warnings_to_log(out, show=_debug()):  # the exporter's TracerWarnings go to <out>/log.txt
+        result = export_path(path, out, settings, parity, log=console.print)
     if "metrics" in result:
         metrics = result["metrics"]
         console.print(f"onnxruntime test ndcg@10 {metrics['ndcg@10']:.4f}  hr@10 {metrics['hr@10']:.4f}")

@@ -1,7 +1,9 @@
 """Runs a recipe's stages in order: cache by content hash, evaluate each output, keep a manifest.
 
 A stage's id hashes its name, its config, its input's id (the data fingerprint for the first
-stage), the evaluation settings and the package version. A stage folder whose `stage.json`
+stage), the evaluation settings, what else the stage reads (e.g. an init_from checkpoint's
+contents), the package's source (compress/runs/code_version.py: editing a loss reruns the
+stages) and the library versions. A stage folder whose `stage.json`
 holds the same id is reused ("cached"); `stage.json` is written last, so a folder without it
 is unfinished and is redone (training resumes from its checkpoint when the id matches).
 The cache is content-addressed across runs too: a finished stage with the same id in a sibling
@@ -21,15 +23,16 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ContextManager
 
 import numpy as np
 import torch
 
-import compress
 from compress.runtime import distributed
+from compress.runs.code_version import code_fingerprint
 from compress.runs.artifacts import dir_size_bytes, link_or_copy, read_json, stable_hash, write_json
 from compress.bench import BenchSession, bench_stage
 from compress.data import load_data
@@ -43,13 +46,13 @@ from compress.runs.locking import run_lock
 from compress.models import load_model
 from compress.serve.onnx_model import OnnxRecommender
 from compress.recipe import Recipe
-from compress.runs.layout import MANIFEST_FILE
+from compress.runs.layout import ITEM_IDS_FILE, LOG_FILE, MANIFEST_FILE
+from compress.runs.stage_log import stage_logger, warnings_to_log
 from compress.stages.registry import spec_of
 from compress.stages.base import CHECKPOINT_FILE, Artifact, StageContext
 
 STAGE_FILE = "stage.json"
 PENDING_FILE = "pending.json"
-ITEM_IDS_FILE = "item_ids.json"
 
 
 @dataclass
@@ -57,6 +60,7 @@ class RunOptions:
     force: bool = False
     show_progress: bool = True
     log: Callable[[str], None] = print
+    show_warnings: bool = False  # library warnings on the terminal too (--debug); always in the stage's log.txt
 
 
 def run_recipe(recipe: Recipe, options: RunOptions, data: SequenceData | None = None) -> dict[str, Any]:
@@ -95,7 +99,8 @@ def _run_locked(
     manifest: dict[str, Any] = {
         "name": recipe.name,
         "recipe": recipe.model_dump(mode="json"),
-        "data": {"fingerprint": fingerprint, "stats": data.stats(), "seconds": round(time.perf_counter() - started, 2)},
+        "data": {"fingerprint": fingerprint, "stats": data.stats(), "seconds": round(time.perf_counter() - started, 2),
+                 "path": str(Path(recipe.data.path).resolve()) if recipe.data.source == "file" else None},
         "versions": versions(),
         "environment": describe_device(device),
         "baseline": {"name": "popularity", "metrics": baseline},
@@ -103,8 +108,9 @@ def _run_locked(
     }
     if distributed.active():
         manifest["environment"]["processes"] = distributed.world_size()
-    if main:
-        write_json(run_dir / MANIFEST_FILE, manifest)
+    previous = _previous_entries(run_dir) if main else []
+    save = _manifest_writer(run_dir, manifest, previous) if main else (lambda reached: None)
+    save(-1)
     bench = BenchSession(recipe.bench, device, data, recipe.data.max_len, log) if recipe.bench.enabled and main else None
 
     input_id, source, teacher = fingerprint, None, None
@@ -117,7 +123,8 @@ def _run_locked(
             "eval": recipe.eval.model_dump(mode="json", exclude={"item_chunk"}),  # memory only, same metrics
             "max_len": recipe.data.max_len,
             "seed": recipe.seed,
-            "version": compress.__version__,
+            "code": code_fingerprint(),
+            "versions": manifest["versions"],
         }
         if (content := spec_of(config).content_id(config)) is not None:
             identity["content"] = content
@@ -128,6 +135,7 @@ def _run_locked(
             log(f"[{index + 1}/{len(recipe.stages)}] {config.stage}: cached ({origin})")
         else:
             distributed.on_main(_prepare_folder, folder, config_hash, options.force)
+            save(index)  # the last run's entry for this folder is gone with its files
             log(f"[{index + 1}/{len(recipe.stages)}] {config.stage}: running -> {folder}")
             ctx = StageContext(
                 data=data,
@@ -136,10 +144,10 @@ def _run_locked(
                 device=device,
                 seed=recipe.seed,
                 folder=folder,
-                log=_stage_logger(folder, log) if main else _silent,
+                log=stage_logger(folder, log) if main else _silent,
                 show_progress=options.show_progress and main,
             )
-            with resource_errors(f"stage {folder.name}", folder, device):
+            with resource_errors(f"stage {folder.name}", folder, device), _quiet(folder, main, options):
                 if not main and spec_of(config).data_parallel:
                     torch.manual_seed(ctx.seed)  # as _run_stage does on rank 0
                     spec_of(config).run(ctx, config, source)  # this rank's part of the training; rank 0 saves
@@ -147,17 +155,36 @@ def _run_locked(
         source = Artifact.of_entry(run_dir, entry)
         teacher = teacher or source
         if bench is not None:
-            with resource_errors(f"benchmark of stage {folder.name}", folder, device):
+            with resource_errors(f"benchmark of stage {folder.name}", folder, device), _quiet(folder, main, options):
                 entry = {**entry, "bench": bench_stage(bench, run_dir, entry, teacher, reuse=origin is not None)}
         manifest["stages"].append(entry)
-        if main:
-            write_json(run_dir / MANIFEST_FILE, manifest)
+        save(index)
         input_id = config_hash
 
     manifest["seconds"] = round(time.perf_counter() - started, 2)
     if main:
         write_json(run_dir / MANIFEST_FILE, manifest)
     return distributed.broadcast(manifest)
+
+
+def _previous_entries(run_dir: Path) -> list[dict[str, Any]]:
+    """The stage entries of the run folder's last manifest (none when missing or damaged)."""
+    try:
+        stages = read_json(run_dir / MANIFEST_FILE).get("stages", [])
+        return [{**entry, "index": entry.get("index", position)} for position, entry in enumerate(stages)]
+    except (OSError, ValueError, AttributeError, TypeError):
+        return []
+
+
+def _manifest_writer(run_dir: Path, manifest: dict[str, Any], previous: list[dict[str, Any]]) -> Callable[[int], None]:
+    """save(reached): write this run's entries so far, then the last run's entries past index `reached`:
+    a rerun that fails keeps what it did not reach. The finished run's manifest is written as is."""
+
+    def save(reached: int) -> None:
+        kept = [entry for entry in previous if entry["index"] > reached]
+        write_json(run_dir / MANIFEST_FILE, {**manifest, "stages": manifest["stages"] + kept})
+
+    return save
 
 
 def _run_stage(ctx: StageContext, config: Any, source: Artifact | None, config_hash: str, index: int) -> dict[str, Any]:
@@ -241,7 +268,7 @@ def _prepare_folder(folder: Path, config_hash: str, force: bool) -> None:
     if folder.exists() and not resumable:
         shutil.rmtree(folder)
     elif resumable:
-        clear_unfinished(folder, {CHECKPOINT_FILE, PENDING_FILE, "log.txt"})  # what a killed process left half-done
+        clear_unfinished(folder, {CHECKPOINT_FILE, PENDING_FILE, LOG_FILE})  # what a killed process left half-done
     folder.mkdir(parents=True, exist_ok=True)
     write_json(pending, {"config_hash": config_hash})
 
@@ -258,15 +285,9 @@ def _remove_resume_files(folder: Path) -> None:
     (folder / PENDING_FILE).unlink(missing_ok=True)
 
 
-def _stage_logger(folder: Path, echo: Callable[[str], None]) -> Callable[[str], None]:
-    log_file = folder / "log.txt"
-
-    def log(message: str) -> None:
-        with open(log_file, "a") as handle:
-            handle.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')}  {message}\n")
-        echo(message)
-
-    return log
+def _quiet(folder: Path, main: bool, options: RunOptions) -> ContextManager[None]:
+    """Library warnings into the stage's log.txt, not onto the terminal (rank 0; the others print them)."""
+    return warnings_to_log(folder, options.show_warnings) if main else nullcontext()
 
 
 def _silent(message: str) -> None:

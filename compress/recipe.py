@@ -146,10 +146,12 @@ def _list_index(node: list[Any], part: str, key: str) -> int:
     return matches[0]
 
 
-def format_validation_error(exc: ValidationError) -> str:
+def format_validation_error(exc: ValidationError, names: dict[str, str] | None = None) -> str:
+    """One line per problem, naming the field (or, through `names`, the command-line option it came from)."""
     lines = []
     for error in exc.errors():
         where = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        where = (names or {}).get(where, where)
         message = error["msg"]
         if error["type"] == "extra_forbidden":
             message = "unknown key (check its spelling and its place in the recipe)"

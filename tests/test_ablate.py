@@ -19,6 +19,7 @@ def ablation_recipe(tmp_path, variants):
     return path, raw
 
 
+@pytest.mark.slow
 def test_two_variants_share_the_cached_teacher_and_are_compared(tmp_path):
     path, _ = ablation_recipe(tmp_path, {"base": [], "short": {"set": ["stages.distill.lr=0.01"]}})
     messages = []

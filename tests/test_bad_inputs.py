@@ -42,6 +42,17 @@ def _unreadable(tmp, request, monkeypatch):
         monkeypatch.setattr("compress.data.readers.pd.read_csv", denied)
 
 
+def _long_id_parquet(tmp, request, monkeypatch):
+    """Two Parquet cousins of long_id.txt: an id beyond int64 as uint64, and a 21-digit id as a string."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    users, items = [1, 1, 1, 2, 2, 2, 3, 3, 3], [5, 6, 7, 5, 2**64 - 1, 7, 5, 6, 7]
+    pq.write_table(pa.table({"user_id": users, "item_id": pa.array(items, pa.uint64())}), tmp / "uint64.parquet")
+    strings = [str(i) for i in items[:4]] + ["123456789012345678901"] + [str(i) for i in items[5:]]
+    pq.write_table(pa.table({"user_id": users, "item_id": strings}), tmp / "string.parquet")
+
+
 def _mismatched_model(tmp, request, monkeypatch):
     folder = tiny_model_folder(tmp)
     config = json.loads((folder / "config.json").read_text())
@@ -56,10 +67,14 @@ def _garbage_weights(tmp, request, monkeypatch):
     (tiny_model_folder(tmp) / "model.safetensors").write_bytes(b"garbage" * 10)
 
 
-def _corrupt_onnx(tmp, request, monkeypatch):
+def _onnx_artifact(tmp, request, monkeypatch):
     _, source = request.getfixturevalue("tiny_onnx")
     shutil.copytree(source, tmp / "onnx")
     write_file_list(tmp / "onnx")
+
+
+def _corrupt_onnx(tmp, request, monkeypatch):
+    _onnx_artifact(tmp, request, monkeypatch)
     model = tmp / "onnx" / "model.onnx"
     data = bytearray(model.read_bytes())
     data[len(data) // 2] ^= 0x01
@@ -71,6 +86,16 @@ def _truncated_stage(tmp, request, monkeypatch):
     assert code == 0, output
     weights = tmp / "artifacts" / "base" / "01-train" / "model" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
+
+
+def _changed_data(tmp, request, monkeypatch):
+    """A run made from {tmp}/data.txt, which then gains a line."""
+    rows = "".join(f"{user} {item}\n" for user in range(1, 21) for item in range(user % 5 + 1, user % 5 + 6))
+    (tmp / "data.txt").write_text(rows)
+    code, output = run_in_process(["run", str(HERE / "recipes" / "base.yaml"), "-o", f"output_dir={tmp}/artifacts",
+                                   "-o", "data.source=file", "-o", f"data.path={tmp}/data.txt"])
+    assert code == 0, output
+    (tmp / "data.txt").write_text(rows + "1 9\n")
 
 
 def _locked_run(tmp, request, monkeypatch):
@@ -113,7 +138,9 @@ def squash(text: str) -> str:
     return " ".join(text.split())
 
 
-@pytest.mark.parametrize("case", CASES, ids=[case["id"] for case in CASES])
+@pytest.mark.parametrize(
+    "case", [pytest.param(case, id=case["id"], marks=[pytest.mark.slow] if case.get("subprocess") else []) for case in CASES]
+)
 def test_bad_input(case, tmp_path, request, monkeypatch, capsys):
     if "setup" in case:
         SETUPS[case["setup"]](tmp_path, request, monkeypatch)

@@ -16,6 +16,7 @@ from compress.bench import (
     ratios,
     time_calls,
 )
+from compress.export.onnx_export import ExportSettings, export_onnx
 from compress.models import save_model
 from compress.methods.surgery import keep_layers
 from compress.pipeline import RunOptions, run_recipe
@@ -80,6 +81,7 @@ def test_session_result_structure_and_same_session_ratios(tiny_data, teacher_and
     assert sum("measuring the teacher" in m for m in messages) == 1
 
 
+@pytest.mark.slow
 def test_run_benches_stages_and_cached_teacher_is_remeasured(tmp_path):
     recipe = tiny_distill_recipe(tmp_path)
     teacher_only = {**recipe, "stages": recipe["stages"][:1]}
@@ -106,10 +108,8 @@ def test_run_benches_stages_and_cached_teacher_is_remeasured(tmp_path):
 
 
 def test_onnx_adapter_measures_an_exported_model(tmp_path, tiny_data, tiny_model):
-    pytest.importorskip("onnxruntime")
-    export = pytest.importorskip("compress.export.onnx_export", reason="the export module is not in this tree yet")
     folder = tmp_path / "onnx"
-    export.export_onnx(tiny_model, folder, export.ExportSettings(), list(range(1, tiny_data.num_items + 1)), {})
+    export_onnx(tiny_model, folder, ExportSettings(), list(range(1, tiny_data.num_items + 1)), {})
     predictor = onnx_predictor(folder, CPU, threads=1)
     ids, mask = make_batch([np.array([1, 2, 3])], "realistic", predictor.max_len)
     assert np.asarray(predictor.predict(ids, mask)).shape == (1, tiny_data.num_items + 1)

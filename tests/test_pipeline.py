@@ -1,4 +1,5 @@
 import json
+import shutil
 import subprocess
 import sys
 
@@ -9,7 +10,7 @@ from compress.runs.artifacts import read_json
 from compress.models import load_model
 from compress.pipeline import RunOptions, run_recipe
 from compress.recipe import validate_recipe
-from tests.conftest import tiny_recipe
+from tests.conftest import tiny_distill_recipe, tiny_recipe
 
 QUIET = RunOptions(show_progress=False, log=lambda _: None)
 
@@ -75,6 +76,7 @@ def test_cli_end_to_end(tmp_path):
     assert f"{manifest['stages'][0]['metrics']['ndcg@10']:.4f}" in (report / "report.md").read_text()
 
 
+@pytest.mark.slow  # a subprocess per case
 @pytest.mark.parametrize(
     "content, message",
     [
@@ -95,3 +97,73 @@ def test_cli_user_errors_exit_2_without_traceback(tmp_path, content, message):
 def test_cli_help_lists_commands():
     result = cli("--help")
     assert result.returncode == 0 and "run" in result.stdout
+
+
+def test_editing_the_code_reruns_the_stages_and_editing_the_cli_does_not(tmp_path, monkeypatch):
+    from compress.runs import code_version
+
+    package = shutil.copytree(code_version.PACKAGE, tmp_path / "compress", ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(code_version, "PACKAGE", package)  # fingerprint a copy; the code that runs is unchanged
+    code_version.code_fingerprint.cache_clear()
+    try:
+        messages = []
+        options = RunOptions(show_progress=False, log=messages.append)
+        recipe = {**tiny_recipe(tmp_path, epochs=1), "bench": {"enabled": False}}
+        first = run_recipe(validate_recipe(recipe), options)
+
+        (package / "cli.py").write_text((package / "cli.py").read_text() + "\n# a comment\n")
+        code_version.code_fingerprint.cache_clear()
+        messages.clear()
+        assert run_recipe(validate_recipe(recipe), options)["stages"][0] == first["stages"][0]
+        assert any("train: cached" in m for m in messages)
+
+        losses = package / "training" / "losses.py"
+        losses.write_text(losses.read_text() + "\n# an edited loss\n")
+        code_version.code_fingerprint.cache_clear()
+        messages.clear()
+        second = run_recipe(validate_recipe(recipe), options)
+        assert not any(": cached" in m for m in messages)
+        assert second["stages"][0]["config_hash"] != first["stages"][0]["config_hash"]
+    finally:
+        code_version.code_fingerprint.cache_clear()
+
+
+def test_a_rerun_that_fails_keeps_the_entries_it_did_not_reach(tmp_path, monkeypatch):
+    from compress.stages import train
+
+    recipe = {**tiny_distill_recipe(tmp_path), "bench": {"enabled": False}}
+    first = run_recipe(validate_recipe(recipe), QUIET)
+    manifest_file = tmp_path / "artifacts" / "tiny" / "manifest.json"
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug in the new code")
+
+    monkeypatch.setattr(train, "run", broken)
+    with pytest.raises(RuntimeError, match="a bug in the new code"):
+        run_recipe(validate_recipe(recipe), RunOptions(force=True, show_progress=False, log=lambda _: None))
+    kept = read_json(manifest_file)["stages"]
+    assert kept == [first["stages"][1]]  # train's folder was emptied for the rerun; distill's is untouched
+
+    monkeypatch.undo()
+    second = run_recipe(validate_recipe(recipe), QUIET)
+    assert read_json(manifest_file)["stages"] == second["stages"] and len(second["stages"]) == 2
+
+
+def test_library_warnings_go_to_the_stage_log_not_the_terminal(tmp_path, monkeypatch):
+    import warnings
+
+    from compress.stages import train
+
+    original = train.run
+
+    def warning_run(*args, **kwargs):
+        warnings.warn("a TracerWarning-like library warning", UserWarning)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(train, "run", warning_run)
+    recipe = {**tiny_recipe(tmp_path, epochs=1), "bench": {"enabled": False}}
+    with warnings.catch_warnings(record=True) as printed:
+        warnings.simplefilter("always")
+        run_recipe(validate_recipe(recipe), QUIET)
+    assert not [w for w in printed if "TracerWarning-like" in str(w.message)]
+    assert "UserWarning: a TracerWarning-like library warning" in (tmp_path / "artifacts/tiny/01-train/log.txt").read_text()

@@ -133,11 +133,28 @@ def _parse_int_tokens(tokens: np.ndarray, path: Path, line_of_token: np.ndarray)
             f"{path}: line {int(line_of_token[first])}: id {tokens[first]!r} is not an integer",
             "this format needs integer ids; use csv/tsv/parquet for string ids",
         )
+    if numeric.dtype != np.int64 and (first := _first_too_large(tokens, numeric.to_numpy())) is not None:
+        raise DataError(
+            f"{path}: line {int(line_of_token[first])}: id {tokens[first]!r} does not fit in a 64-bit integer",
+            "this format reads ids as 64-bit integers (at most 19 digits); csv/tsv/parquet keep longer ids as strings",
+        )
     values = numeric.to_numpy().astype(np.int64)
     if (values < 0).any():
         first = int(np.argmax(values < 0))
         raise DataError(f"{path}: line {int(line_of_token[first])}: negative id {values[first]}")
     return values
+
+
+def _first_too_large(tokens: np.ndarray, values: np.ndarray) -> int | None:
+    """Index of the first token outside the int64 range (`values`: their uint64/float64 parse), else None."""
+    for index in np.flatnonzero(np.abs(values.astype(np.float64)) >= 2.0**62):  # float64 is inexact near 2**63
+        try:
+            fits = -(2**63) <= int(tokens[index]) < 2**63
+        except ValueError:  # `1e30`: parsed as a float
+            fits = abs(values[index]) < 2.0**63
+        if not fits:
+            return int(index)
+    return None
 
 
 def _read_pairs(path: Path) -> pd.DataFrame:
@@ -148,7 +165,7 @@ def _read_pairs(path: Path) -> pd.DataFrame:
         )
         if len(table) and (table.to_numpy() >= 0).all():
             return table
-    except (ValueError, pd.errors.ParserError, UnicodeDecodeError):
+    except (ValueError, OverflowError, pd.errors.ParserError, UnicodeDecodeError):  # the checked pass says which line
         pass
     return _read_pairs_checked(path)
 

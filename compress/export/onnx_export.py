@@ -17,13 +17,14 @@ import torch
 from torch import nn
 
 from compress.runs.artifacts import CONFIG_FILE, atomic_write, read_json, write_json
-from compress.data import DataConfig, load_data
 from compress.data.sequences import SequenceData
 from compress.runtime.environment import versions
 from compress.errors import ArtifactError
 from compress.evaluation.config import EvalConfig, ParityConfig
 from compress.evaluation.metrics import evaluate_onnx
 from compress.runs.integrity import FILES_FILE, write_file_list
+from compress.runs.layout import ITEM_IDS_FILE, MANIFEST_FILE
+from compress.runs.run_data import load_run_data
 from compress.models import SequentialRecommender, load_model
 from compress.export.config import ExportSettings
 from compress.export.chunked_topk import add_chunked_ranking
@@ -209,7 +210,7 @@ def _torch_export(
     else:
         batch, seq = torch.export.Dim("batch", min=1), torch.export.Dim("seq", min=2, max=max(max_len, 2))
         program = torch.onnx.export(
-            graph, args, dynamo=True, opset_version=opset, external_data=False,
+            graph, args, dynamo=True, opset_version=opset, external_data=False, verbose=False,  # no progress prints
             input_names=list(INPUTS), output_names=list(outputs),
             dynamic_shapes={"item_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
         )
@@ -242,9 +243,10 @@ def export_path(
         export_onnx(model, out, settings, ids, provenance)
         write_file_list(out)
         return {"artifact": str(out)}
-    recipe = read_json(run_dir / "manifest.json")["recipe"]
-    data = load_data(DataConfig(**recipe["data"]), recipe["seed"])
-    ids = read_json(run_dir / "item_ids.json")
+    manifest = read_json(run_dir / MANIFEST_FILE)
+    recipe = manifest["recipe"]
+    data = load_run_data(run_dir, manifest)  # checked: the data and item ids the run was made from
+    ids = read_json(run_dir / ITEM_IDS_FILE)
     report = export_and_check(model, out, settings, parity, data, ids, provenance, log)
     exported = OnnxRecommender(out, "cpu")
     metrics = evaluate_onnx(exported, data, "test", EvalConfig(**recipe["eval"]))
@@ -255,8 +257,8 @@ def export_path(
 
 def _resolve_model(path: Path) -> tuple[Path, Path | None]:
     """(model folder, its run folder or None) for a run folder or a model folder."""
-    if (path / "manifest.json").is_file():
-        stages = [s for s in read_json(path / "manifest.json").get("stages", []) if s.get("kind") == "torch"]
+    if (path / MANIFEST_FILE).is_file():
+        stages = [s for s in read_json(path / MANIFEST_FILE).get("stages", []) if s.get("kind") == "torch"]
         if not stages:
             raise ArtifactError(f"run {path} has no finished PyTorch stage to export")
         return path / stages[-1]["output"], path
@@ -266,4 +268,4 @@ def _resolve_model(path: Path) -> tuple[Path, Path | None]:
             "e.g. compress export artifacts/quickstart --out exported/",
         )
     run_dir = path.parent.parent  # <run>/<NN-stage>/model
-    return path, run_dir if (run_dir / "manifest.json").is_file() else None
+    return path, run_dir if (run_dir / MANIFEST_FILE).is_file() else None

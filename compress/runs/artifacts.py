@@ -67,6 +67,17 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def folder_sha256(folder: Path) -> str:
+    """A short hash of every file in `folder` (relative path + sha256; hidden files skipped), e.g. a checkpoint."""
+    folder = Path(folder)
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        relative = path.relative_to(folder)
+        if path.is_file() and not any(part.startswith(".") for part in relative.parts):
+            digest.update(f"{relative.as_posix()}\0{sha256_file(path)}\0".encode())
+    return digest.hexdigest()[:16]
+
+
 def stable_hash(data: Any) -> str:
     """A short content hash of JSON-serialisable `data` (key order does not matter)."""
     text = json.dumps(data, sort_keys=True, default=str)

@@ -17,10 +17,11 @@ from typing import Any
 
 from compress.runs.artifacts import read_json, sha256_file, write_json
 from compress.errors import ArtifactError
+from compress.runs.layout import LOG_FILE
 
 FILES_FILE = "files.json"
 STAGE_MARK = "stage.json"  # = pipeline.STAGE_FILE; a stage folder's list counts only once it is there
-UNLISTED = frozenset({FILES_FILE, STAGE_MARK, "log.txt", "bench.json", "checkpoint.pt", "pending.json"})
+UNLISTED = frozenset({FILES_FILE, STAGE_MARK, LOG_FILE, "bench.json", "checkpoint.pt", "pending.json"})
 
 # Files already checked in this process, by (path, size, mtime, inode, expected sha256): each file is
 # hashed once per process, however many times it is loaded (a pipeline loads a model several times).

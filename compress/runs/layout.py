@@ -10,6 +10,8 @@ from compress.runs.artifacts import read_json
 from compress.errors import RunFolderError
 
 MANIFEST_FILE = "manifest.json"
+LOG_FILE = "log.txt"  # a stage's messages and library warnings
+ITEM_IDS_FILE = "item_ids.json"  # original id of each internal item id 1..N
 
 
 def read_manifest(run_dir: Path) -> dict[str, Any]:

@@ -10,11 +10,14 @@ import torch
 
 from compress.errors import RecipeError
 
+DEVICES = ("auto", "cpu", "cuda")  # what a recipe's `device` and `compress bench --device` accept
 _PACKAGES = ("compress", "torch", "transformers", "onnx", "onnxruntime", "onnxruntime-gpu", "torch-pruning")
 
 
 def resolve_device(name: str) -> torch.device:
     """`auto` is CUDA when present, else CPU; asking for CUDA without one is an error."""
+    if name not in DEVICES:
+        raise RecipeError(f"device {name!r} is not one of {', '.join(DEVICES)}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():

@@ -67,7 +67,7 @@ def read_requests(path: Path) -> list[Request]:
 
 def recommend(model: OnnxRecommender, requests: list[Request], top_k: int | None = None) -> list[Recommendation]:
     """Top-K original item ids and scores for every request (input items are never recommended)."""
-    k = top_k or model.top_k
+    k = model.top_k if top_k is None else top_k
     if not 1 <= k <= model.top_k:
         raise InputError(f"top-k {k} is out of range: the artifact was exported with K = {model.top_k}",
                          "re-export with a larger top_k")

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from pydantic import BaseModel
 
-from compress.runs.artifacts import CONFIG_FILE, WEIGHTS_FILE, sha256_file
+from compress.runs.artifacts import CONFIG_FILE, WEIGHTS_FILE, folder_sha256, sha256_file
 from compress.stages.config import (
     ArtifactKind,
     DistillConfig,
@@ -81,6 +81,11 @@ def _load_files(config: LoadConfig) -> str:
     return ":".join(sha256_file(config.path / name) for name in (CONFIG_FILE, WEIGHTS_FILE))
 
 
+def _init_from_files(config: TrainConfig) -> str | None:
+    """The init_from checkpoint's contents, not only its path: replacing its files reruns the stage."""
+    return folder_sha256(config.init_from) if config.init_from else None
+
+
 def _check_load(config: LoadConfig, index: int, stages: list[Any]) -> None:
     if not (config.path / CONFIG_FILE).is_file() or not (config.path / WEIGHTS_FILE).is_file():
         raise ValueError(f"stages.{index}.path: {config.path} is not a model folder (config.json + model.safetensors)")
@@ -125,7 +130,7 @@ STAGES: dict[str, StageSpec] = {
     spec.name: spec
     for spec in (
         StageSpec("train", TrainConfig, _module_run("train"), _always(None), _always("torch"), data_parallel=True,
-                  depth_after=lambda config: config.model.num_layers),
+                  depth_after=lambda config: config.model.num_layers, content_id=_init_from_files),
         StageSpec("load", LoadConfig, _module_run("load"), _always(None), _always("torch"),
                   check_chain=_check_load, content_id=_load_files),
         StageSpec("distill", DistillConfig, _module_run("distill"), _always("torch"), _always("torch"),

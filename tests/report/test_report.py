@@ -65,6 +65,7 @@ def test_report_of_unbenchmarked_run_says_so(tmp_path):
     assert "No stage was benchmarked" in files.markdown.read_text()
 
 
+@pytest.mark.slow  # a subprocess
 def test_report_on_a_folder_that_is_not_a_run(tmp_path):
     with pytest.raises(RunFolderError, match="not a run folder"):
         build_report([tmp_path], tmp_path / "out")

@@ -25,6 +25,8 @@ from compress.pipeline import RunOptions, run_recipe
 from compress.recipe import validate_recipe
 from tests.conftest import tiny_recipe
 
+pytestmark = pytest.mark.slow  # every test kills and reruns a two-stage run (two through a subprocess)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

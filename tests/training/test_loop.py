@@ -3,7 +3,7 @@ import copy
 import pytest
 import torch
 
-from compress.evaluation.metrics import EvalConfig
+from compress.evaluation.metrics import EvalConfig, evaluate_model
 from compress.training.losses import next_item_loss
 from compress.training.loop import OptimConfig, TrainContext, fit
 
@@ -66,5 +66,21 @@ def _train_until_interrupted(model, data, config, folder, stop_after):
 
 def test_early_stopping_restores_the_best_weights(tmp_path, tiny_data, tiny_model):
     config = OptimConfig(epochs=6, batch_size=32, lr=0.5, patience=1)  # a too-high lr makes it worsen
-    result = fit(tiny_model, ce_loss, tiny_data, config, context(tmp_path))
+    ctx = context(tmp_path)
+    weights = {}  # epoch -> the weights as that epoch's validation saw them (logged right after it)
+
+    def log(message):
+        if message.startswith("epoch "):
+            epoch = int(message.split()[1].split("/")[0])
+            weights[epoch] = {k: v.detach().clone() for k, v in tiny_model.state_dict().items()}
+
+    ctx.log = log
+    result = fit(tiny_model, ce_loss, tiny_data, config, ctx)
     assert result.best_metric == max(h["ndcg@10"] for h in result.history)
+    assert result.best_epoch < result.epochs_run  # the last weights are not the best: there is something to restore
+    restored = tiny_model.state_dict()
+    for key, value in weights[result.best_epoch].items():
+        torch.testing.assert_close(restored[key], value, rtol=0, atol=0)
+    assert any(not torch.equal(restored[k], v) for k, v in weights[result.epochs_run].items())
+    again = evaluate_model(tiny_model, tiny_data, "valid", EvalConfig(max_users=config.eval_users), torch.device("cpu"))
+    assert again["ndcg@10"] == pytest.approx(result.best_metric)

@@ -1,0 +1,31 @@
+import shutil
+
+from compress.runs.code_version import PACKAGE, code_fingerprint, source_fingerprint
+
+
+def copy_package(tmp_path):
+    return shutil.copytree(PACKAGE, tmp_path / "compress", ignore=shutil.ignore_patterns("__pycache__"))
+
+
+def test_a_source_edit_changes_the_fingerprint_and_cli_or_report_edits_do_not(tmp_path):
+    package = copy_package(tmp_path)
+    before = source_fingerprint(package)
+    losses = package / "training" / "losses.py"
+    original = losses.read_text()
+    losses.write_text(original.replace("def ", "def  ", 1))
+    assert source_fingerprint(package) != before
+    losses.write_text(original)
+    assert source_fingerprint(package) == before
+
+    (package / "cli.py").write_text("# the command line only\n")
+    (package / "report" / "extra.py").write_text("X = 1\n")
+    (package / "__pycache__").mkdir()
+    (package / "__pycache__" / "x.cpython-311.pyc").write_bytes(b"\0")
+    assert source_fingerprint(package) == before
+
+    (package / "training" / "new_loss.py").write_text("X = 1\n")
+    assert source_fingerprint(package) != before
+
+
+def test_the_cached_fingerprint_is_the_installed_package():
+    assert code_fingerprint() == source_fingerprint(PACKAGE)
