@@ -19,7 +19,6 @@ in file order. Ids are kept as read (strings or integers); preprocessing remaps 
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np

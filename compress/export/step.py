@@ -70,7 +70,7 @@ def export_step(model: SequentialRecommender, folder: Path, top_k: int, opset: i
     model = model.cpu().eval()
     graph = StepGraph(model, top_k).eval()
     c = model.config
-    batch, past, new = 2, 3, 2
+    batch, past = 2, 3
     example = (
         torch.tensor([[1, 2], [0, 3]]).clamp(max=c.num_items),
         torch.tensor([[0, 1, 1, 1, 1], [1, 1, 1, 0, 1]]),

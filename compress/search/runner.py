@@ -27,7 +27,7 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
-from compress.errors import ArtifactError, CompressError, ParityError, RecipeError, RunFolderError
+from compress.errors import ArtifactError, ParityError, RecipeError, RunFolderError
 from compress.evaluation.bootstrap import per_user_ndcg
 from compress.pipeline import RunOptions, run_recipe
 from compress.recipe import Recipe, validate_recipe

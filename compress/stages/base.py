@@ -60,3 +60,30 @@ class StageContext:
             log=self.log,
             show_progress=self.show_progress,
         )
+
+
+def recover_and_save(
+    ctx: StageContext,
+    model: torch.nn.Module,
+    original: torch.nn.Module,
+    recovery: Any,
+    blocks: Any,
+    info: dict[str, Any],
+) -> StageResult:
+    """The KD recovery fine-tune of a compressed `model` from its `original` (skipped when `recovery`
+    is None), then the saved artifact; shared by prune and item_table."""
+    from compress.models import save_model
+    from compress.runtime import distributed
+    from compress.training.loop import fit
+    from compress.training.losses import distillation_objective
+
+    history: list[dict[str, float]] = []
+    if recovery is not None:
+        loss_fn = distillation_objective(original, recovery.weights, blocks, recovery.softmax, recovery.num_negatives)
+        result = fit(model, loss_fn, ctx.data, recovery, ctx.train_context())
+        info = {**info, "recovery_best_epoch": result.best_epoch, "recovery_epochs_run": result.epochs_run,
+                "recovery_seconds": round(result.seconds, 2)}
+        history = result.history
+    if distributed.is_main():
+        save_model(model, ctx.model_folder)
+    return StageResult(Artifact(ctx.model_folder, "torch"), {**info, "history": history})

@@ -20,12 +20,10 @@ from compress.evaluation.metrics import evaluate_model
 from compress.methods.item_table import (
     compressed_spec, factorized_table, frequency_groups, quantized_table, table_bytes, training_counts,
 )
-from compress.models import SequentialRecommender, load_model, save_model
-from compress.runtime import distributed
-from compress.stages.base import Artifact, StageContext, StageResult
+from compress.models import SequentialRecommender, load_model
+from compress.stages.base import Artifact, StageContext, StageResult, recover_and_save
 from compress.stages.config import ItemTableConfig
-from compress.training.loop import fit
-from compress.training.losses import BlockMap, distillation_objective
+from compress.training.losses import BlockMap
 
 
 def run(ctx: StageContext, config: ItemTableConfig, source: Artifact) -> StageResult:
@@ -43,18 +41,8 @@ def run(ctx: StageContext, config: ItemTableConfig, source: Artifact) -> StageRe
         "method": describe(config), "table": model.config.table.model_dump(), "table_bytes": stored,
         "table_bytes_fp32": fp32_bytes, "table_bytes_ratio": stored / fp32_bytes, "metrics_before_recovery": before,
     }
-    history: list[dict[str, float]] = []
-    if config.recovery is not None:
-        recovery = config.recovery
-        blocks = _block_map(model, recovery.blocks)
-        loss_fn = distillation_objective(original, recovery.weights, blocks, recovery.softmax, recovery.num_negatives)
-        result = fit(model, loss_fn, ctx.data, recovery, ctx.train_context())
-        info |= {"recovery_best_epoch": result.best_epoch, "recovery_epochs_run": result.epochs_run,
-                 "recovery_seconds": round(result.seconds, 2)}
-        history = result.history
-    if distributed.is_main():
-        save_model(model, ctx.model_folder)
-    return StageResult(Artifact(ctx.model_folder, "torch"), {**info, "history": history})
+    blocks = _block_map(model, config.recovery.blocks) if config.recovery is not None else None
+    return recover_and_save(ctx, model, original, config.recovery, blocks, info)
 
 
 def compress_model(original: SequentialRecommender, config: ItemTableConfig, ctx: StageContext) -> SequentialRecommender:

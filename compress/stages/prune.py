@@ -14,18 +14,16 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from compress.runtime import distributed
 from compress.data.batching import train_batches
 from compress.errors import RecipeError
 from compress.evaluation.metrics import evaluate_model
 from compress.methods.layer_importance import block_influence, select_layers
-from compress.training.losses import BlockMap, distillation_objective, next_item_loss
-from compress.models import SequentialRecommender, load_model, save_model
+from compress.training.losses import BlockMap, next_item_loss
+from compress.models import SequentialRecommender, load_model
 from compress.methods.surgery import CalibrationLosses, keep_layers, prune_width
 from compress.methods.pruning import PrunePlan, plan_pruning
 from compress.stages.config import PruneConfig, Recovery
-from compress.stages.base import Artifact, StageContext, StageResult
-from compress.training.loop import fit
+from compress.stages.base import Artifact, StageContext, StageResult, recover_and_save
 
 
 def run(ctx: StageContext, config: PruneConfig, source: Artifact) -> StageResult:
@@ -59,17 +57,8 @@ def run(ctx: StageContext, config: PruneConfig, source: Artifact) -> StageResult
         "mlp_channels_kept": f"{plan.intermediate_size}/{before.intermediate_size}",
         "metrics_before_recovery": pruned_metrics,
     }
-    history: list[dict[str, float]] = []
-    if config.recovery is not None and blocks is not None:
-        recovery = config.recovery
-        loss_fn = distillation_objective(original, recovery.weights, blocks, recovery.softmax, recovery.num_negatives)
-        result = fit(pruned, loss_fn, ctx.data, recovery, ctx.train_context())
-        info |= {"recovery_best_epoch": result.best_epoch, "recovery_epochs_run": result.epochs_run,
-                 "recovery_seconds": round(result.seconds, 2)}
-        history = result.history
-    if distributed.is_main():
-        save_model(pruned, ctx.model_folder)
-    return StageResult(Artifact(ctx.model_folder, "torch"), {**info, "history": history})
+    recovery = config.recovery if blocks is not None else None
+    return recover_and_save(ctx, pruned, original, recovery, blocks, info)
 
 
 def _block_map(plan: PrunePlan, original: SequentialRecommender, recovery: Recovery) -> BlockMap:
