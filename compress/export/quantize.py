@@ -49,7 +49,8 @@ def quantize_onnx(
     if mode == "static" and calibration is None:
         raise ValueError("static quantization needs calibration inputs")
     op_types = list(op_types or DEFAULT_OP_TYPES[mode])
-    packed = PackedTable.from_graph(onnx.load(str(Path(source) / MODEL_FILE)))
+    source_model = onnx.load(str(Path(source) / MODEL_FILE))
+    packed = PackedTable.from_graph(source_model)
     if packed is not None and item_table:
         raise ArtifactError(f"{source}: the item table is already compressed (item_table stage)",
                             "drop item_table from the quantize stage")
@@ -59,7 +60,7 @@ def quantize_onnx(
         prepared = Path(scratch) / "prepared.onnx"
         # onnxruntime's symbolic shape inference fails on fused Attention and on the Loop of a chunked-ranking
         # graph; ONNX's own shape inference is enough there
-        fused_attention = _has_onnx_attention(source)
+        fused_attention = _has_onnx_attention(source_model)
         skip_symbolic = fused_attention or metadata.get("item_chunk") is not None
         quant_pre_process(str(Path(source) / MODEL_FILE), str(prepared), skip_symbolic_shape=skip_symbolic)
         table_nodes = item_table_nodes(onnx.load(str(prepared)), metadata["num_items"] + 1)
@@ -105,11 +106,10 @@ def quantize_onnx(
     return metadata
 
 
-def _has_onnx_attention(folder: Path) -> bool:
+def _has_onnx_attention(model: onnx.ModelProto) -> bool:
     """Whether the graph holds the ONNX (opset 23) Attention op; onnxruntime's symbolic shape inference
     mistakes it for its contrib Attention and rejects it, so only ONNX shape inference runs then."""
-    graph = onnx.load(str(Path(folder) / MODEL_FILE), load_external_data=False).graph
-    return any(node.op_type == "Attention" and node.domain in ("", "ai.onnx") for node in graph.node)
+    return any(node.op_type == "Attention" and node.domain in ("", "ai.onnx") for node in model.graph.node)
 
 
 def item_table_nodes(model: onnx.ModelProto, rows: int) -> list[str]:
