@@ -1,0 +1,41 @@
+"""Analytic FLOPs of one forward pass of a SequentialRecommender, counted from its config.
+
+Counted: every matrix product, 2 FLOPs per multiply-add (the usual convention; elementwise work
+such as RMSNorm, RoPE, softmax and SiLU is left out: it is a few percent at these widths).
+One *sequence* is one request: the backbone runs over all `length` positions (the padded length
+in the benchmark's fixed mode), attention as computed with a padding/causal mask (the full
+length x length square per head, as SDPA and ONNX Attention compute it), then the last
+position alone is projected and scored against every item (num_items + 1 rows, padding included).
+"""
+
+from __future__ import annotations
+
+from compress.models.config import RecommenderConfig
+
+
+def flops_per_sequence(config: RecommenderConfig, length: int | None = None) -> dict[str, int]:
+    """FLOPs of scoring one sequence of `length` positions (default: max_len), by part and in total.
+
+    Parts: `input_projection` (item_dim -> hidden, when they differ), `attention_projections`
+    (q, k, v, o; grouped-query k/v are num_kv_heads wide), `attention_scores` (QK^T and the
+    weighted sum of V), `mlp` (gate, up, down), `output_projection` (hidden -> item_dim at the
+    last position), `scoring` (the last state against the item table).
+    """
+    length = config.max_len if length is None else length
+    hidden, item_dim, layers = config.hidden_size, config.item_dim, config.num_layers
+    heads, kv_heads, head_dim = config.num_heads, config.num_kv_heads, config.head_dim
+    projected = item_dim != hidden
+    parts = {
+        "input_projection": 2 * length * item_dim * hidden if projected else 0,
+        "attention_projections": layers * 2 * length * hidden * head_dim * (2 * heads + 2 * kv_heads),
+        "attention_scores": layers * 2 * 2 * heads * length * length * head_dim,
+        "mlp": layers * 3 * 2 * length * hidden * config.intermediate_size,
+        "output_projection": 2 * hidden * item_dim if projected else 0,
+        "scoring": 2 * item_dim * (config.num_items + 1),
+    }
+    return {**parts, "total": sum(parts.values())}
+
+
+def achieved_gflops(flops: int, seconds_per_sequence: float) -> float:
+    """GFLOP/s of an engine that scores one sequence of `flops` in `seconds_per_sequence`."""
+    return flops / seconds_per_sequence / 1e9

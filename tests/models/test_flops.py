@@ -1,0 +1,58 @@
+"""The analytic FLOP count: against a hand count, and against torch's own count of the model's matmuls."""
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from compress.models import RecommenderConfig, SequentialRecommender
+from compress.models.flops import achieved_gflops, flops_per_sequence
+
+# hidden 16, item_dim 8 (projected), 2 layers, 4 query heads of width 4 sharing 2 kv heads, MLP 24,
+# 20 items (21 table rows), sequences of 6
+TINY = dict(num_items=20, hidden_size=16, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=24,
+            item_dim=8, max_len=6, dropout=0.0)
+
+
+def test_flops_match_a_hand_count():
+    flops = flops_per_sequence(RecommenderConfig(**TINY))
+    # 2 FLOPs per multiply-add; L = 6 positions
+    assert flops["input_projection"] == 2 * 6 * 8 * 16  # 1,536
+    # per layer: q and o 16x16, k and v 16x8 (2 kv heads x 4) -> (256 + 256 + 128 + 128) MACs per position
+    assert flops["attention_projections"] == 2 * (2 * 6 * 768)  # 18,432
+    # per layer and head: QK^T 6x6x4 MACs and the same for the weighted sum of V
+    assert flops["attention_scores"] == 2 * 4 * (2 * 144 + 2 * 144)  # 4,608
+    # per layer: gate and up 16 -> 24, down 24 -> 16
+    assert flops["mlp"] == 2 * (2 * 6 * 3 * 384)  # 27,648
+    assert flops["output_projection"] == 2 * 16 * 8  # the last position only
+    assert flops["scoring"] == 2 * 8 * 21
+    assert flops["total"] == 1_536 + 18_432 + 4_608 + 27_648 + 256 + 336
+
+
+def test_flops_scale_with_the_shape():
+    base = RecommenderConfig(**TINY)
+    deeper = RecommenderConfig(**{**TINY, "num_layers": 4})
+    square = RecommenderConfig(**{**TINY, "item_dim": 16})  # no projections
+    assert flops_per_sequence(deeper)["mlp"] == 2 * flops_per_sequence(base)["mlp"]
+    assert flops_per_sequence(square)["input_projection"] == flops_per_sequence(square)["output_projection"] == 0
+    short = flops_per_sequence(base, length=3)
+    assert short["attention_scores"] * 4 == flops_per_sequence(base)["attention_scores"]  # quadratic in length
+    assert short["scoring"] == flops_per_sequence(base)["scoring"]  # one scored position whatever the length
+
+
+@pytest.mark.parametrize("shape", [TINY, {**TINY, "item_dim": 16, "num_kv_heads": 4, "max_len": 9}])
+def test_flops_agree_with_torch_flop_counter(shape):
+    """torch counts every mm/bmm the model runs (eager attention, so QK^T and AV are bmm's)."""
+    config = RecommenderConfig(**shape)
+    model = SequentialRecommender(config).eval()
+    model.backbone.config._attn_implementation = "eager"  # SDPA's CPU kernel is invisible to the counter
+    ids = torch.randint(1, config.num_items + 1, (1, config.max_len))
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model.next_item_scores(ids, torch.ones_like(ids))
+    flops = flops_per_sequence(config)
+    # the PyTorch model projects every position back to item_dim before taking the last one
+    wasted = (config.max_len - 1) * flops["output_projection"]
+    assert counter.get_total_flops() == flops["total"] + wasted
+
+
+def test_achieved_gflops():
+    assert achieved_gflops(2_000_000_000, 0.5) == pytest.approx(4.0)
