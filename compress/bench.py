@@ -34,7 +34,8 @@ from compress.runs.run_data import load_run_data
 from compress.data.batching import history_and_target, left_pad
 from compress.data.sequences import SequenceData
 from compress.runtime.environment import describe_device, resolve_device
-from compress.models import load_model
+from compress.models import RecommenderConfig, load_model
+from compress.models.flops import achieved_gflops, flops_per_sequence
 from compress.runs.layout import MANIFEST_FILE, read_manifest, stage_folder
 from compress.stages.base import Artifact
 
@@ -52,6 +53,7 @@ class Predictor:
     engine: str
     params: int
     max_len: int
+    config: RecommenderConfig | None = None  # the architecture, for the FLOP count (None: unknown)
 
 
 def torch_predictor(folder: Path, device: torch.device, threads: int | None = None) -> Predictor:
@@ -70,7 +72,7 @@ def torch_predictor(folder: Path, device: torch.device, threads: int | None = No
             torch.cuda.synchronize(device)
         return scores
 
-    return Predictor(predict, "torch-eager", model.num_parameters(), model.config.max_len)
+    return Predictor(predict, "torch-eager", model.num_parameters(), model.config.max_len, model.config)
 
 
 def onnx_predictor(folder: Path, device: torch.device, threads: int | None = None) -> Predictor:
@@ -79,7 +81,9 @@ def onnx_predictor(folder: Path, device: torch.device, threads: int | None = Non
 
     model = OnnxRecommender(folder, device.type, threads=threads)
     engine = f"onnxruntime-{model.session.get_providers()[0].removesuffix('ExecutionProvider').lower()}"
-    return Predictor(model.scores, engine, model.num_parameters(), model.max_len)
+    shape = model.metadata.get("model")  # exports before the FLOP column lack it
+    config = RecommenderConfig(**shape) if shape else None
+    return Predictor(model.scores, engine, model.num_parameters(), model.max_len, config)
 
 
 def has_step(artifact: Artifact) -> bool:
@@ -197,8 +201,11 @@ def torch_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def headline(result: dict[str, Any]) -> dict[str, float]:
-    """The numbers a report shows and ratios are taken of: batch-1 latency and throughput at max length."""
+def headline(result: dict[str, Any]) -> dict[str, float | None]:
+    """The numbers a report shows and ratios are taken of: batch-1 latency and throughput at max length,
+    and the FLOPs per sequence with the GFLOP/s they make at both (None where the shape is unknown)."""
+    flops = (result.get("flops_per_sequence") or {}).get("total")
+    p50_s, throughput = result["latency_ms"]["fixed"]["p50"] / 1000.0, result["throughput_seq_per_s"]["fixed"]
     return {
         "params": result["params"],
         "size_bytes": result["size_bytes"],
@@ -207,6 +214,9 @@ def headline(result: dict[str, Any]) -> dict[str, float]:
         "latency_p99_ms": result["latency_ms"]["fixed"]["p99"],
         "throughput_seq_per_s": result["throughput_seq_per_s"]["fixed"],
         "peak_memory_bytes": result["memory"]["increase_bytes"],
+        "flops_per_sequence": flops,
+        "gflops_batch1": achieved_gflops(flops, p50_s) if flops else None,
+        "gflops_throughput": achieved_gflops(flops, 1.0 / throughput) if flops else None,
     }
 
 
@@ -223,7 +233,8 @@ def median_of(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 def ratios(numbers: dict[str, float], reference: dict[str, float]) -> dict[str, float | None]:
     """`stage / teacher` for every headline number (latency 0.5 = twice as fast; None where the teacher is 0)."""
-    return {key: (numbers[key] / reference[key] if reference[key] else None) for key in numbers}
+    return {key: (numbers[key] / reference[key] if numbers[key] is not None and reference.get(key) else None)
+            for key in numbers}
 
 
 class BenchSession:
@@ -266,6 +277,7 @@ class BenchSession:
                 ms = time_calls(predictor.predict, [batch] * (1 + cfg.throughput_iterations), warmup=1)
                 throughput[mode] = cfg.batch_size_throughput * len(ms) / (ms.sum() / 1000.0)
             engine, params = predictor.engine, predictor.params
+            flops = flops_per_sequence(predictor.config, predictor.max_len) if predictor.config else None
             del predictor
         extra = {"incremental": self.incremental(artifact)} if has_step(artifact) else {}
         return {
@@ -281,6 +293,7 @@ class BenchSession:
             "latency_ms": latency,
             "throughput_seq_per_s": throughput,
             "memory": memory.result(),
+            "flops_per_sequence": flops,
             **extra,
         }
 

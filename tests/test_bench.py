@@ -17,7 +17,8 @@ from compress.bench import (
     time_calls,
 )
 from compress.export.onnx_export import ExportSettings, export_onnx
-from compress.models import save_model
+from compress.models import load_model, save_model
+from compress.models.flops import flops_per_sequence
 from compress.methods.surgery import keep_layers
 from compress.pipeline import RunOptions, run_recipe
 from compress.recipe import validate_recipe
@@ -76,6 +77,13 @@ def test_session_result_structure_and_same_session_ratios(tiny_data, teacher_and
         assert ratio == pytest.approx(numbers[key] / reference[key]) if reference[key] else ratio is None
     assert result["ratios"]["params"] < 1
 
+    # the physical-limit numbers: FLOPs counted from the shape, GFLOP/s from the medians measured here
+    flops = result["flops_per_sequence"]["total"]
+    assert flops == flops_per_sequence(load_model(student.path).config)["total"]
+    assert flops < reference["flops_per_sequence"]  # one layer of the teacher's two
+    assert numbers["gflops_batch1"] == pytest.approx(flops / (result["latency_ms"]["fixed"]["p50"] / 1000) / 1e9)
+    assert numbers["gflops_throughput"] == pytest.approx(flops * result["throughput_seq_per_s"]["fixed"] / 1e9)
+
     again = session.bench(teacher, teacher)
     assert again["ratios"]["params"] == 1 and again["ratios"]["latency_p50_ms"] == 1
     assert sum("measuring the teacher" in m for m in messages) == 1
@@ -118,6 +126,9 @@ def test_onnx_adapter_measures_an_exported_model(tmp_path, tiny_data, tiny_model
     result = session.measure(Artifact(folder, "onnx"))
     assert result["engine"] == "onnxruntime-cpu" and result["params"] > 0
     assert result["latency_ms"]["realistic"]["p50"] > 0
+    # the export records the shape, so the ONNX engine is credited with the same FLOPs as PyTorch
+    assert result["flops_per_sequence"] == flops_per_sequence(tiny_model.config)
+    assert headline(result)["gflops_batch1"] > 0
 
 
 def test_onnx_without_a_cuda_provider_is_measured_as_a_cpu_engine(monkeypatch):

@@ -120,6 +120,7 @@ def export_onnx(
         "export_seconds": round(export_seconds, 2),
         "quantization": None,
         "item_table": model.config.table.model_dump() if model.config.table is not None else None,
+        "model": model.config.model_dump(),  # the architecture (the bench counts its FLOPs)
         "source": provenance,
         "versions": versions(),
         "item_ids": item_ids,

@@ -25,6 +25,7 @@ CONTROLS_FILE = "controls.json"  # written by compress.controls.write_controls
 QUALITY = ("ndcg@10", "hr@10", "mrr@10")
 STATIC = ("params", "size_bytes")
 TIMED = ("latency_p50_ms", "throughput_seq_per_s", "peak_memory_bytes")
+PHYSICAL = ("flops_per_sequence", "gflops_batch1", "gflops_throughput")  # counted FLOPs and the rate achieved
 
 
 @dataclass
@@ -91,6 +92,7 @@ def _stage_row(
         numbers = headline(bench)
         values.update({key: numbers[key] for key in TIMED})
         ratios.update({key: bench["ratios"][key] for key in TIMED})
+        values.update({key: numbers[key] for key in PHYSICAL if numbers.get(key) is not None})
     return StageRow(run, entry["name"], values, ratios, bench, key=entry.get("config_hash"))
 
 

@@ -27,6 +27,13 @@ HEADLINE: list[tuple[str, str, Formatter]] = [
     ("throughput (seq/s)", "throughput_seq_per_s", lambda v: f"{v:,.0f}"),
 ]
 
+# the physical-limit columns, shown when a stage's bench counted its FLOPs (compress/models/flops.py)
+PHYSICAL_COLUMNS: list[tuple[str, str, Formatter]] = [
+    ("GFLOP/seq", "flops_per_sequence", lambda v: f"{v / 1e9:.3g}"),
+    ("GFLOP/s, batch 1", "gflops_batch1", lambda v: f"{v:.1f}"),
+    ("GFLOP/s, throughput batch", "gflops_throughput", lambda v: f"{v:.1f}"),
+]
+
 
 def cell(row: StageRow, key: str, fmt: Formatter) -> str:
     """'0.1234 (0.98x)', or '-' when the stage has no such number (e.g. never benchmarked).
@@ -64,6 +71,8 @@ def stage_table(runs: list[RunSummary], baseline: bool = True, shared: bool = Fa
     headline = list(HEADLINE)
     if with_difference:
         headline.insert(1, ("ΔNDCG@10 vs teacher [95% CI]", DIFFERENCE, lambda v: ""))
+    if any("flops_per_sequence" in row.values for row in every):
+        headline += PHYSICAL_COLUMNS
     columns = (["run"] if with_run else []) + ["stage"] + [title for title, _, _ in headline]
     columns += ["p50 / ONNX teacher", "seq/s / ONNX teacher"] if with_onnx else []
     owners = _owners(runs) if shared else {}

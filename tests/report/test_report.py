@@ -44,7 +44,9 @@ def test_report_files_tables_and_plots(tiny_run, tmp_path):
             assert f"{stage['params']:,}" in text
             assert f"{bench['latency_p50_ms']:.2f} ({bench['ratios']['latency_p50_ms']:.2f}x)" in text
             assert f"{bench['throughput_seq_per_s']:,.0f}" in text
+            assert f"{bench['gflops_batch1']:.1f}" in text and f"{bench['gflops_throughput']:.1f}" in text
     assert f"{manifest['baseline']['metrics']['ndcg@10']:.4f}" in markdown
+    assert "GFLOP/seq" in markdown and "GFLOP/s, batch 1" in markdown
     assert "(quality_latency.png)" in markdown and "(cost_per_stage.png)" in markdown
     # self-contained: plots embedded, nothing fetched from elsewhere
     assert html.count('src="data:image/png;base64,') == len(files.images)
