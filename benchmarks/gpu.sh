@@ -4,7 +4,10 @@
 # 1. the CUDA tests (tests/test_gpu.py: the whole stack on CUDA, fp16/bf16/bitsandbytes, and the
 #    onnxruntime CUDA provider when onnxruntime-gpu is installed);
 # 2. benchmarks/headline.py on CUDA for each dataset named (default: all): trained, evaluated and
-#    benchmarked on the GPU, results under RESULTS_DIR/<dataset>-cuda/.
+#    benchmarked on the GPU, results under RESULTS_DIR/<dataset>-cuda/;
+# 3. ml1m_large (not in the default list: name it): the backbone-heavy recipe trained on the GPU, its
+#    stages benchmarked on the host CPU (the CPU headline: RESULTS_DIR/ml1m_large-hostcpu/), then on
+#    the GPU (RESULTS_DIR/ml1m_large-cuda/).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:-../shared/datasets}
@@ -22,7 +25,13 @@ for item in $WHAT; do
                     --name ml1m-cuda --device cuda --results "$RESULTS" || status=1 ;;
         beauty) "$PYTHON" benchmarks/headline.py --recipe recipes/beauty.yaml --data "$DATA/Beauty.txt" \
                     --name beauty-cuda --device cuda --results "$RESULTS" || status=1 ;;
-        *) echo "unknown item $item (tests, ml1m, beauty)"; exit 2 ;;
+        ml1m_large)
+                for bench in cpu cuda; do
+                    name=ml1m_large-$([ $bench = cpu ] && echo hostcpu || echo cuda)
+                    "$PYTHON" benchmarks/headline.py --recipe recipes/ml1m_large.yaml --data "$DATA/ml-1m.txt" \
+                        --name "$name" --device $bench --results "$RESULTS" || status=1
+                done ;;
+        *) echo "unknown item $item (tests, ml1m, beauty, ml1m_large)"; exit 2 ;;
     esac
 done
 exit $status

@@ -118,15 +118,22 @@ def make_batch(histories: list[np.ndarray], mode: LengthMode, max_len: int) -> t
     return ids, (ids > 0).astype(np.int64)
 
 
-def time_calls(predict: PredictFn, batches: list[tuple[np.ndarray, np.ndarray]], warmup: int) -> np.ndarray:
-    """Milliseconds per call for `batches[warmup:]`, after untimed calls on `batches[:warmup]`."""
+def time_calls(
+    predict: PredictFn, batches: list[tuple[np.ndarray, np.ndarray]], warmup: int, cpu: list[float] | None = None
+) -> np.ndarray:
+    """Milliseconds per call for `batches[warmup:]`, after untimed calls on `batches[:warmup]`.
+
+    With `cpu`, each call's CPU milliseconds (time.process_time: every thread of this process) are
+    appended to it: on a shared machine the work a call costs, where wall time also counts waiting."""
     for ids, mask in batches[:warmup]:
         predict(ids, mask)
     times = []
     for ids, mask in batches[warmup:]:
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         predict(ids, mask)
         times.append(time.perf_counter() - start)
+        if cpu is not None:
+            cpu.append((time.process_time() - start_cpu) * 1000.0)
     return np.asarray(times) * 1000.0
 
 
@@ -267,15 +274,21 @@ class BenchSession:
         with torch_threads(cfg.threads), PeakMemory(device) as memory:
             predictor = PREDICTORS[artifact.kind](artifact.path, device, cfg.threads)
             singles = {m: [make_batch([h], m, predictor.max_len) for h in self.histories] for m in LENGTH_MODES}
+            cpu_single: list[float] = []  # CPU ms of the fixed-length calls
+            cpu_batch: list[float] = []
             latency = {
-                m: latency_stats(time_calls(predictor.predict, singles[m][: cfg.warmup + cfg.iterations], cfg.warmup))
+                m: latency_stats(time_calls(predictor.predict, singles[m][: cfg.warmup + cfg.iterations], cfg.warmup,
+                                            cpu_single if m == "fixed" else None))
                 for m in LENGTH_MODES
             }
             throughput = {}
             for mode in LENGTH_MODES:
                 batch = make_batch(self.histories[: cfg.batch_size_throughput], mode, predictor.max_len)
-                ms = time_calls(predictor.predict, [batch] * (1 + cfg.throughput_iterations), warmup=1)
+                ms = time_calls(predictor.predict, [batch] * (1 + cfg.throughput_iterations), warmup=1,
+                                cpu=cpu_batch if mode == "fixed" else None)
                 throughput[mode] = cfg.batch_size_throughput * len(ms) / (ms.sum() / 1000.0)
+            cpu_time = {"latency_p50_ms": float(np.median(cpu_single)),
+                        "ms_per_sequence": float(np.sum(cpu_batch)) / (len(cpu_batch) * cfg.batch_size_throughput)}
             engine, params = predictor.engine, predictor.params
             flops = flops_per_sequence(predictor.config, predictor.max_len) if predictor.config else None
             del predictor
@@ -293,6 +306,7 @@ class BenchSession:
             "latency_ms": latency,
             "throughput_seq_per_s": throughput,
             "memory": memory.result(),
+            "cpu_time": cpu_time,  # fixed length: CPU ms of a batch-1 call (p50), per sequence at the large batch
             "flops_per_sequence": flops,
             **extra,
         }
@@ -345,7 +359,7 @@ def combine_rounds(results: list[dict[str, Any]], references: list[dict[str, flo
     """One result of several rounds: medians of the numbers, the largest memory, the median of the
     per-round ratios to the teacher measured in the same round; each round's batch-1 p50 is kept."""
     result = {**results[0], **median_of(
-        [{k: r[k] for k in ("latency_ms", "throughput_seq_per_s")} for r in results]
+        [{k: r[k] for k in ("latency_ms", "throughput_seq_per_s", "cpu_time") if k in r} for r in results]
     )}
     result["memory"] = max((r["memory"] for r in results), key=lambda m: m["increase_bytes"])
     result["rounds"] = len(results)

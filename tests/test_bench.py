@@ -46,8 +46,11 @@ def test_make_batch_fixed_and_realistic_lengths():
 
 def test_time_calls_times_only_after_warmup():
     calls = []
-    ms = time_calls(lambda ids, mask: calls.append(ids.shape), [(np.zeros((1, 2)), np.zeros((1, 2)))] * 5, warmup=2)
+    cpu = []
+    ms = time_calls(lambda ids, mask: calls.append(ids.shape), [(np.zeros((1, 2)), np.zeros((1, 2)))] * 5, warmup=2,
+                    cpu=cpu)
     assert len(calls) == 5 and len(ms) == 3 and (ms >= 0).all()
+    assert len(cpu) == 3 and min(cpu) >= 0  # one CPU time per timed call
 
 
 @pytest.fixture
@@ -77,6 +80,8 @@ def test_session_result_structure_and_same_session_ratios(tiny_data, teacher_and
         assert ratio == pytest.approx(numbers[key] / reference[key]) if reference[key] else ratio is None
     assert result["ratios"]["params"] < 1
 
+    # CPU time of the same calls (every thread of the process), positive
+    assert result["cpu_time"]["latency_p50_ms"] > 0 and result["cpu_time"]["ms_per_sequence"] > 0
     # the physical-limit numbers: FLOPs counted from the shape, GFLOP/s from the medians measured here
     flops = result["flops_per_sequence"]["total"]
     assert flops == flops_per_sequence(load_model(student.path).config)["total"]

@@ -10,6 +10,7 @@ Exporter = Literal["legacy", "dynamo"]  # torch.onnx exporters
 Optimization = Literal["none", "basic", "extended"]  # onnxruntime graph optimisation saved into model.onnx
 OnnxMode = Literal["dynamic", "static"]  # onnxruntime int8 quantization
 CalibrateMethod = Literal["MinMax", "Entropy", "Percentile"]
+ActivationType = Literal["int8", "uint8"]  # static int8: activations signed (S8S8) or unsigned (U8S8)
 
 
 class ExportSettings(BaseModel):

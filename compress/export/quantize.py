@@ -20,7 +20,7 @@ import onnx
 
 from compress.runs.artifacts import read_json, write_json
 from compress.errors import ArtifactError
-from compress.export.config import CalibrateMethod, OnnxMode
+from compress.export.config import ActivationType, CalibrateMethod, OnnxMode
 from compress.export.graph import share_transposed_initializers, sort_nodes
 from compress.export.item_table import PREFIX, PackedTable, store_packed_table
 from compress.serve.onnx_model import METADATA_FILE, MODEL_FILE, import_onnxruntime, read_metadata
@@ -39,8 +39,12 @@ def quantize_onnx(
     item_table: bool = False,
     calibration: Iterable[dict[str, np.ndarray]] | None = None,
     calibrate_method: CalibrateMethod = "MinMax",
+    activation_type: ActivationType = "int8",
 ) -> dict[str, Any]:
-    """Quantize the artifact in `source` into `target` (model.onnx + metadata.json); return the metadata."""
+    """Quantize the artifact in `source` into `target` (model.onnx + metadata.json); return the metadata.
+
+    `activation_type` (static only): int8 (S8S8) or uint8 (U8S8, the x86 kernels' native input).
+    """
     import_onnxruntime()
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process
     from onnxruntime.quantization import quantize_dynamic, quantize_static
@@ -79,7 +83,8 @@ def quantize_onnx(
         else:
             quantize_static(
                 str(prepared), str(output), _Reader(calibration), quant_format=QuantFormat.QDQ,
-                activation_type=QuantType.QInt8, calibrate_method=getattr(CalibrationMethod, calibrate_method),
+                activation_type=QuantType.QUInt8 if activation_type == "uint8" else QuantType.QInt8,
+                calibrate_method=getattr(CalibrationMethod, calibrate_method),
                 # opset-23 graphs: the standard QuantizeLinear's output_dtype clashes with the quantizer's
                 # zero points (onnxruntime 1.32); its contrib QDQ ops load and run
                 extra_options={"UseQDQContribOps": True} if fused_attention else {},
@@ -98,7 +103,7 @@ def quantize_onnx(
     quantization = {
         "backend": "onnxruntime", "mode": mode, "op_types": op_types, "per_channel": per_channel,
         "reduce_range": reduce_range, "item_table": item_table,
-        **({"calibrate_method": calibrate_method} if mode == "static" else {}),
+        **({"calibrate_method": calibrate_method, "activation_type": activation_type} if mode == "static" else {}),
     }
     metadata = {**read_json(Path(source) / METADATA_FILE), "quantization": quantization}
     metadata.pop("step", None)  # step.onnx (incremental export) is not quantized nor copied
