@@ -164,7 +164,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True, help="the pairs file the models were trained on")
     parser.add_argument("--max-len", type=int, default=50)
     parser.add_argument("--model", action="append", required=True, help="NAME=FOLDER of a trained model")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="intra-op threads (1: CPU time is the work itself, no thread spin-waiting in it)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--calls", type=int, default=30, help="timed batch-1 calls per graph, level and round")
     parser.add_argument("--big-calls", type=int, default=3, help="timed batch-256 calls per graph, level and round")
