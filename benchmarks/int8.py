@@ -114,20 +114,18 @@ def study(name: str, model_folder: Path, data, args) -> dict:
                              "bytes": (folder / MODEL_FILE).stat().st_size,
                              "ops": sorted({n.op_type for n in onnx.load(str(folder / MODEL_FILE)).graph.node}),
                              "timings": {level: {"b1": [], "b256": []} for level in LEVELS}}
-        sessions = {}
-        for variant, folder in graphs.items():
-            for level, enum in LEVELS.items():
-                options = ort.SessionOptions()
-                options.intra_op_num_threads = args.threads
-                options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, enum)
-                sessions[variant, level] = ort.InferenceSession(str(folder / MODEL_FILE), options,
-                                                                providers=["CPUExecutionProvider"])
         for index in range(args.rounds):  # interleaved: each round times every graph at every level once
             print(f"{name}: round {index + 1}/{args.rounds}", flush=True)
-            for (variant, level), session in sessions.items():
-                timing = rows[variant]["timings"][level]
-                timing["b1"].append(time_calls(session, singles))
-                timing["b256"].append(time_calls(session, [big] * (1 + args.big_calls)))
+            for variant, folder in graphs.items():
+                for level, enum in LEVELS.items():  # one session at a time: each keeps a batch-256 memory arena
+                    options = ort.SessionOptions()
+                    options.intra_op_num_threads = args.threads
+                    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, enum)
+                    session = ort.InferenceSession(str(folder / MODEL_FILE), options, providers=["CPUExecutionProvider"])
+                    timing = rows[variant]["timings"][level]
+                    timing["b1"].append(time_calls(session, singles))
+                    timing["b256"].append(time_calls(session, [big] * (1 + args.big_calls)))
+                    del session
     flops = flops_per_sequence(config)["total"]
     for row in rows.values():
         for level, timing in row["timings"].items():
