@@ -62,13 +62,15 @@ VARIANTS: dict[str, dict] = {
 }
 
 
-def build(model_folder: Path, folder: Path, data, calibration: list[dict]) -> dict[str, Path]:
+def build(model_folder: Path, folder: Path, data, calibration: list[dict], wanted: list[str]) -> dict[str, Path]:
     """Every variant's ONNX artifact folder: fp32 (the export stage's defaults) and the quantized ones."""
     model = load_model(model_folder)
     fp32 = folder / "fp32"
     export_onnx(model, fp32, ExportSettings(), list(range(1, data.num_items + 1)), {"model": str(model_folder)})
     graphs = {"fp32": fp32}
-    for name, options in list(VARIANTS.items())[1:]:
+    for name, options in VARIANTS.items():
+        if name == "fp32" or name not in wanted:
+            continue
         out = folder / name.replace(" ", "_").replace(",", "")
         quantize_onnx(fp32, out, calibration=calibration if options["mode"] == "static" else None, **options)
         graphs[name] = out
@@ -103,7 +105,7 @@ def study(name: str, model_folder: Path, data, args) -> dict:
     calibration = calibration_feeds(data, max_len, QuantizeConfig().calibration_users, 0)
     parity = QuantizeConfig().parity.model_copy(update={"users": args.parity_users})
     with tempfile.TemporaryDirectory() as scratch:
-        graphs = build(model_folder, Path(scratch), data, calibration)
+        graphs = build(model_folder, Path(scratch), data, calibration, args.variants)
         reference = onnx_scores(OnnxRecommender(graphs["fp32"], "cpu"))
         rows = {}
         for variant, folder in graphs.items():
@@ -113,14 +115,14 @@ def study(name: str, model_folder: Path, data, args) -> dict:
                              and report["ndcg_drop@10"] <= parity.max_ndcg_drop,
                              "bytes": (folder / MODEL_FILE).stat().st_size,
                              "ops": sorted({n.op_type for n in onnx.load(str(folder / MODEL_FILE)).graph.node}),
-                             "timings": {level: {"b1": [], "b256": []} for level in LEVELS}}
+                             "timings": {level: {"b1": [], "b256": []} for level in args.levels}}
         for index in range(args.rounds):  # interleaved: each round times every graph at every level once
             print(f"{name}: round {index + 1}/{args.rounds}", flush=True)
             for variant, folder in graphs.items():
-                for level, enum in LEVELS.items():  # one session at a time: each keeps a batch-256 memory arena
+                for level in args.levels:  # one session at a time: each keeps a batch-256 memory arena
                     options = ort.SessionOptions()
                     options.intra_op_num_threads = args.threads
-                    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, enum)
+                    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, LEVELS[level])
                     session = ort.InferenceSession(str(folder / MODEL_FILE), options, providers=["CPUExecutionProvider"])
                     timing = rows[variant]["timings"][level]
                     timing["b1"].append(time_calls(session, singles))
@@ -182,6 +184,10 @@ def main() -> None:
     parser.add_argument("--big-calls", type=int, default=3, help="timed batch-256 calls per graph, level and round")
     parser.add_argument("--parity-users", type=int, default=1024)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/int8"))
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), metavar="VARIANT",
+                        help="int8 variants to build (default: all); fp32 is always the reference")
+    parser.add_argument("--levels", nargs="+", default=list(LEVELS), choices=list(LEVELS),
+                        help="onnxruntime session optimisation levels to time (default: all four)")
     parser.add_argument("--merge", type=Path, action="append", default=[],
                         help="an earlier int8.json whose studies join this one's (e.g. one model per session)")
     args = parser.parse_args()
