@@ -72,6 +72,11 @@ def training_windows(data: SequenceData, max_len: int, sliding: bool = False) ->
     return np.stack([users[rows][keep], stops[keep]], axis=1)
 
 
+def window_pairs(windows: np.ndarray, max_len: int) -> np.ndarray:
+    """The (input, target) pairs of each `training_windows` row."""
+    return np.minimum(windows[:, 1] - 1, max_len)
+
+
 def train_batches(
     data: SequenceData,
     max_len: int,

@@ -29,7 +29,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from compress.runtime import distributed
 from compress.runs.artifacts import atomic_write
-from compress.data.batching import TrainBatch, train_batches, training_windows
+from compress.data.batching import TrainBatch, train_batches, training_windows, window_pairs
 from compress.data.sequences import SequenceData
 from compress.evaluation.metrics import EvalConfig, evaluate_model, evaluation_users, metrics_from_ranks, model_ranks
 from compress.models import SequentialRecommender
@@ -64,7 +64,9 @@ def fit(
 ) -> TrainResult:
     """Train `model` in place with `loss_fn`; keep and restore the best validation weights."""
     model.to(ctx.device).train()
-    steps_per_epoch = math.ceil(len(training_windows(data, ctx.max_len, config.sliding_windows)) / config.batch_size)
+    windows = training_windows(data, ctx.max_len, config.sliding_windows)
+    steps_per_epoch = math.ceil(len(windows) / config.batch_size)
+    pairs_per_rank_batch = window_pairs(windows, ctx.max_len).sum() / steps_per_epoch / distributed.world_size()
     if config.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
     total_steps = steps_per_epoch * config.epochs
@@ -95,8 +97,11 @@ def fit(
                 batch = TrainBatch(*(t.to(ctx.device) for t in (batch.item_ids, batch.attention_mask, batch.targets)))
                 with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=autocast):
                     loss, _terms = step_loss(batch.item_ids, batch.attention_mask, batch.targets)
+                # length-grouped batches hold unequal numbers of pairs: weigh each batch's mean loss by
+                # its pairs over the epoch's mean, so every pair counts the same as with plain shuffling
+                weight = (batch.targets > 0).sum() / pairs_per_rank_batch if config.batch_by_length else 1.0
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                (loss * weight).backward()
                 if config.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
                 optimizer.step()
