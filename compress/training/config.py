@@ -25,7 +25,9 @@ class OptimConfig(BaseModel):
     softmax: Softmax = Field("full", description="Next-item cross-entropy over all items or sampled.")
     num_negatives: int = Field(1000, ge=1, description="Shared negatives per step for softmax: sampled.")
     batch_by_length: bool = Field(
-        True, description="Group users of similar history length in a batch (less padding, same epoch); false: plain shuffle."
+        False,
+        description="Group windows of similar length in a batch (less padding: faster epochs, but each epoch learns less; "
+        "see README); false: plain shuffle.",
     )
     sliding_windows: bool = Field(
         False,
