@@ -29,7 +29,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from compress.runtime import distributed
 from compress.runs.artifacts import atomic_write
-from compress.data.batching import TrainBatch, train_batches, training_windows, window_pairs
+from compress.data.batching import TrainBatch, train_batches, training_windows
 from compress.data.sequences import SequenceData
 from compress.evaluation.metrics import EvalConfig, evaluate_model, evaluation_users, metrics_from_ranks, model_ranks
 from compress.models import SequentialRecommender
@@ -66,7 +66,6 @@ def fit(
     model.to(ctx.device).train()
     windows = training_windows(data, ctx.max_len, config.sliding_windows)
     steps_per_epoch = math.ceil(len(windows) / config.batch_size)
-    pairs_per_rank_batch = window_pairs(windows, ctx.max_len).sum() / steps_per_epoch / distributed.world_size()
     if config.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
     total_steps = steps_per_epoch * config.epochs
@@ -89,7 +88,7 @@ def fit(
             losses: list[torch.Tensor] = []  # detached, on the device: read once per epoch (per step if shown)
             batches = train_batches(
                 data, ctx.max_len, config.batch_size, state.rng,
-                part=distributed.batch_part, by_length=config.batch_by_length, sliding=config.sliding_windows,
+                part=distributed.batch_part, sliding=config.sliding_windows,
             )
             for step, batch in enumerate(batches):
                 if step >= steps_per_epoch:
@@ -97,11 +96,8 @@ def fit(
                 batch = TrainBatch(*(t.to(ctx.device) for t in (batch.item_ids, batch.attention_mask, batch.targets)))
                 with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=autocast):
                     loss, _terms = step_loss(batch.item_ids, batch.attention_mask, batch.targets)
-                # length-grouped batches hold unequal numbers of pairs: weigh each batch's mean loss by
-                # its pairs over the epoch's mean, so every pair counts the same as with plain shuffling
-                weight = (batch.targets > 0).sum() / pairs_per_rank_batch if config.batch_by_length else 1.0
                 optimizer.zero_grad(set_to_none=True)
-                (loss * weight).backward()
+                loss.backward()
                 if config.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
                 optimizer.step()

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from compress.data.batching import training_windows, window_pairs, eval_batches, history_and_target, left_pad, train_batches
+from compress.data.batching import training_windows, eval_batches, history_and_target, left_pad, train_batches
 from compress.data.sequences import build_sequences, kcore_filter
 from compress.data.synthetic import SyntheticConfig, generate
 from compress.errors import DataError
@@ -76,19 +76,6 @@ def test_sliding_windows_use_every_training_pair_once():
     assert every == sorted([(i, i + 1) for i in range(1, 10)] + [(1, 2)])
     assert last == sorted([(7, 8), (8, 9), (9, 10), (1, 2)])  # the most recent window only
     assert training_windows(data, 3, sliding=True).tolist() == [[0, 10], [0, 7], [0, 4], [1, 2]]
-    assert window_pairs(training_windows(data, 3, sliding=True), 3).sum() == len(every)  # the loop's pair count
-
-
-def test_length_grouped_batches_cover_the_epoch_with_less_padding():
-    rng = np.random.default_rng(1)
-    lengths = rng.integers(4, 60, size=400)
-    frame = pd.DataFrame({"user": np.repeat(np.arange(400), lengths), "item": np.concatenate([np.arange(1, n + 1) for n in lengths])})
-    data = build_sequences(frame)
-    plain = list(train_batches(data, 50, 16, np.random.default_rng(0)))
-    grouped = list(train_batches(data, 50, 16, np.random.default_rng(0), by_length=True))
-    assert _pairs(plain) == _pairs(grouped)  # same epoch, other batches
-    padding = lambda batches: sum(int((b.attention_mask == 0).sum()) for b in batches)
-    assert padding(grouped) < padding(plain) / 3
 
 
 def test_inputs_keep_the_most_recent_items():

@@ -65,7 +65,7 @@ def _train_until_interrupted(model, data, config, folder, stop_after):
 
 
 def test_early_stopping_restores_the_best_weights(tmp_path, tiny_data, tiny_model):
-    config = OptimConfig(epochs=6, batch_size=32, lr=0.5, patience=1, batch_by_length=False)  # a too-high lr makes it worsen
+    config = OptimConfig(epochs=6, batch_size=32, lr=0.5, patience=1)  # a too-high lr makes it worsen
     ctx = context(tmp_path)
     weights = {}  # epoch -> the weights as that epoch's validation saw them (logged right after it)
 
