@@ -29,17 +29,17 @@ import numpy as np
 import torch
 
 from compress.bench_config import BenchConfig
+from compress.bench_results import BENCH_FILE, headline
 from compress.runs.artifacts import dir_size_bytes, read_json, write_json
 from compress.runs.run_data import load_run_data
 from compress.data.batching import history_and_target, left_pad
 from compress.data.sequences import SequenceData
 from compress.runtime.environment import describe_device, resolve_device
 from compress.models import RecommenderConfig, load_model
-from compress.models.flops import achieved_gflops, flops_per_sequence
+from compress.models.flops import flops_per_sequence
 from compress.runs.layout import MANIFEST_FILE, read_manifest, stage_folder
 from compress.stages.base import Artifact
 
-BENCH_FILE = "bench.json"
 LengthMode = Literal["fixed", "realistic"]
 LENGTH_MODES: tuple[LengthMode, ...] = get_args(LengthMode)
 PredictFn = Callable[[np.ndarray, np.ndarray], Any]  # (item_ids, attention_mask) [B, L] int64 -> scores
@@ -206,25 +206,6 @@ def torch_threads(threads: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
-
-
-def headline(result: dict[str, Any]) -> dict[str, float | None]:
-    """The numbers a report shows and ratios are taken of: batch-1 latency and throughput at max length,
-    and the FLOPs per sequence with the GFLOP/s they make at both (None where the shape is unknown)."""
-    flops = (result.get("flops_per_sequence") or {}).get("total")
-    p50_s, throughput = result["latency_ms"]["fixed"]["p50"] / 1000.0, result["throughput_seq_per_s"]["fixed"]
-    return {
-        "params": result["params"],
-        "size_bytes": result["size_bytes"],
-        "latency_p50_ms": result["latency_ms"]["fixed"]["p50"],
-        "latency_p95_ms": result["latency_ms"]["fixed"]["p95"],
-        "latency_p99_ms": result["latency_ms"]["fixed"]["p99"],
-        "throughput_seq_per_s": result["throughput_seq_per_s"]["fixed"],
-        "peak_memory_bytes": result["memory"]["increase_bytes"],
-        "flops_per_sequence": flops,
-        "gflops_batch1": achieved_gflops(flops, p50_s) if flops else None,
-        "gflops_throughput": achieved_gflops(flops, 1.0 / throughput) if flops else None,
-    }
 
 
 def median_of(results: list[dict[str, Any]]) -> dict[str, Any]:

@@ -149,7 +149,7 @@ def bench(
 
 def _print_incremental(run_dir: Path, manifest: dict[str, Any]) -> None:
     """The per-event serving table of every stage whose bench.json has an `incremental` key."""
-    from compress.bench import BENCH_FILE
+    from compress.bench_results import BENCH_FILE
     from compress.bench_incremental import ROW_COLUMNS, incremental_rows
     from compress.runs.artifacts import read_json
     from compress.runs.layout import stage_folder

@@ -14,7 +14,8 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-from compress.bench import BENCH_FILE, TEACHER_PREFIX, BenchSession, bench_interleaved, summary
+from compress.bench import TEACHER_PREFIX, BenchSession, bench_interleaved, summary
+from compress.bench_results import BENCH_FILE
 from compress.data import load_data
 from compress.evaluation.paired import artifact_ranks, ndcg_difference
 from compress.recipe import Recipe

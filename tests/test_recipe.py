@@ -126,3 +126,10 @@ def test_cli_reports_recipe_and_data_mistakes_before_importing_torch(tmp_path, c
     result = _python(code, tmp_path)  # importing torch or transformers would be a traceback, exit 1
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_report_builds_without_torch(tmp_path):
+    """`compress report` reads run folders: it must not need torch or transformers."""
+    result = _python(BLOCK_HEAVY + "import compress.report.build, compress.report.collect\nprint('ok')\n", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"

@@ -9,6 +9,7 @@ decide whether a candidate stays within an accuracy budget. numpy only.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -78,3 +79,14 @@ def within_budget(difference: PairedDifference, max_drop: float, reference_mean:
     """
     budget = max_drop * reference_mean if reference_mean is not None else max_drop
     return -difference.low <= budget
+
+
+def describe(difference: dict[str, Any] | PairedDifference) -> str:
+    """'+0.0012 [-0.0030, +0.0051]' (the mean difference and its interval)."""
+    d = difference.as_dict() if isinstance(difference, PairedDifference) else difference
+    return f"{d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"
+
+
+def excludes_zero(difference: dict[str, Any]) -> bool:
+    """Whether the interval lies entirely on one side of 0 (a difference the test users support)."""
+    return difference["low"] > 0 or difference["high"] < 0

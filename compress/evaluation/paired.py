@@ -48,14 +48,3 @@ def ndcg_difference(
 ) -> PairedDifference:
     """candidate − reference NDCG@k over the same users, with its 95% paired-bootstrap interval."""
     return paired_bootstrap(per_user_ndcg(candidate, k), per_user_ndcg(reference, k), seed=seed)
-
-
-def describe(difference: dict[str, Any] | PairedDifference) -> str:
-    """'+0.0012 [-0.0030, +0.0051]' (the mean difference and its interval)."""
-    d = difference.as_dict() if isinstance(difference, PairedDifference) else difference
-    return f"{d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"
-
-
-def excludes_zero(difference: dict[str, Any]) -> bool:
-    """Whether the interval lies entirely on one side of 0 (a difference the test users support)."""
-    return difference["low"] > 0 or difference["high"] < 0

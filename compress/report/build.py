@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from compress.runs.artifacts import atomic_write, write_json
-from compress.evaluation.paired import describe
+from compress.evaluation.bootstrap import describe
 from compress.report.collect import RunSummary, StageRow, collect_run, sessions
 from compress.report.document import Block, Code, Heading, Image, Text, to_html, to_markdown
 from compress.report.plots import plot_cost_per_stage, plot_quality_latency, plot_variants

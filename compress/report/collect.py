@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from compress.runs.artifacts import read_json
-from compress.bench import BENCH_FILE, headline
+from compress.bench_results import BENCH_FILE, headline
 from compress.runs.integrity import verify_folder
 from compress.runs.layout import read_manifest, stage_folder
 

@@ -11,7 +11,7 @@ from typing import Any, Callable
 from compress.runs.artifacts import human_bytes
 from compress.report.collect import RunSummary, StageRow
 from compress.report.document import Table
-from compress.evaluation.paired import describe, excludes_zero
+from compress.evaluation.bootstrap import describe, excludes_zero
 
 Formatter = Callable[[float], str]
 

@@ -3,7 +3,8 @@ import pytest
 
 from compress.evaluation.config import EvalConfig
 from compress.evaluation.metrics import evaluate_model, metrics_from_ranks
-from compress.evaluation.paired import artifact_ranks, describe, excludes_zero, ndcg_difference
+from compress.evaluation.bootstrap import describe, excludes_zero
+from compress.evaluation.paired import artifact_ranks, ndcg_difference
 from compress.models import save_model
 
 
