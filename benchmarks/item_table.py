@@ -26,12 +26,19 @@ import torch
 
 RESULTS = Path(__file__).parent / "results" / "item_table"
 ROOT = Path(__file__).resolve().parent.parent
-QUICK_RECOVERY = {"epochs": 1, "max_steps_per_epoch": 20, "lr": 0.001, "eval_users": 500}
+QUICK_RECOVERY = {"epochs": 1, "max_steps_per_epoch": 20, "lr": 0.001}  # validated on every user
+FIXED = {"quantization_aware": False}
 METHODS: dict[str, dict[str, Any] | None] = {
     "fp32": None,
     "rowwise int8": {"method": "rowwise", "bits": 8, "recovery": None},
     "rowwise int4": {"method": "rowwise", "bits": 4, "recovery": QUICK_RECOVERY},
+    "rowwise int4, codes fixed": {"method": "rowwise", "bits": 4, "recovery": QUICK_RECOVERY, **FIXED},
+    "rowwise int3": {"method": "rowwise", "bits": 3, "recovery": QUICK_RECOVERY},
     "mixed int8/int4": {"method": "mixed", "high_bits": 8, "low_bits": 4, "coverage": 0.8, "recovery": QUICK_RECOVERY},
+    "mixed int4/int3, 4 bits": {"method": "mixed", "high_bits": 4, "low_bits": 3, "bits_per_weight": 4.0,
+                                "recovery": QUICK_RECOVERY},
+    "mixed int4/int3, 4 bits, codes fixed": {"method": "mixed", "high_bits": 4, "low_bits": 3, "bits_per_weight": 4.0,
+                                             "recovery": QUICK_RECOVERY, **FIXED},
     "mixed int4/int2": {"method": "mixed", "high_bits": 4, "low_bits": 2, "coverage": 0.8, "recovery": QUICK_RECOVERY},
     "lowrank r=16": {"method": "lowrank", "rank": 16, "recovery": QUICK_RECOVERY},
     "lowrank r=8": {"method": "lowrank", "rank": 8, "recovery": QUICK_RECOVERY},
@@ -69,7 +76,7 @@ def compress_and_export(name: str, spec: dict | None, recipe, data, source: Path
     from compress.stages.base import Artifact, StageContext
     from compress.stages.config import ItemTableConfig
 
-    folder = work / name.replace(" ", "_").replace("/", "-").replace("=", "")
+    folder = work / name.replace(", ", "_").replace(" ", "_").replace("/", "-").replace("=", "")
     info: dict[str, Any] = {}
     model_folder = source
     if spec is not None:
@@ -99,6 +106,11 @@ def compress_and_export(name: str, spec: dict | None, recipe, data, source: Path
         "ndcg@10": metrics["ndcg@10"],
         "hr@10": metrics["hr@10"],
         "ndcg@10_before_recovery": info.get("metrics_before_recovery", {}).get("ndcg@10"),
+        "valid_ndcg@10_before_recovery": info.get("recovery_valid_ndcg@10_before"),
+        "valid_ndcg@10_after_recovery": info.get("recovery_valid_ndcg@10_after"),
+        "recovery_kept": info.get("recovery_kept"),
+        "quantization_aware_recovery": info.get("quantization_aware_recovery"),
+        "bits_per_weight": round(info.get("table_bytes", fp32_bytes) * 8 / (fp32_bytes / 4), 3),
         "recovery": (spec or {}).get("recovery") is not None,
         "parity": json.loads((onnx_folder / "parity.json").read_text()),
         "config": spec,
