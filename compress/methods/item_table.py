@@ -30,25 +30,25 @@ ROW_OVERHEAD_BYTES = 4  # the fp16 scale and offset of a row
 CLIP_STEPS = (0.0, 0.04, 0.08, 0.12, 0.16)  # shares of a row's range tried off each end (below 8 bits)
 
 
-def quantize_rows(weight: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def quantize_rows(weight: torch.Tensor, bits: int, clip: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(packed uint8 codes, fp16 scale, fp16 offset) of every row of a float [rows, dim] table."""
-    codes, scale, offset = row_codes(weight.detach().float().cpu(), bits)
+    codes, scale, offset = row_codes(weight.detach().float().cpu(), bits, clip)
     return pack_codes(codes, bits), scale, offset
 
 
-def fake_quantize_rows(weight: torch.Tensor, bits: int) -> torch.Tensor:
+def fake_quantize_rows(weight: torch.Tensor, bits: int, clip: bool = True) -> torch.Tensor:
     """The float rows `quantize_rows` stores for `weight` (dequantized), with a straight-through gradient."""
-    codes, scale, offset = row_codes(weight.detach().float(), bits)
+    codes, scale, offset = row_codes(weight.detach().float(), bits, clip)
     restored = codes.float() * scale.float()[:, None] + offset.float()[:, None]
     return restored + (weight - weight.detach())  # exactly `restored`, the gradient of the identity
 
 
-def row_codes(weight: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def row_codes(weight: torch.Tensor, bits: int, clip: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(int32 codes, fp16 scale, fp16 offset) per row, the clipping of each row's range (CLIP_STEPS off
-    either end; none at 8 bits) that gives the least squared error; never worse than min/max."""
+    either end; none at 8 bits or without `clip`) that gives the least squared error; never worse than min/max."""
     levels = (1 << bits) - 1
     low, high = weight.amin(dim=1), weight.amax(dim=1)
-    steps = CLIP_STEPS if bits < 8 else (0.0,)
+    steps = CLIP_STEPS if bits < 8 and clip else (0.0,)
     best = None
     for cut_low in steps:
         for cut_high in steps:
@@ -81,13 +81,13 @@ def _half(values: torch.Tensor, up: bool) -> torch.Tensor:
     return torch.where(wrong, torch.nextafter(half, toward), half)
 
 
-def quantized_table(weight: torch.Tensor, group_bits: list[int], group_of_row: np.ndarray) -> QuantizedTable:
+def quantized_table(weight: torch.Tensor, group_bits: list[int], group_of_row: np.ndarray, clip: bool = True) -> QuantizedTable:
     """A QuantizedTable of `weight` where row i is quantized with group_bits[group_of_row[i]]."""
     rows, dim = weight.shape
     members = [np.flatnonzero(group_of_row == g) for g in range(len(group_bits))]
     table = QuantizedTable(rows, dim, list(group_bits), [len(m) for m in members])
     for index, (bits, rows_of_group) in enumerate(zip(group_bits, members)):
-        codes, scale, offset = quantize_rows(weight[torch.from_numpy(rows_of_group)], bits)
+        codes, scale, offset = quantize_rows(weight[torch.from_numpy(rows_of_group)], bits, clip)
         getattr(table, f"codes_{index}").copy_(codes)
         getattr(table, f"scale_{index}").copy_(scale)
         getattr(table, f"offset_{index}").copy_(offset)
@@ -101,8 +101,9 @@ class FakeQuantTable(torch.nn.Module):
     lookup and scoring see through `fake_quantize_rows` (straight-through gradient), so training moves
     the float weights while the model always runs on what `freeze` will store."""
 
-    def __init__(self, weight: torch.Tensor, group_bits: list[int], group_of_row: torch.Tensor) -> None:
+    def __init__(self, weight: torch.Tensor, group_bits: list[int], group_of_row: torch.Tensor, clip: bool = True) -> None:
         super().__init__()
+        self.clip = clip
         self.shadow = torch.nn.Parameter(weight.detach().float().clone())
         self.group_bits = list(group_bits)
         self.register_buffer("group_of_row", group_of_row.long().clone(), persistent=False)
@@ -114,7 +115,7 @@ class FakeQuantTable(torch.nn.Module):
         key = (self.shadow._version, torch.is_grad_enabled())
         if self._cached is None or self._cached[0] != key:
             members = [torch.nonzero(self.group_of_row == g).squeeze(1) for g in range(len(self.group_bits))]
-            parts = [fake_quantize_rows(self.shadow[rows], bits) for rows, bits in zip(members, self.group_bits)]
+            parts = [fake_quantize_rows(self.shadow[rows], bits, self.clip) for rows, bits in zip(members, self.group_bits)]
             order = row_order(self.group_of_row, len(parts))
             self._cached = (key, parts[0] if len(parts) == 1 else torch.cat(parts)[order])
         return self._cached[1]
@@ -131,7 +132,7 @@ class FakeQuantTable(torch.nn.Module):
     def freeze(self) -> QuantizedTable:
         """The QuantizedTable of the current shadow weights (the very rows `weight` gives)."""
         groups = self.group_of_row.cpu().numpy()
-        return quantized_table(self.shadow.detach().cpu(), self.group_bits, groups).to(self.shadow.device)
+        return quantized_table(self.shadow.detach().cpu(), self.group_bits, groups, self.clip).to(self.shadow.device)
 
 
 def factorized_table(weight: torch.Tensor, rank: int) -> FactorizedTable:

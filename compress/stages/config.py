@@ -84,8 +84,8 @@ class PruneConfig(PruneTargets):
 
 
 TABLE_METHOD_FIELDS = {
-    "rowwise": {"bits", "quantization_aware"},
-    "mixed": {"high_bits", "low_bits", "coverage", "bits_per_weight", "quantization_aware"},
+    "rowwise": {"bits", "clip", "quantization_aware"},
+    "mixed": {"high_bits", "low_bits", "coverage", "bits_per_weight", "clip", "quantization_aware"},
     "lowrank": {"rank"},
 }
 
@@ -114,6 +114,11 @@ class ItemTableConfig(BaseModel):
         default_factory=lambda: Recovery(epochs=2),
         description="Fine-tuning after compression, the uncompressed model as teacher, kept only if it "
         "improves validation NDCG@10; null: none.",
+    )
+    clip: bool = Field(
+        True,
+        description="rowwise/mixed, below 8 bits: clip each row's range where that lowers its squared error "
+        "(up to 16% off either end); false: the row's [min, max].",
     )
     quantization_aware: bool = Field(
         True,

@@ -51,7 +51,8 @@ def run(ctx: StageContext, config: ItemTableConfig, source: Artifact) -> StageRe
     aware = config.quantization_aware and isinstance(model.item_embeddings, QuantizedTable)
     if aware:  # train the float table through the quantizer, store what it quantizes to
         table = model.item_embeddings
-        model.item_embeddings = FakeQuantTable(original.item_embeddings.weight, table.group_bits, table.group_of_row())
+        model.item_embeddings = FakeQuantTable(original.item_embeddings.weight, table.group_bits, table.group_of_row(),
+                                               config.clip)
     info |= recover(ctx, model, original, config.recovery, _block_map(model, config.recovery.blocks))
     if aware:
         model.item_embeddings = model.item_embeddings.freeze()
@@ -65,9 +66,10 @@ def compress_model(original: SequentialRecommender, config: ItemTableConfig, ctx
         if config.method == "lowrank":
             table = factorized_table(weight, config.rank)
         elif config.method == "rowwise":
-            table = quantized_table(weight, [config.bits], np.zeros(len(weight), dtype=np.int64))
+            table = quantized_table(weight, [config.bits], np.zeros(len(weight), dtype=np.int64), config.clip)
         else:
-            table = quantized_table(weight, [config.high_bits, config.low_bits], mixed_groups(config, ctx.data, weight.shape[1]))
+            groups = mixed_groups(config, ctx.data, weight.shape[1])
+            table = quantized_table(weight, [config.high_bits, config.low_bits], groups, config.clip)
     except ValueError as exc:
         raise RecipeError(f"item_table: {exc}") from None
     shape = original.config.model_copy(update={"table": compressed_spec(table)})

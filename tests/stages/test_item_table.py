@@ -31,6 +31,7 @@ def recipe_with(tmp_path, *stages):
         ([{"stage": "item_table", "method": "rowwise", "bits": 7}], "bits"),
         ([{"stage": "item_table", "method": "mixed", "coverage": 0.5, "bits_per_weight": 4}], "not both"),
         ([{"stage": "item_table", "method": "lowrank", "quantization_aware": False}], "do not apply to method lowrank"),
+        ([{"stage": "item_table", "method": "lowrank", "clip": False}], "clip do not apply to method lowrank"),
         ([{"stage": "item_table"}, {"stage": "prune", "mlp_ratio": 0.5}], "cannot follow item_table"),
         ([{"stage": "export"}, {"stage": "item_table"}], "needs a torch model"),
     ],
