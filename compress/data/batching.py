@@ -4,9 +4,7 @@ Leave-one-out split of a user sequence s: training uses s[:-2]; validation predi
 from s[:-2]; test predicts s[-1] from s[:-1]. Inputs keep the most recent `max_len` items.
 
 Training batches are only as wide as their longest window (the model anchors positions at
-the first real item, so leading all-padding columns change nothing), and with `by_length`
-they group users of similar length, so a batch of short histories costs short-history
-compute: on ML-1M at max_len 200 most positions of a max_len-padded batch are padding.
+the first real item, so leading all-padding columns change nothing).
 """
 
 from __future__ import annotations
@@ -49,9 +47,6 @@ def trainable_users(data: SequenceData) -> np.ndarray:
     return np.flatnonzero(data.lengths - 2 >= 2)
 
 
-LENGTH_POOL_BATCHES = 64  # with by_length, windows are sorted by length within pools of this many batches
-
-
 def training_windows(data: SequenceData, max_len: int, sliding: bool = False) -> np.ndarray:
     """[N, 2] (user, stop): the window of training items s[:-2][stop - max_len - 1 : stop].
 
@@ -78,23 +73,16 @@ def train_batches(
     batch_size: int,
     generator: np.random.Generator,
     part: Callable[[np.ndarray], np.ndarray] | None = None,
-    by_length: bool = False,
     sliding: bool = False,
 ) -> Iterator[TrainBatch]:
     """One shuffled epoch over the training windows (`training_windows`): inputs
     window[:-1], targets window[1:], each batch as wide as its longest window.
 
-    `by_length` sorts each pool of LENGTH_POOL_BATCHES shuffled batches by window length
-    before cutting it into batches (the batch order is shuffled again), so batches hold
-    similar lengths; every window still appears once per epoch. `part` keeps one process's
-    share of each batch (data-parallel training).
+    `part` keeps one process's share of each batch (data-parallel training).
     """
     windows = training_windows(data, max_len, sliding)
     windows = windows[generator.permutation(len(windows))]
     chunks = [windows[start : start + batch_size] for start in range(0, len(windows), batch_size)]
-    if by_length:
-        sizes = np.minimum(windows[:, 1], max_len + 1)
-        chunks = _length_grouped(windows, sizes, batch_size, generator)
     for chunk in chunks:
         if part:
             chunk = chunk[part(np.arange(len(chunk)))]
@@ -107,19 +95,6 @@ def train_batches(
             attention_mask=torch.from_numpy((inputs > 0).astype(np.int64)),
             targets=torch.from_numpy(targets),
         )
-
-
-def _length_grouped(
-    windows: np.ndarray, sizes: np.ndarray, batch_size: int, generator: np.random.Generator
-) -> list[np.ndarray]:
-    """Batches of similar-size windows: sort each pool of shuffled windows by size, cut, shuffle the batches."""
-    pool = batch_size * LENGTH_POOL_BATCHES
-    chunks: list[np.ndarray] = []
-    for start in range(0, len(windows), pool):
-        order = np.argsort(sizes[start : start + pool], kind="stable")
-        block = windows[start : start + pool][order]
-        chunks.extend(block[i : i + batch_size] for i in range(0, len(block), batch_size))
-    return [chunks[i] for i in generator.permutation(len(chunks))]
 
 
 def eval_batches(

@@ -24,9 +24,6 @@ class OptimConfig(BaseModel):
     max_steps_per_epoch: int | None = Field(None, ge=1, description="Cap on steps per epoch (quick runs).")
     softmax: Softmax = Field("full", description="Next-item cross-entropy over all items or sampled.")
     num_negatives: int = Field(1000, ge=1, description="Shared negatives per step for softmax: sampled.")
-    batch_by_length: bool = Field(
-        True, description="Group users of similar history length in a batch (less padding, same epoch); false: plain shuffle."
-    )
     sliding_windows: bool = Field(
         False,
         description="Train on every max_len window of a long history (stepping back from its end), not only the most recent.",

@@ -64,7 +64,8 @@ def fit(
 ) -> TrainResult:
     """Train `model` in place with `loss_fn`; keep and restore the best validation weights."""
     model.to(ctx.device).train()
-    steps_per_epoch = math.ceil(len(training_windows(data, ctx.max_len, config.sliding_windows)) / config.batch_size)
+    windows = training_windows(data, ctx.max_len, config.sliding_windows)
+    steps_per_epoch = math.ceil(len(windows) / config.batch_size)
     if config.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
     total_steps = steps_per_epoch * config.epochs
@@ -87,7 +88,7 @@ def fit(
             losses: list[torch.Tensor] = []  # detached, on the device: read once per epoch (per step if shown)
             batches = train_batches(
                 data, ctx.max_len, config.batch_size, state.rng,
-                part=distributed.batch_part, by_length=config.batch_by_length, sliding=config.sliding_windows,
+                part=distributed.batch_part, sliding=config.sliding_windows,
             )
             for step, batch in enumerate(batches):
                 if step >= steps_per_epoch:

@@ -78,18 +78,6 @@ def test_sliding_windows_use_every_training_pair_once():
     assert training_windows(data, 3, sliding=True).tolist() == [[0, 10], [0, 7], [0, 4], [1, 2]]
 
 
-def test_length_grouped_batches_cover_the_epoch_with_less_padding():
-    rng = np.random.default_rng(1)
-    lengths = rng.integers(4, 60, size=400)
-    frame = pd.DataFrame({"user": np.repeat(np.arange(400), lengths), "item": np.concatenate([np.arange(1, n + 1) for n in lengths])})
-    data = build_sequences(frame)
-    plain = list(train_batches(data, 50, 16, np.random.default_rng(0)))
-    grouped = list(train_batches(data, 50, 16, np.random.default_rng(0), by_length=True))
-    assert _pairs(plain) == _pairs(grouped)  # same epoch, other batches
-    padding = lambda batches: sum(int((b.attention_mask == 0).sum()) for b in batches)
-    assert padding(grouped) < padding(plain) / 3
-
-
 def test_inputs_keep_the_most_recent_items():
     assert left_pad([np.array([1, 2, 3, 4, 5])], 3).tolist() == [[3, 4, 5]]
     data = build_sequences(pd.DataFrame({"user": [1] * 6, "item": [1, 2, 3, 4, 5, 6]}))
