@@ -7,8 +7,8 @@ gate (compress.export.onnx_export.export_and_check), full-ranking test metrics o
 graph with onnxruntime. Latency is measured in this one process for every method, rounds
 interleaved (fp32 first in each round), on the serving path (`OnnxRecommender.topk`): batch-1
 p50 and batch-256 throughput on real test histories padded to max_len; ratios are to fp32
-measured in the same rounds. Rows of the dataset in benchmarks/results/item_table/item_table.json
-are replaced; item_table.md is rewritten from all rows.
+measured in the same rounds. The rows measured (dataset and method) replace theirs in
+benchmarks/results/item_table/item_table.json, the others stay; item_table.md is rewritten from all rows.
 
     python benchmarks/item_table.py --dataset ml1m   --data /work/shared/datasets/ml-1m.txt
     python benchmarks/item_table.py --dataset beauty --data /work/shared/datasets/Beauty.txt
@@ -26,12 +26,19 @@ import torch
 
 RESULTS = Path(__file__).parent / "results" / "item_table"
 ROOT = Path(__file__).resolve().parent.parent
-QUICK_RECOVERY = {"epochs": 1, "max_steps_per_epoch": 20, "lr": 0.001, "eval_users": 500}
+QUICK_RECOVERY = {"epochs": 1, "max_steps_per_epoch": 20, "lr": 0.001}  # validated on every user
+FIXED = {"quantization_aware": False}
 METHODS: dict[str, dict[str, Any] | None] = {
     "fp32": None,
     "rowwise int8": {"method": "rowwise", "bits": 8, "recovery": None},
     "rowwise int4": {"method": "rowwise", "bits": 4, "recovery": QUICK_RECOVERY},
+    "rowwise int4, codes fixed": {"method": "rowwise", "bits": 4, "recovery": QUICK_RECOVERY, **FIXED},
+    "rowwise int3": {"method": "rowwise", "bits": 3, "recovery": QUICK_RECOVERY},
     "mixed int8/int4": {"method": "mixed", "high_bits": 8, "low_bits": 4, "coverage": 0.8, "recovery": QUICK_RECOVERY},
+    "mixed int4/int3, 4 bits": {"method": "mixed", "high_bits": 4, "low_bits": 3, "bits_per_weight": 4.0,
+                                "recovery": QUICK_RECOVERY},
+    "mixed int4/int3, 4 bits, codes fixed": {"method": "mixed", "high_bits": 4, "low_bits": 3, "bits_per_weight": 4.0,
+                                             "recovery": QUICK_RECOVERY, **FIXED},
     "mixed int4/int2": {"method": "mixed", "high_bits": 4, "low_bits": 2, "coverage": 0.8, "recovery": QUICK_RECOVERY},
     "lowrank r=16": {"method": "lowrank", "rank": 16, "recovery": QUICK_RECOVERY},
     "lowrank r=8": {"method": "lowrank", "rank": 8, "recovery": QUICK_RECOVERY},
@@ -69,7 +76,7 @@ def compress_and_export(name: str, spec: dict | None, recipe, data, source: Path
     from compress.stages.base import Artifact, StageContext
     from compress.stages.config import ItemTableConfig
 
-    folder = work / name.replace(" ", "_").replace("/", "-").replace("=", "")
+    folder = work / name.replace(", ", "_").replace(" ", "_").replace("/", "-").replace("=", "")
     info: dict[str, Any] = {}
     model_folder = source
     if spec is not None:
@@ -99,6 +106,11 @@ def compress_and_export(name: str, spec: dict | None, recipe, data, source: Path
         "ndcg@10": metrics["ndcg@10"],
         "hr@10": metrics["hr@10"],
         "ndcg@10_before_recovery": info.get("metrics_before_recovery", {}).get("ndcg@10"),
+        "valid_ndcg@10_before_recovery": info.get("recovery_valid_ndcg@10_before"),
+        "valid_ndcg@10_after_recovery": info.get("recovery_valid_ndcg@10_after"),
+        "recovery_kept": info.get("recovery_kept"),
+        "quantization_aware_recovery": info.get("quantization_aware_recovery"),
+        "bits_per_weight": round(info.get("table_bytes", fp32_bytes) * 8 / (fp32_bytes / 4), 3),
         "recovery": (spec or {}).get("recovery") is not None,
         "parity": json.loads((onnx_folder / "parity.json").read_text()),
         "config": spec,
@@ -137,6 +149,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--iterations", type=int, default=50)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--recovery-eval-users", type=int, help="validate the recovery on the first N users (default: all)")
     parser.add_argument("--work", type=Path, default=ROOT / "artifacts" / "item_table_bench")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -148,7 +161,10 @@ def main() -> None:
     rows = []
     for name in ["fp32"] + [m for m in args.methods if m != "fp32"]:
         print(f"{args.dataset}: {name}", flush=True)
-        rows.append(compress_and_export(name, METHODS[name], recipe, data, source, args.work / args.dataset))
+        spec = METHODS[name]
+        if spec is not None and spec["recovery"] is not None and args.recovery_eval_users:
+            spec = {**spec, "recovery": {**spec["recovery"], "eval_users": args.recovery_eval_users}}
+        rows.append(compress_and_export(name, spec, recipe, data, source, args.work / args.dataset))
     measure_latency(rows, data, recipe.data.max_len, args.rounds, args.iterations, args.threads)
     base = rows[0]
     for row in rows:
@@ -161,11 +177,15 @@ def main() -> None:
 
 
 def write(out: Path, dataset: str, rows: list[dict]) -> None:
-    """Replace `dataset`'s rows in item_table.json; rewrite item_table.md from every row."""
+    """Replace those rows of item_table.json (same dataset and method) that `rows` measured; keep the
+    others; rewrite item_table.md from every row."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / "item_table.json"
     old = json.loads(path.read_text())["rows"] if path.is_file() else []
-    everything = [r for r in old if r["dataset"] != dataset] + rows
+    measured = {r["method"] for r in rows}
+    everything = [r for r in old if r["dataset"] != dataset or r["method"] not in measured] + rows
+    everything.sort(key=lambda r: (r["dataset"] != "ml1m", r["dataset"], list(METHODS).index(r["method"])
+                                   if r["method"] in METHODS else len(METHODS)))
     path.write_text(json.dumps({"rows": everything}, indent=1) + "\n")
     (out / "item_table.md").write_text(markdown(everything))
     print((out / "item_table.md").read_text())
@@ -173,15 +193,20 @@ def write(out: Path, dataset: str, rows: list[dict]) -> None:
 
 def markdown(rows: list[dict]) -> str:
     lines = [
-        "| dataset | method | table bytes | smaller | NDCG@10 | NDCG ratio | before recovery | p50 ms, batch 1 (ratio) "
-        "| seq/s, batch 256 (ratio) | top-10 overlap vs PyTorch |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| dataset | method | bits/weight | table bytes | smaller | NDCG@10 | NDCG ratio | before recovery "
+        "| valid before -> after recovery | p50 ms, batch 1 (ratio) | seq/s, batch 256 (ratio) | top-10 overlap vs PyTorch |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
     ]
     for r in rows:
         before = f"{r['ndcg@10_before_recovery']:.4f}" if r.get("ndcg@10_before_recovery") is not None else "-"
+        valid = "-"
+        if r.get("valid_ndcg@10_before_recovery") is not None:
+            kept = "recovered" if r["recovery_kept"] else "before"
+            valid = f"{r['valid_ndcg@10_before_recovery']:.4f} -> {r['valid_ndcg@10_after_recovery']:.4f} (kept {kept})"
+        bits = r.get("bits_per_weight", 32 * r["table_bytes_ratio"])
         lines.append(
-            f"| {r['dataset']} | {r['method']} | {r['table_bytes']:,} | {1 / r['table_bytes_ratio']:.2f}x | "
-            f"{r['ndcg@10']:.4f} | {r['ndcg_ratio']:.4f} | {before} | {r['p50_ms_batch1']:.2f} ({r['p50_ratio']:.2f}x) | "
+            f"| {r['dataset']} | {r['method']} | {bits:.2f} | {r['table_bytes']:,} | {1 / r['table_bytes_ratio']:.2f}x | "
+            f"{r['ndcg@10']:.4f} | {r['ndcg_ratio']:.4f} | {before} | {valid} | {r['p50_ms_batch1']:.2f} ({r['p50_ratio']:.2f}x) | "
             f"{r['seq_per_s_batch256']:,.0f} ({r['throughput_ratio']:.2f}x) | {r['parity']['overlap@10']:.4f} |"
         )
     return "\n".join(lines) + "\n"

@@ -5,8 +5,8 @@ exported from a model with a quantized table would hold the dequantized float ta
 export, `store_packed_table` replaces that float initializer (and any transposed copy) with the
 packed integer codes, the fp16 per-row scales and offsets, and the nodes that dequantize them:
 
-    codes (uint8, 8 // bits per byte) ─Cast→int32─Div/Mod→ values ─Cast→float─ * scale + offset
-    [─Concat the row groups─Gather(order)]  ──► the table, as the lookup Gather and scoring read it
+    codes (uint8 words) ─Cast→int64─[bytes → word: *256^k, ReduceSum]─Div/Mod→ values ─Cast→float─ * scale + offset
+    [─Concat the row groups─Gather(order from the packed membership, by CumSum)]  ──► the table
 
 The file then holds the compressed table; onnxruntime folds the dequantization once when it
 loads the model (in memory), so scoring runs exactly as the float graph. `PackedTable.from_graph`
@@ -24,6 +24,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from compress.errors import ArtifactError
+from compress.models.packing import membership_bits, word_layout
 from compress.runs.artifacts import atomic_write
 
 PREFIX = "item_table."
@@ -40,30 +41,51 @@ class PackedGroup:
 
 @dataclass
 class PackedTable:
-    """Row groups of packed codes and the row order: what a QuantizedTable stores, in numpy."""
+    """Row groups of packed codes and the rows' groups: what a QuantizedTable stores, in numpy."""
 
     dim: int
     groups: list[PackedGroup]
-    order: np.ndarray | None  # [rows] int32: row i is row order[i] of the concatenated groups
+    membership: np.ndarray | None  # [1, bytes] uint8: the group of every row, packed (membership_bits each)
+
+    @property
+    def num_rows(self) -> int:
+        return sum(len(g.scale) for g in self.groups)
+
+    def group_of_row(self) -> np.ndarray:
+        """[rows] int64: the group each row is stored in."""
+        if self.membership is None:
+            return np.zeros(self.num_rows, dtype=np.int64)
+        width = membership_bits(len(self.groups))
+        values = unpack(self.membership, width, self.membership.shape[1] * 8 // width)
+        return values[0, : self.num_rows].astype(np.int64)
 
     def dequantize(self) -> np.ndarray:
         """The float32 table, computed as the graph (and QuantizedTable.weight) computes it."""
         parts = [unpack(g.codes, g.bits, self.dim).astype(np.float32) * g.scale.astype(np.float32)[:, None]
                  + g.offset.astype(np.float32)[:, None] for g in self.groups]
         table = np.concatenate(parts)
-        return table if self.order is None else table[self.order]
+        if self.membership is None:
+            return table
+        groups = self.group_of_row()
+        order = np.zeros(len(groups), dtype=np.int64)
+        start = 0
+        for g in range(len(self.groups)):
+            member = groups == g
+            order[member] = start + np.arange(int(member.sum()))
+            start += int(member.sum())
+        return table[order]
 
     def nbytes(self) -> int:
         arrays = [a for g in self.groups for a in (g.codes, g.scale, g.offset)]
-        return int(sum(a.nbytes for a in arrays) + (self.order.nbytes if self.order is not None else 0))
+        return int(sum(a.nbytes for a in arrays) + (self.membership.nbytes if self.membership is not None else 0))
 
     @classmethod
     def from_module(cls, table) -> "PackedTable":
         """From a compress.models.item_tables.QuantizedTable."""
         groups = [PackedGroup(bits, codes.cpu().numpy(), scale.cpu().numpy(), offset.cpu().numpy())
                   for bits, codes, scale, offset in table.groups()]
-        order = table.order.cpu().numpy() if len(groups) > 1 else None
-        return cls(table.dim, groups, order)
+        membership = table.membership.cpu().numpy() if len(groups) > 1 else None
+        return cls(table.dim, groups, membership)
 
     @classmethod
     def from_graph(cls, model: onnx.ModelProto) -> "PackedTable | None":
@@ -75,14 +97,15 @@ class PackedTable:
         arrays = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer if t.name.startswith(PREFIX)}
         groups = [PackedGroup(bits, arrays[f"{PREFIX}codes_{i}"], arrays[f"{PREFIX}scale_{i}"].ravel(),
                               arrays[f"{PREFIX}offset_{i}"].ravel()) for i, bits in enumerate(spec["group_bits"])]
-        return cls(spec["dim"], groups, arrays.get(f"{PREFIX}order"))
+        return cls(spec["dim"], groups, arrays.get(f"{PREFIX}membership"))
 
 
 def unpack(codes: np.ndarray, bits: int, dim: int) -> np.ndarray:
-    """[rows, dim] int32 values of packed codes (value j*per + p of a row: byte j, bits p*bits...)."""
-    per_byte = 8 // bits
-    shifts = np.arange(per_byte, dtype=np.int32) * bits
-    values = (codes.astype(np.int32)[..., None] >> shifts) & ((1 << bits) - 1)
+    """[rows, dim] int64 values of packed codes (compress.models.item_tables.pack_codes's layout)."""
+    per_word, nbytes = word_layout(bits)
+    parts = codes.astype(np.int64).reshape(codes.shape[0], -1, nbytes)
+    words = (parts << (np.arange(nbytes, dtype=np.int64) * 8)).sum(-1)
+    values = (words[..., None] >> (np.arange(per_word, dtype=np.int64) * bits)) & ((1 << bits) - 1)
     return values.reshape(codes.shape[0], dim)
 
 
@@ -128,8 +151,8 @@ def _packed_initializers(packed: PackedTable) -> list[TensorProto]:
     arrays = {}
     for i, group in enumerate(packed.groups):
         arrays |= {f"codes_{i}": group.codes, f"scale_{i}": group.scale[:, None], f"offset_{i}": group.offset[:, None]}
-    if packed.order is not None:
-        arrays["order"] = packed.order.astype(np.int32)
+    if packed.membership is not None:
+        arrays["membership"] = packed.membership
     return [numpy_helper.from_array(np.ascontiguousarray(value), PREFIX + name) for name, value in arrays.items()]
 
 
@@ -142,22 +165,43 @@ def _dequantize_nodes(packed: PackedTable, stem: str) -> list[onnx.NodeProto]:
         nodes.append(helper.make_node(op, inputs, [name], name=name, **attrs))
         return name
 
-    def constant(value: np.ndarray) -> str:
-        return node("Constant", [], value=numpy_helper.from_array(value))
+    def constant(value) -> str:
+        return node("Constant", [], value=numpy_helper.from_array(np.asarray(value, dtype=np.int64)))
+
+    def unpacked(codes: str, bits: int, width: int) -> str:
+        """[rows, width] int64 codes of the packed uint8 [rows, bytes] `codes` (pack_codes's layout):
+        each word's bytes summed as base-256 digits, then code p = (word // 2^(p*bits)) mod 2^bits."""
+        per_word, nbytes = word_layout(bits)
+        values = node("Cast", [codes], to=TensorProto.INT64)
+        if nbytes > 1:
+            digits = node("Mul", [node("Reshape", [values, constant([0, -1, nbytes])]), constant(256 ** np.arange(nbytes))])
+            values = node("ReduceSum", [digits, constant([2])], keepdims=0)
+        if per_word > 1:
+            shifted = node("Div", [node("Unsqueeze", [values, constant([2])]), constant(1 << (np.arange(per_word) * bits))])
+            values = node("Reshape", [node("Mod", [shifted, constant(1 << bits)]), constant([-1, width])])
+        return values
 
     parts = []
     for i, group in enumerate(packed.groups):
-        values = node("Cast", [f"{PREFIX}codes_{i}"], to=TensorProto.INT32)
-        per_byte = 8 // group.bits
-        if per_byte > 1:  # value p of a byte = (byte // 2^(p*bits)) mod 2^bits, then interleave
-            modulus = constant(np.array(1 << group.bits, dtype=np.int32))
-            axis = constant(np.array([2], dtype=np.int64))
-            pieces = [node("Unsqueeze", [node("Mod", [node("Div", [values, constant(np.array(1 << (p * group.bits), dtype=np.int32))]), modulus]), axis])
-                      for p in range(per_byte)]
-            stacked = node("Concat", pieces, axis=2)
-            values = node("Reshape", [stacked, constant(np.array([-1, packed.dim], dtype=np.int64))])
+        values = unpacked(f"{PREFIX}codes_{i}", group.bits, packed.dim)
         scaled = node("Mul", [node("Cast", [values], to=TensorProto.FLOAT), node("Cast", [f"{PREFIX}scale_{i}"], to=TensorProto.FLOAT)])
         parts.append(node("Add", [scaled, node("Cast", [f"{PREFIX}offset_{i}"], to=TensorProto.FLOAT)]))
-    table = parts[0] if len(parts) == 1 else node("Gather", [node("Concat", parts, axis=0), f"{PREFIX}order"], axis=0)
+    if len(parts) == 1:
+        table = parts[0]
+    else:  # row r's place in the concatenated groups: its group's start + the rows of that group before it
+        width = membership_bits(len(parts))
+        padded_rows = packed.membership.shape[1] * 8 // width
+        flat = node("Reshape", [unpacked(f"{PREFIX}membership", width, padded_rows), constant([-1])])
+        groups = node("Slice", [flat, constant([0]), constant([packed.num_rows])])
+        terms, start = [], 0
+        for i, group in enumerate(packed.groups):
+            member = node("Cast", [node("Equal", [groups, constant(i)])], to=TensorProto.INT64)
+            place = node("Add", [node("CumSum", [member, constant(0)]), constant(start - 1)])
+            terms.append(node("Mul", [member, place]))
+            start += len(group.scale)
+        order = terms[0]
+        for term in terms[1:]:  # Add, not Sum: Sum has no int64 kernel
+            order = node("Add", [order, term])
+        table = node("Gather", [node("Concat", parts, axis=0), order], axis=0)
     nodes.append(helper.make_node("Identity", [table], [f"{stem}table"], name=f"{stem}output"))
     return nodes

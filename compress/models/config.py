@@ -48,7 +48,7 @@ class ModelShape(BaseModel):
         return self
 
 
-TableBits = Literal[2, 4, 8]
+TableBits = Literal[2, 3, 4, 5, 6, 8]
 
 
 class TableSpec(BaseModel):

@@ -4,8 +4,10 @@ Both serve the input lookup (`forward(ids)`) and the output scoring (`score(stat
 from the compressed form, so the tied table stays tied:
 
 - `QuantizedTable`: row-wise asymmetric integers, row ≈ codes * scale + offset (scale, offset
-  fp16 per row), codes packed 8 // bits per byte. Rows fall into groups of different bit
-  widths (frequency-aware mixed precision); `order[i]` is row i's place in the concatenated groups.
+  fp16 per row), codes packed in little-endian words of whole bytes (8 // bits codes a byte; 3 bits:
+  8 codes in 3 bytes). Rows fall into groups of different bit widths (frequency-aware mixed
+  precision); `membership` holds each row's group, packed (1 bit a row for two groups): rows keep
+  their order within the concatenated groups.
 - `FactorizedTable`: table ≈ left @ right (rank r), scored as (states @ rightᵀ) @ leftᵀ.
 
 `TableSpec` (models/config.py) is what config.json records as `table`; `build_table` rebuilds the empty module that
@@ -19,6 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from compress.models.config import TableSpec
+from compress.models.packing import membership_bits, packed_width, padded, word_layout
 
 class QuantizedTable(nn.Module):
     """Row groups of packed integer codes with fp16 per-row scale and offset; float rows on demand."""
@@ -32,20 +35,35 @@ class QuantizedTable(nn.Module):
             self.register_buffer(f"codes_{index}", torch.zeros(rows, packed_width(dim, bits), dtype=torch.uint8))
             self.register_buffer(f"scale_{index}", torch.zeros(rows, dtype=torch.float16))
             self.register_buffer(f"offset_{index}", torch.zeros(rows, dtype=torch.float16))
-        if len(group_bits) > 1:
-            self.register_buffer("order", torch.arange(num_rows, dtype=torch.int32))
+        if len(group_bits) > 1:  # the group of every row, packed (1 bit a row for two groups)
+            width = membership_bits(len(group_bits))
+            self.register_buffer("membership", torch.zeros(1, packed_width(padded(num_rows, width), width), dtype=torch.uint8))
 
     def groups(self) -> list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]:
         """(bits, packed codes, scale, offset) of every row group."""
         return [(bits, getattr(self, f"codes_{i}"), getattr(self, f"scale_{i}"), getattr(self, f"offset_{i}"))
                 for i, bits in enumerate(self.group_bits)]
 
+    def group_of_row(self) -> torch.Tensor:
+        """[num_rows] int64: the group each row is stored in."""
+        if len(self.group_bits) == 1:
+            return torch.zeros(self.num_rows, dtype=torch.int64, device=self.codes_0.device)
+        width = membership_bits(len(self.group_bits))
+        values = unpack_codes(self.membership, width, self.membership.shape[1] * 8 // width)
+        return values[0, : self.num_rows].long()
+
+    def set_group_of_row(self, groups: torch.Tensor) -> None:
+        """Store `groups` ([num_rows], group of every row) as the packed membership."""
+        width = membership_bits(len(self.group_bits))
+        values = torch.zeros(1, padded(self.num_rows, width), dtype=torch.int32)
+        values[0, : self.num_rows] = groups.to(torch.int32).cpu()
+        self.membership.copy_(pack_codes(values, width))
+
     @property
     def weight(self) -> torch.Tensor:
         """The dequantized [num_rows, dim] float table."""
         parts = [dequantize(codes, scale, offset, bits, self.dim) for bits, codes, scale, offset in self.groups()]
-        table = parts[0] if len(parts) == 1 else torch.cat(parts)[self.order.long()]
-        return table
+        return parts[0] if len(parts) == 1 else torch.cat(parts)[row_order(self.group_of_row(), len(parts))]
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return F.embedding(ids, self.weight)
@@ -56,6 +74,15 @@ class QuantizedTable(nn.Module):
     def float_parameters(self) -> int:
         """The float weights this table stands for (for parameter counts)."""
         return self.num_rows * self.dim
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001 (torch's signature)
+        order = state_dict.pop(prefix + "order", None)  # tables saved before `membership`: an int32 row order
+        if order is not None and len(self.group_bits) > 1:
+            sizes = torch.tensor([getattr(self, f"scale_{i}").shape[0] for i in range(len(self.group_bits))])
+            groups = torch.bucketize(order.long(), sizes.cumsum(0), right=True)
+            self.set_group_of_row(groups)
+            state_dict[prefix + "membership"] = self.membership.clone()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 class FactorizedTable(nn.Module):
@@ -84,29 +111,35 @@ def build_table(spec: TableSpec, num_rows: int, dim: int) -> nn.Module:
     return QuantizedTable(num_rows, dim, spec.group_bits, spec.group_rows)
 
 
-def packed_width(dim: int, bits: int) -> int:
-    """Bytes per row of `dim` codes of `bits` bits."""
-    per_byte = 8 // bits
-    if dim % per_byte:
-        raise ValueError(f"a {bits}-bit table needs a width divisible by {per_byte}; it is {dim}")
-    return dim // per_byte
-
-
 def pack_codes(codes: torch.Tensor, bits: int) -> torch.Tensor:
-    """[rows, dim] integer codes in 0..2^bits-1 -> [rows, dim * bits / 8] uint8; code j*per + p of a
-    row sits in byte j at bits p*bits .. (p+1)*bits - 1 (lowest first)."""
-    per_byte = 8 // bits
-    grouped = codes.to(torch.int32).reshape(codes.shape[0], -1, per_byte)
-    shifts = torch.arange(per_byte, dtype=torch.int32) * bits
-    return (grouped << shifts).sum(-1).to(torch.uint8)
+    """[rows, dim] integer codes in 0..2^bits-1 -> [rows, packed_width(dim, bits)] uint8. Codes are packed in
+    little-endian words (word_layout): code p of a word sits at bits p*bits .. (p+1)*bits - 1 of it."""
+    per_word, nbytes = word_layout(bits)
+    grouped = codes.to(torch.int64).reshape(codes.shape[0], -1, per_word)
+    words = (grouped << (torch.arange(per_word, dtype=torch.int64) * bits)).sum(-1)
+    parts = (words[..., None] >> (torch.arange(nbytes, dtype=torch.int64) * 8)) & 255
+    return parts.reshape(codes.shape[0], -1).to(torch.uint8)
 
 
 def unpack_codes(packed: torch.Tensor, bits: int, dim: int) -> torch.Tensor:
     """Inverse of pack_codes: [rows, dim] int32 codes."""
-    per_byte = 8 // bits
-    shifts = torch.arange(per_byte, dtype=torch.int32, device=packed.device) * bits
-    codes = (packed.to(torch.int32)[..., None] >> shifts) & ((1 << bits) - 1)
-    return codes.reshape(packed.shape[0], dim)
+    per_word, nbytes = word_layout(bits)
+    device = packed.device
+    parts = packed.to(torch.int64).reshape(packed.shape[0], -1, nbytes)
+    words = (parts << (torch.arange(nbytes, dtype=torch.int64, device=device) * 8)).sum(-1)
+    codes = (words[..., None] >> (torch.arange(per_word, dtype=torch.int64, device=device) * bits)) & ((1 << bits) - 1)
+    return codes.reshape(packed.shape[0], dim).to(torch.int32)
+
+
+def row_order(groups: torch.Tensor, count: int) -> torch.Tensor:
+    """[rows] int64: where each row sits in the concatenation of the `count` groups (rows of a group keep their order)."""
+    order = torch.zeros_like(groups)
+    start = 0
+    for g in range(count):
+        member = groups == g
+        order = torch.where(member, torch.cumsum(member.long(), 0) - 1 + start, order)
+        start += int(member.sum())
+    return order
 
 
 def dequantize(packed: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor, bits: int, dim: int) -> torch.Tensor:

@@ -2,9 +2,12 @@
 
 Methods (compress/methods/item_table.py): `rowwise` integers (8, 4 or 2 bits, per-row fp16
 scale and offset), `mixed` (frequent items `high_bits`, the rest `low_bits`, the split from
-training interactions), `lowrank` (truncated SVD, rank r). Recovery: a short fit distilled
-from the uncompressed model (quantized codes stay fixed; the rest of the model adapts; low-rank
-factors train). The output is a PyTorch model whose config.json records the table (`table`);
+training interactions, or as many as fit a bits-per-weight budget), `lowrank` (truncated SVD,
+rank r). Recovery: a short fit distilled from the uncompressed model, kept only if it beats the
+compressed model on validation NDCG@10. For an integer table it is quantization-aware by default:
+the float table trains through the quantizer (straight-through gradient) and is quantized again
+at the end, so the model validated is the model stored; with `quantization_aware: false` the codes
+stay fixed and only the rest of the model adapts. Low-rank factors train as they are. The output is a PyTorch model whose config.json records the table (`table`);
 the export stage stores it compressed in the ONNX graph. Only export may follow (the chain
 check is in registry.py).
 """
@@ -18,10 +21,12 @@ import numpy as np
 from compress.errors import RecipeError
 from compress.evaluation.metrics import evaluate_model
 from compress.methods.item_table import (
-    compressed_spec, factorized_table, frequency_groups, quantized_table, table_bytes, training_counts,
+    FakeQuantTable, budget_groups, compressed_spec, factorized_table, frequency_groups, quantized_table, table_bytes,
+    training_counts,
 )
 from compress.models import SequentialRecommender, load_model
-from compress.stages.base import Artifact, StageContext, StageResult, recover_and_save
+from compress.models.item_tables import QuantizedTable
+from compress.stages.base import Artifact, StageContext, StageResult, recover, save_result
 from compress.stages.config import ItemTableConfig
 from compress.training.losses import BlockMap
 
@@ -41,8 +46,17 @@ def run(ctx: StageContext, config: ItemTableConfig, source: Artifact) -> StageRe
         "method": describe(config), "table": model.config.table.model_dump(), "table_bytes": stored,
         "table_bytes_fp32": fp32_bytes, "table_bytes_ratio": stored / fp32_bytes, "metrics_before_recovery": before,
     }
-    blocks = _block_map(model, config.recovery.blocks) if config.recovery is not None else None
-    return recover_and_save(ctx, model, original, config.recovery, blocks, info)
+    if config.recovery is None:
+        return save_result(ctx, model, info)
+    aware = config.quantization_aware and isinstance(model.item_embeddings, QuantizedTable)
+    if aware:  # train the float table through the quantizer, store what it quantizes to
+        table = model.item_embeddings
+        model.item_embeddings = FakeQuantTable(original.item_embeddings.weight, table.group_bits, table.group_of_row(),
+                                               config.clip)
+    info |= recover(ctx, model, original, config.recovery, _block_map(model, config.recovery.blocks))
+    if aware:
+        model.item_embeddings = model.item_embeddings.freeze()
+    return save_result(ctx, model, {**info, "quantization_aware_recovery": aware})
 
 
 def compress_model(original: SequentialRecommender, config: ItemTableConfig, ctx: StageContext) -> SequentialRecommender:
@@ -52,10 +66,10 @@ def compress_model(original: SequentialRecommender, config: ItemTableConfig, ctx
         if config.method == "lowrank":
             table = factorized_table(weight, config.rank)
         elif config.method == "rowwise":
-            table = quantized_table(weight, [config.bits], np.zeros(len(weight), dtype=np.int64))
+            table = quantized_table(weight, [config.bits], np.zeros(len(weight), dtype=np.int64), config.clip)
         else:
-            groups = frequency_groups(training_counts(ctx.data), config.coverage)
-            table = quantized_table(weight, [config.high_bits, config.low_bits], groups)
+            groups = mixed_groups(config, ctx.data, weight.shape[1])
+            table = quantized_table(weight, [config.high_bits, config.low_bits], groups, config.clip)
     except ValueError as exc:
         raise RecipeError(f"item_table: {exc}") from None
     shape = original.config.model_copy(update={"table": compressed_spec(table)})
@@ -66,12 +80,21 @@ def compress_model(original: SequentialRecommender, config: ItemTableConfig, ctx
     return model.to(ctx.device).requires_grad_(True)
 
 
+def mixed_groups(config: ItemTableConfig, data, dim: int) -> np.ndarray:
+    """Row groups of a mixed table: by interaction coverage, or by the bits-per-weight budget."""
+    counts = training_counts(data)
+    if config.bits_per_weight is not None:
+        return budget_groups(counts, dim, config.high_bits, config.low_bits, config.bits_per_weight)
+    return frequency_groups(counts, config.coverage)
+
+
 def describe(config: ItemTableConfig) -> str:
-    """e.g. `rowwise int4`, `mixed int8/int4 (coverage 0.8)`, `lowrank r=16`."""
+    """e.g. `rowwise int4`, `mixed int8/int4 (coverage 0.8)`, `mixed int4/int3 (4.0 bits per weight)`, `lowrank r=16`."""
     if config.method == "rowwise":
         return f"rowwise int{config.bits}"
     if config.method == "mixed":
-        return f"mixed int{config.high_bits}/int{config.low_bits} (coverage {config.coverage})"
+        split = f"{config.bits_per_weight} bits per weight" if config.bits_per_weight else f"coverage {config.coverage}"
+        return f"mixed int{config.high_bits}/int{config.low_bits} ({split})"
     return f"lowrank r={config.rank}"
 
 

@@ -77,7 +77,7 @@ def fit(
         _resume(ctx.checkpoint, model, optimizer, scheduler, state, ctx.device)
         ctx.log(f"resumed from {ctx.checkpoint} after epoch {state.epoch}")
     step_loss = distributed.wrap(_StepLoss(model, loss_fn), ctx.device)
-    eval_config = ctx.eval_config.model_copy(update={"max_users": config.eval_users, "protocol": "full"})
+    eval_config = validation_config(ctx.eval_config, config)
     started = time.perf_counter() - state.seconds
     autocast = ctx.device.type == "cuda"
     shown = ctx.show_progress and distributed.is_main()
@@ -106,7 +106,7 @@ def fit(
                 info = f"epoch {state.epoch + 1} loss {_mean(losses[-50:]):.4f}" if shown else ""
                 progress.update(task, advance=1, info=info)
             state.epoch += 1
-            metrics = _validate(model, data, eval_config, ctx.device)
+            metrics = validate(model, data, eval_config, ctx.device)
             model.train()
             record = {"epoch": state.epoch, "loss": distributed.mean(_mean(losses)), **_pick(metrics)}
             state.history.append(record)
@@ -139,7 +139,7 @@ class _StepLoss(torch.nn.Module):
         return self.loss_fn(self.model, TrainBatch(item_ids, attention_mask, targets))
 
 
-def _validate(model: SequentialRecommender, data: SequenceData, config: EvalConfig, device: torch.device) -> dict:
+def validate(model: SequentialRecommender, data: SequenceData, config: EvalConfig, device: torch.device) -> dict:
     """Validation metrics; under torchrun each rank ranks its share of the users and all get the whole."""
     if not distributed.active():
         return evaluate_model(model, data, "valid", config, device)
@@ -148,6 +148,11 @@ def _validate(model: SequentialRecommender, data: SequenceData, config: EvalConf
     mine = model_ranks(model, data, "valid", config, device, distributed.strided(users))
     ranks = distributed.gather_in_order(mine, len(users))
     return {**metrics_from_ranks(ranks, config.ks), "users": int(len(users))}
+
+
+def validation_config(eval_config: EvalConfig, config: OptimConfig) -> EvalConfig:
+    """What `fit` validates on: full ranking over the first `config.eval_users` users (all by default)."""
+    return eval_config.model_copy(update={"max_users": config.eval_users, "protocol": "full"})
 
 
 @dataclass

@@ -18,7 +18,7 @@ from compress.export.quantize import quantize_onnx
 from compress.serve.onnx_model import OnnxRecommender
 from tests.methods.test_item_table import compressed, tables
 
-METHODS = ["plain", "int4", "mixed", "lowrank"]
+METHODS = ["plain", "int4", "mixed", "mixed43", "lowrank"]
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def test_onnx_scores_match_pytorch(exported, tiny_data, method):
         assert np.allclose(scores[:, 1:], expected[:, 1:], atol=1e-4) and np.isneginf(scores[:, 0]).all()
 
 
-@pytest.mark.parametrize("method", ["int4", "mixed"])
+@pytest.mark.parametrize("method", ["int4", "mixed", "mixed43"])
 def test_quantized_table_is_stored_packed(exported, method):
     model, full, _ = exported[method]
     graph = onnx.load(str(full / "model.onnx"))

@@ -6,31 +6,49 @@ import numpy as np
 import pytest
 import torch
 
+from compress.export.item_table import unpack
 from compress.methods.item_table import (
-    compressed_spec, factorized_table, frequency_groups, quantize_rows, quantized_table, table_bytes, training_counts,
+    CLIP_STEPS, FakeQuantTable, budget_groups, compressed_spec, factorized_table, frequency_groups, quantize_rows, quantized_table, table_bytes, training_counts,
 )
 from compress.models import SequentialRecommender, load_model, save_model
-from compress.models.item_tables import dequantize, pack_codes, unpack_codes
+from compress.models.item_tables import QuantizedTable, dequantize, pack_codes, unpack_codes
+from compress.models.packing import packed_width
 
 
-@pytest.mark.parametrize("bits", [8, 4, 2])
-def test_rowwise_error_is_at_most_half_a_step_per_row(bits):
+@pytest.mark.parametrize("bits", [8, 6, 5, 4, 3, 2])
+def test_rowwise_error_is_half_a_step_inside_the_range_and_clipping_only_lowers_it(bits):
     weight = torch.randn(50, 32) * torch.linspace(0.01, 3, 50)[:, None]  # rows of very different ranges
     weight[0] = 0
     codes, scale, offset = quantize_rows(weight, bits)
     restored = dequantize(codes, scale, offset, bits, 32)
-    assert codes.dtype == torch.uint8 and codes.shape == (50, 32 * bits // 8)
-    error = (weight - restored).abs().amax(dim=1)
-    assert torch.all(error <= scale.float() / 2 * (1 + 1e-3) + 1e-7)
+    assert codes.dtype == torch.uint8 and codes.shape == (50, packed_width(32, bits))
+    low, high = offset.float()[:, None], offset.float()[:, None] + scale.float()[:, None] * ((1 << bits) - 1)
+    inside = (weight >= low) & (weight <= high)
+    bound = (scale.float() / 2 * (1 + 1e-3) + 1e-7)[:, None].expand_as(weight)
+    assert torch.all((weight - restored).abs()[inside] <= bound[inside])
+    span = weight.amax(1) - weight.amin(1)
+    assert torch.all((weight - restored).abs().amax(1) <= max(CLIP_STEPS) * span + bound[:, 0])
     assert torch.equal(restored[0], torch.zeros(32))  # padding stays exactly zero
-    coarser = dequantize(*quantize_rows(weight, 2), 2, 32) if bits > 2 else restored
-    assert (weight - restored).abs().mean() <= (weight - coarser).abs().mean()
+    plain = dequantize(*quantize_rows(weight, bits, clip=False), bits, 32)  # the [min, max] grid: every value inside
+    assert torch.all((weight - plain).abs().amax(1) <= scale_of(weight, bits) / 2 * (1 + 1e-3) + 1e-7)
+    assert torch.all(((weight - restored) ** 2).sum(1) <= ((weight - plain) ** 2).sum(1) * (1 + 1e-6))
+    if bits == 8:
+        assert torch.equal(restored, plain)  # no clipping at 8 bits
+    elif bits <= 4:
+        assert ((weight - restored) ** 2).sum() < ((weight - plain) ** 2).sum()
 
 
-@pytest.mark.parametrize("bits", [8, 4, 2])
-def test_packing_round_trips(bits):
+def scale_of(weight: torch.Tensor, bits: int) -> torch.Tensor:
+    return (weight.amax(1) - weight.amin(1)) / ((1 << bits) - 1)
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 4, 5, 6, 8])
+def test_packing_round_trips_and_takes_bits_over_8_bytes_a_value(bits):
     codes = torch.randint(0, 1 << bits, (7, 16), dtype=torch.int32)
-    assert torch.equal(unpack_codes(pack_codes(codes, bits), bits, 16), codes)
+    packed = pack_codes(codes, bits)
+    assert packed.dtype == torch.uint8 and packed.shape == (7, 16 * bits // 8)
+    assert torch.equal(unpack_codes(packed, bits, 16), codes)
+    assert np.array_equal(unpack(packed.numpy(), bits, 16), codes.numpy())  # the torch-free reader agrees
 
 
 def test_frequency_groups_give_the_popular_items_high_bits(tiny_data):
@@ -69,11 +87,12 @@ def tables(model: SequentialRecommender, data) -> dict[str, torch.nn.Module]:
     return {
         "int4": quantized_table(weight, [4], np.zeros(len(weight), dtype=np.int64)),
         "mixed": quantized_table(weight, [8, 2], frequency_groups(training_counts(data), 0.6)),
+        "mixed43": quantized_table(weight, [4, 3], budget_groups(training_counts(data), weight.shape[1], 4, 3, 5.5)),
         "lowrank": factorized_table(weight, 4),
     }
 
 
-@pytest.mark.parametrize("method", ["int4", "mixed", "lowrank"])
+@pytest.mark.parametrize("method", ["int4", "mixed", "mixed43", "lowrank"])
 def test_lookup_and_scoring_share_the_compressed_table_and_survive_save_load(tiny_model, tiny_data, tmp_path, method):
     model = compressed(tiny_model, tables(tiny_model, tiny_data)[method])
     table = model.item_table.detach()
@@ -98,3 +117,55 @@ def test_mixed_precision_keeps_popular_rows_closer(tiny_model, tiny_data):
     groups = frequency_groups(training_counts(tiny_data), 0.6)
     error = (quantized_table(weight, [8, 2], groups).weight - weight).abs().amax(dim=1)
     assert error[torch.from_numpy(groups == 0)].max() < error[torch.from_numpy(groups == 1)][1:].min()
+
+
+@pytest.mark.parametrize("budget", [5.2, 5.5, 5.9])  # width 16: int3 rows are 5 bits a weight, int4 rows 6
+def test_budget_groups_fill_the_bits_per_weight_with_the_most_popular_items(tiny_data, budget):
+    counts = training_counts(tiny_data)
+    counts[1:] += 1  # every item seen: the budget alone decides how many are high
+    dim = 16
+    weight = torch.randn(len(counts), dim)
+    groups = budget_groups(counts, dim, 4, 3, budget)
+    size = table_bytes(quantized_table(weight, [4, 3], groups))
+    assert size * 8 / (len(counts) * dim) <= budget  # codes, scales, offsets and membership together
+    high = np.flatnonzero(groups == 0)
+    assert counts[high].min() >= counts[np.flatnonzero(groups == 1)[1:]].max()
+    one_more = groups.copy()
+    one_more[np.flatnonzero(groups == 1)[1]] = 0  # one more int4 row would not fit (or every row is int4)
+    assert len(high) == len(counts) - 1 or table_bytes(quantized_table(weight, [4, 3], one_more)) * 8 / (len(counts) * dim) > budget
+    with pytest.raises(ValueError, match="bits per weight"):
+        budget_groups(counts, dim, 4, 3, 4.0)
+
+
+def test_fake_quant_table_trains_the_float_table_and_freezes_to_exactly_what_it_ran(tiny_model, tiny_data):
+    weight = tiny_model.item_embeddings.weight.detach()
+    groups = frequency_groups(training_counts(tiny_data), 0.6)
+    fake = FakeQuantTable(weight, [4, 3], torch.from_numpy(groups))
+    stored = quantized_table(weight, [4, 3], groups)
+    assert torch.equal(fake.weight, stored.weight)  # before training: the table the stage compressed
+    ids = torch.tensor([[0, 3, 7], [1, 2, 9]])
+    states = torch.randn(2, weight.shape[1])
+    loss = fake.score(states).logsumexp(1).sum() + fake(ids).pow(2).sum()
+    loss.backward()
+    assert fake.shadow.grad is not None and fake.shadow.grad[1:].abs().sum() > 0  # straight-through gradient
+    with torch.no_grad():
+        fake.shadow[1:] += torch.randn_like(fake.shadow[1:]) * 0.3
+    frozen = fake.freeze()
+    assert torch.equal(frozen.weight, fake.weight)  # re-quantized: what was validated is what is stored
+    assert not torch.equal(frozen.weight, stored.weight)
+    assert torch.equal(fake(ids), frozen(ids)) and torch.equal(fake(ids)[0, 0], torch.zeros(weight.shape[1]))
+
+
+def test_a_mixed_table_saved_with_a_row_order_still_loads(tiny_model, tiny_data):
+    weight = tiny_model.item_embeddings.weight.detach()
+    groups = frequency_groups(training_counts(tiny_data), 0.6)
+    table = quantized_table(weight, [8, 2], groups)
+    state = {k: v for k, v in table.state_dict().items() if k != "membership"}
+    members = [np.flatnonzero(groups == g) for g in (0, 1)]
+    order = np.empty(len(groups), dtype=np.int32)
+    order[np.concatenate(members)] = np.arange(len(groups))  # the earlier format: row -> place in the groups
+    state["order"] = torch.from_numpy(order)
+    loaded = QuantizedTable(table.num_rows, table.dim, [8, 2], [len(m) for m in members])
+    loaded.load_state_dict(state)
+    assert torch.equal(loaded.weight, table.weight)
+    assert table_bytes(table) < table_bytes(quantized_table(weight, [8], np.zeros(len(groups), dtype=np.int64)))
