@@ -25,7 +25,7 @@ from compress.data.sequences import SequenceData
 from compress.errors import ArtifactError, ParityError
 from compress.export.graph import share_transposed_initializers
 from compress.models import SequentialRecommender
-from compress.models.step import STEP_INPUTS, STEP_OUTPUTS, StepGraph, past_names, present_names
+from compress.models.step import STEP_INPUTS, STEP_OUTPUTS, StepGraph, new_names, past_names, present_names
 from compress.serve.padding import left_pad
 from compress.serve.step_model import STEP_FILE, OnnxStepModel
 
@@ -37,6 +37,7 @@ def step_metadata(model: SequentialRecommender, top_k: int, opset: int, seconds:
     c = model.config
     kv = ["batch", c.num_kv_heads, "past", c.head_dim]
     present = ["batch", c.num_kv_heads, "past + new", c.head_dim]
+    new = ["batch", c.num_kv_heads, "new", c.head_dim]
     inputs = {
         "item_ids": {"shape": ["batch", "new"], "dtype": "int64"},
         "attention_mask": {"shape": ["batch", "past + new"], "dtype": "int64"},
@@ -49,6 +50,7 @@ def step_metadata(model: SequentialRecommender, top_k: int, opset: int, seconds:
         "top_ids": {"shape": ["batch", top_k], "dtype": "int64"},
         "scores": {"shape": ["batch", c.num_items + 1], "dtype": "float32"},
         **{name: {"shape": present, "dtype": "float32"} for name in present_names(c.num_layers)},
+        **{name: {"shape": new, "dtype": "float32"} for name in new_names(c.num_layers)},
     }
     return {
         "file": STEP_FILE,
@@ -58,6 +60,7 @@ def step_metadata(model: SequentialRecommender, top_k: int, opset: int, seconds:
         "num_kv_heads": c.num_kv_heads,
         "head_dim": c.head_dim,
         "max_positions": c.max_len,
+        "attention": "grouped-query (no repeat of keys/values); cached slots in any order, masked",
         "state_bytes_per_position": 2 * c.num_layers * c.num_kv_heads * c.head_dim * 4,
         "opset": opset,
         "exporter": "legacy",
@@ -78,7 +81,7 @@ def export_step(model: SequentialRecommender, folder: Path, top_k: int, opset: i
         torch.tensor([[1, 2, 0], [3, 1, 2]]).clamp(max=c.num_items),
         *[torch.randn(batch, c.num_kv_heads, past, c.head_dim) for _ in range(2 * c.num_layers)],
     )
-    pasts, presents = past_names(c.num_layers), present_names(c.num_layers)
+    pasts, presents, news = past_names(c.num_layers), present_names(c.num_layers), new_names(c.num_layers)
     axes: dict[str, dict[int, str]] = {
         "item_ids": {0: "batch", 1: "new"},
         "attention_mask": {0: "batch", 1: "total"},
@@ -87,6 +90,7 @@ def export_step(model: SequentialRecommender, folder: Path, top_k: int, opset: i
         **{name: {0: "batch", 2: "past"} for name in pasts},
         **{name: {0: "batch"} for name in STEP_OUTPUTS},
         **{name: {0: "batch", 2: "total"} for name in presents},
+        **{name: {0: "batch", 2: "new"} for name in news},
     }
     folder = Path(folder)
     raw = folder / "step.raw.onnx"
@@ -95,7 +99,7 @@ def export_step(model: SequentialRecommender, folder: Path, top_k: int, opset: i
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the cache's shape checks, traced as constants
         torch.onnx.export(
             graph, example, str(raw), dynamo=False, opset_version=opset,
-            input_names=[*STEP_INPUTS, *pasts], output_names=[*STEP_OUTPUTS, *presents], dynamic_axes=axes,
+            input_names=[*STEP_INPUTS, *pasts], output_names=[*STEP_OUTPUTS, *presents, *news], dynamic_axes=axes,
         )
     seconds = time.perf_counter() - started
     try:

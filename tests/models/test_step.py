@@ -58,8 +58,11 @@ def test_a_batch_of_users_with_different_cache_lengths(model):
     items = torch.stack([h[-1:] for h in histories])
     positions = torch.tensor([[len(h) - 1] for h in histories])
     exclude = torch.zeros(3, 1, dtype=torch.long)
-    top_scores, top_ids, scores, *present = graph(items, mask, positions, exclude, *past)
+    top_scores, top_ids, scores, *kv = graph(items, mask, positions, exclude, *past)
     expected = torch.stack([full_pass(model, h) for h in histories])
     assert torch.allclose(scores[:, 1:], expected[:, 1:], atol=1e-5)
-    assert len(present) == 2 * model.config.num_layers and present[0].shape[2] == longest + 1
+    layers = 2 * model.config.num_layers
+    present, new = kv[:layers], kv[layers:]
+    assert len(present) == len(new) == layers and present[0].shape[2] == longest + 1
+    assert all(torch.equal(n, p[:, :, -1:]) for n, p in zip(new, present))  # the new slot alone
     assert (top_ids == expected.topk(5).indices).all()
