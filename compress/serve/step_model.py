@@ -4,7 +4,7 @@ Each user's state lives in a slot of a `KVStore` (compress/serve/kv_store.py): p
 values (RoPE applied) of the positions seen, the window's item ids (never recommended back), the
 RoPE position of the next item. `OnnxStepModel.advance(store, slots, new_items)` appends new items
 for a batch of users of different lengths: it gathers the slots' cached positions into the graph's
-`past` inputs (right-padded to the longest, masked), runs the graph, and writes back only the new
+`past` inputs (whole slots, masked past each row's length), runs the graph, and writes back only the new
 positions (the graph's `new.{i}.key/value` outputs) and counters; nothing else is copied per user.
 Torch-free: numpy and onnxruntime only.
 
@@ -114,7 +114,9 @@ class OnnxStepModel:
         wraps = lengths + counts > max_len
         if (wraps & (counts > 1)).any():
             raise ValueError(f"several new items past max_len {max_len}: feed them one at a time (or from an empty slot)")
-        past, new = int(lengths.max()), int(counts.max())
+        # the slots' whole width (max_len), masked past each row's length: gathering whole slots is one
+        # contiguous copy per slot (numpy copies a prefix of each head separately, about twice slower)
+        past, new = max_len, int(counts.max())
         offsets = np.arange(new) - (new - counts[:, None])  # 0..t-1 on a row's real new items, negative on padding
         real = offsets >= 0
         rows, cols = np.nonzero(real)
@@ -125,14 +127,15 @@ class OnnxStepModel:
         mask[wraps, writes[wraps]] = 0  # the oldest position, about to be overwritten
         mask[:, past:] = real
         positions = np.where(real, store.position[slots][:, None] + offsets, 0)
-        exclude = store.items[slots, : min(max_len, past + new)].copy()  # the window after the new items
+        exclude = store.items[slots]  # the window after the new items (a copy)
         exclude[rows, targets] = item_ids[rows, cols]
         feeds = {
             "item_ids": item_ids,
             "attention_mask": mask,
             "position_ids": positions,
             "exclude_ids": exclude,
-            **{name: store.kv[i][slots, :, :past] for i, name in enumerate(self.past_names)},
+            **{name: store.kv[i][slots] for i, name in enumerate(self.past_names)},  # arrays of their own:
+            # onnxruntime reads views into a larger array measurably slower
         }
         if store.dtype != np.float32:
             feeds |= {name: feeds[name].astype(np.float32) for name in self.past_names}
