@@ -2,6 +2,9 @@
 
 Leave-one-out split of a user sequence s: training uses s[:-2]; validation predicts s[-2]
 from s[:-2]; test predicts s[-1] from s[:-1]. Inputs keep the most recent `max_len` items.
+
+Training batches are only as wide as their longest window (the model anchors positions at
+the first real item, so leading all-padding columns change nothing).
 """
 
 from __future__ import annotations
@@ -44,24 +47,49 @@ def trainable_users(data: SequenceData) -> np.ndarray:
     return np.flatnonzero(data.lengths - 2 >= 2)
 
 
+def training_windows(data: SequenceData, max_len: int, sliding: bool = False) -> np.ndarray:
+    """[N, 2] (user, stop): the window of training items s[:-2][stop - max_len - 1 : stop].
+
+    Without `sliding` a user has one window, the most recent; with it, a history longer than
+    max_len is cut into consecutive windows stepping back max_len items from the end (each
+    window's first item is the previous one's last input), so every training pair is used once
+    per epoch; windows with fewer than two items are dropped.
+    """
+    users = trainable_users(data)
+    ends = data.lengths[users] - 2
+    if not sliding:
+        return np.stack([users, ends], axis=1)
+    counts = np.maximum(1, -(-(ends - 1) // max_len))  # ceil((pairs) / max_len)
+    rows = np.repeat(np.arange(len(users)), counts)
+    steps = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
+    stops = ends[rows] - steps * max_len
+    keep = stops >= 2
+    return np.stack([users[rows][keep], stops[keep]], axis=1)
+
+
 def train_batches(
     data: SequenceData,
     max_len: int,
     batch_size: int,
     generator: np.random.Generator,
     part: Callable[[np.ndarray], np.ndarray] | None = None,
+    sliding: bool = False,
 ) -> Iterator[TrainBatch]:
-    """One shuffled epoch: inputs s[:-3] and targets s[1:-2], last `max_len` positions.
+    """One shuffled epoch over the training windows (`training_windows`): inputs
+    window[:-1], targets window[1:], each batch as wide as its longest window.
 
-    `part` keeps one process's share of each batch's users (data-parallel training).
+    `part` keeps one process's share of each batch (data-parallel training).
     """
-    users = trainable_users(data)
-    users = users[generator.permutation(len(users))]
-    for start in range(0, len(users), batch_size):
-        chunk = users[start : start + batch_size]
-        windows = [data.sequence(u)[:-2][-(max_len + 1) :] for u in (part(chunk) if part else chunk)]
-        inputs = left_pad([w[:-1] for w in windows], max_len)
-        targets = left_pad([w[1:] for w in windows], max_len)
+    windows = training_windows(data, max_len, sliding)
+    windows = windows[generator.permutation(len(windows))]
+    chunks = [windows[start : start + batch_size] for start in range(0, len(windows), batch_size)]
+    for chunk in chunks:
+        if part:
+            chunk = chunk[part(np.arange(len(chunk)))]
+        rows = [data.sequence(int(u))[: int(stop)][-(max_len + 1) :] for u, stop in chunk]
+        width = max(len(w) - 1 for w in rows)
+        inputs = left_pad([w[:-1] for w in rows], width)
+        targets = left_pad([w[1:] for w in rows], width)
         yield TrainBatch(
             item_ids=torch.from_numpy(inputs),
             attention_mask=torch.from_numpy((inputs > 0).astype(np.int64)),
@@ -70,14 +98,17 @@ def train_batches(
 
 
 def eval_batches(
-    data: SequenceData, split: Split, max_len: int, batch_size: int, users: np.ndarray | None = None
+    data: SequenceData, split: Split, max_len: int, batch_size: int, users: np.ndarray | None = None,
+    trim: bool = False,
 ) -> Iterator[EvalBatch]:
-    """Batches of (history, target) for `split`, in user order."""
+    """Batches of (history, target) for `split`, in user order; `trim` makes each batch only as
+    wide as its longest history (up to max_len) instead of max_len."""
     users = np.arange(data.num_users) if users is None else users
     for start in range(0, len(users), batch_size):
         chunk = users[start : start + batch_size]
         pairs = [history_and_target(data, int(u), split) for u in chunk]
-        inputs = left_pad([h for h, _ in pairs], max_len)
+        width = min(max_len, max(max(len(h) for h, _ in pairs), 1)) if trim else max_len
+        inputs = left_pad([h for h, _ in pairs], width)
         yield EvalBatch(
             users=chunk,
             item_ids=torch.from_numpy(inputs),

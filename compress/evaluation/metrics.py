@@ -195,8 +195,9 @@ def model_ranks(
     The target's score is its dot product with the user state, rounded to the dtype the
     chunks are scored in, so it compares with the other items as their scores do.
     """
+    order = np.argsort(data.lengths[users], kind="stable")  # similar lengths per batch, trimmed
     ranks = [np.zeros(0, dtype=np.int64)]
-    for batch in eval_batches(data, split, model.config.max_len, config.batch_size, users):
+    for batch in eval_batches(data, split, model.config.max_len, config.batch_size, users[order], trim=True):
         states = model.last_states(batch.item_ids.to(device), batch.attention_mask.to(device))
         targets = batch.targets.to(device)
         exact = (states.float() * model.item_table[targets].float()).sum(-1)
@@ -205,7 +206,9 @@ def model_ranks(
             lambda start, stop: model.score(states, start, stop).float(), target_scores, batch.targets,
             _histories(data, batch, split, config), data.num_items, config.item_chunk,
         ).cpu().numpy())
-    return np.concatenate(ranks)
+    in_order = np.empty(len(users), dtype=np.int64)
+    in_order[order] = np.concatenate(ranks)
+    return in_order
 
 
 @torch.no_grad()

@@ -18,11 +18,8 @@ import torch
 from compress.data.sequences import SequenceData
 from compress.evaluation.bootstrap import PairedDifference, paired_bootstrap, per_user_ndcg
 from compress.evaluation.config import EvalConfig
-from compress.evaluation.metrics import evaluation_users, model_ranks, score_ranks
-from compress.evaluation.scoring import onnx_scores, torch_scores
-from compress.models import load_model
+from compress.evaluation.paired import artifact_ranks
 from compress.search.spec import Constraints
-from compress.serve.onnx_model import OnnxRecommender
 
 K = 10
 MIB = 1 << 20
@@ -32,14 +29,7 @@ def validation_ranks(
     path: Path, kind: str, data: SequenceData, eval_config: EvalConfig, device: torch.device
 ) -> np.ndarray:
     """0-based validation ranks of every evaluated user for a stage's artifact (PyTorch or ONNX)."""
-    users = evaluation_users(data, eval_config)
-    if kind == "onnx":
-        model = OnnxRecommender(path, ["CPUExecutionProvider"] if device.type == "cpu" else None)
-        return score_ranks(onnx_scores(model), data, "valid", eval_config, model.max_len, users)
-    model = load_model(path, device).eval()
-    if eval_config.protocol == "sampled":
-        return score_ranks(torch_scores(model), data, "valid", eval_config, model.config.max_len, users)
-    return model_ranks(model, data, "valid", eval_config, device, users)
+    return artifact_ranks(path, kind, data, eval_config, device, split="valid")
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,10 @@ class OptimConfig(BaseModel):
     max_steps_per_epoch: int | None = Field(None, ge=1, description="Cap on steps per epoch (quick runs).")
     softmax: Softmax = Field("full", description="Next-item cross-entropy over all items or sampled.")
     num_negatives: int = Field(1000, ge=1, description="Shared negatives per step for softmax: sampled.")
+    sliding_windows: bool = Field(
+        False,
+        description="Train on every max_len window of a long history (stepping back from its end), not only the most recent.",
+    )
     eval_users: int | None = Field(None, ge=1, description="Validate on the first N users only (default: all).")
 
 

@@ -29,7 +29,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from compress.runtime import distributed
 from compress.runs.artifacts import atomic_write
-from compress.data.batching import TrainBatch, train_batches, trainable_users
+from compress.data.batching import TrainBatch, train_batches, training_windows
 from compress.data.sequences import SequenceData
 from compress.evaluation.metrics import EvalConfig, evaluate_model, evaluation_users, metrics_from_ranks, model_ranks
 from compress.models import SequentialRecommender
@@ -64,7 +64,8 @@ def fit(
 ) -> TrainResult:
     """Train `model` in place with `loss_fn`; keep and restore the best validation weights."""
     model.to(ctx.device).train()
-    steps_per_epoch = math.ceil(len(trainable_users(data)) / config.batch_size)
+    windows = training_windows(data, ctx.max_len, config.sliding_windows)
+    steps_per_epoch = math.ceil(len(windows) / config.batch_size)
     if config.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
     total_steps = steps_per_epoch * config.epochs
@@ -85,7 +86,10 @@ def fit(
         task = progress.add_task("training", total=total_steps, completed=state.epoch * steps_per_epoch, info="")
         while state.epoch < config.epochs and not state.stopped:
             losses: list[torch.Tensor] = []  # detached, on the device: read once per epoch (per step if shown)
-            batches = train_batches(data, ctx.max_len, config.batch_size, state.rng, part=distributed.batch_part)
+            batches = train_batches(
+                data, ctx.max_len, config.batch_size, state.rng,
+                part=distributed.batch_part, sliding=config.sliding_windows,
+            )
             for step, batch in enumerate(batches):
                 if step >= steps_per_epoch:
                     break

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from compress.data.batching import eval_batches, history_and_target, left_pad, train_batches
+from compress.data.batching import training_windows, eval_batches, history_and_target, left_pad, train_batches
 from compress.data.sequences import build_sequences, kcore_filter
 from compress.data.synthetic import SyntheticConfig, generate
 from compress.errors import DataError
@@ -54,9 +54,28 @@ def test_leave_one_out_split():
 def test_train_batches_never_see_validation_or_test_items():
     data = build_sequences(pd.DataFrame({"user": [1] * 6, "item": [1, 2, 3, 4, 5, 6]}))
     (batch,) = list(train_batches(data, max_len=8, batch_size=4, generator=np.random.default_rng(0)))
-    assert batch.item_ids[0].tolist() == [0, 0, 0, 0, 0, 1, 2, 3]
-    assert batch.targets[0].tolist() == [0, 0, 0, 0, 0, 2, 3, 4]
-    assert batch.attention_mask[0].tolist() == [0, 0, 0, 0, 0, 1, 1, 1]
+    assert batch.item_ids[0].tolist() == [1, 2, 3]  # as wide as the longest window, not max_len
+    assert batch.targets[0].tolist() == [2, 3, 4]
+    assert batch.attention_mask[0].tolist() == [1, 1, 1]
+
+
+def _pairs(batches) -> list[tuple[int, int]]:
+    """Every (input, target) pair of an epoch, padding left out."""
+    out = []
+    for batch in batches:
+        keep = batch.targets > 0
+        out += list(zip(batch.item_ids[keep].tolist(), batch.targets[keep].tolist()))
+    return sorted(out)
+
+
+def test_sliding_windows_use_every_training_pair_once():
+    items = list(range(1, 13))  # training part s[:-2] = 1..10: nine pairs
+    data = build_sequences(pd.DataFrame({"user": [1] * 12 + [2] * 4, "item": items + [1, 2, 3, 4]}))
+    last = _pairs(train_batches(data, 3, 8, np.random.default_rng(0)))
+    every = _pairs(train_batches(data, 3, 8, np.random.default_rng(0), sliding=True))
+    assert every == sorted([(i, i + 1) for i in range(1, 10)] + [(1, 2)])
+    assert last == sorted([(7, 8), (8, 9), (9, 10), (1, 2)])  # the most recent window only
+    assert training_windows(data, 3, sliding=True).tolist() == [[0, 10], [0, 7], [0, 4], [1, 2]]
 
 
 def test_inputs_keep_the_most_recent_items():

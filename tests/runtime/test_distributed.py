@@ -106,9 +106,9 @@ def test_batch_parts_of_the_ranks_make_up_the_whole_batch(tiny_data, monkeypatch
         monkeypatch.setattr(distributed, "world_size", lambda: 3)
         parts.append(next(train_batches(tiny_data, 20, 7, np.random.default_rng(0), part=distributed.batch_part)))
     assert [len(p.item_ids) for p in parts] == [3, 2, 2]
-    merged = np.empty_like(whole.item_ids.numpy())
-    for rank, part in enumerate(parts):
-        merged[rank::3] = part.item_ids.numpy()
+    merged = np.zeros_like(whole.item_ids.numpy())
+    for rank, part in enumerate(parts):  # a part is as wide as its own longest window: right-align
+        merged[rank::3, merged.shape[1] - part.item_ids.shape[1] :] = part.item_ids.numpy()
     assert (merged == whole.item_ids.numpy()).all()
     assert len(distributed.batch_part(np.array([5]))) == 1  # fewer users than ranks: no rank is left empty
 
