@@ -8,9 +8,10 @@ batch 1 and at a large batch, through onnxruntime on the same machine in the sam
                  `compress predict` and the stage benchmark run)
     full_real    the full pass at real lengths: batch 1 at the history's own length; large
                  batches sorted by length and cut into buckets, each padded to its longest
-    step         the step model (`step.onnx`) through the serving code (OnnxStepModel.advance:
-                 gathering the users' cached keys/values, the graph, splitting the new state),
-                 the cache holding the history before the new item
+    step         the step model (`step.onnx`) through the serving code (OnnxStepModel.advance over
+                 a KVStore slot per user: gathering the users' cached keys/values, the graph,
+                 writing back the new positions), the cache holding the history before the new
+                 item (each call's state changes are rolled back, untimed, before the next call)
     step_graph   the step graph alone on inputs gathered beforehand (what the serving code adds
                  is step minus step_graph)
 
@@ -31,7 +32,8 @@ import numpy as np
 
 from compress.serve.onnx_model import OnnxRecommender
 from compress.serve.padding import left_pad
-from compress.serve.step_model import OnnxStepModel, StepState
+from compress.serve.kv_store import COUNTERS, KVStore
+from compress.serve.step_model import OnnxStepModel
 
 MODES = ("full_padded", "full_real", "step", "step_graph")
 
@@ -42,32 +44,41 @@ def _percentiles(ms: list[float], cpu_ms: list[float]) -> dict[str, float]:
             "cpu_p50_ms": float(np.median(cpu_ms))}
 
 
-def _time(call: Any, inputs: list[Any], warmup: int) -> tuple[list[float], list[float]]:
+def _time(call: Any, inputs: list[Any], warmup: int, after: Any = None) -> tuple[list[float], list[float]]:
     """Wall and calling-thread CPU milliseconds per call (with one onnxruntime thread, the CPU time is the
-    work done, whatever else the machine runs)."""
-    for item in inputs[:warmup]:
-        call(item)
+    work done, whatever else the machine runs); `after(item)`, untimed, follows every call."""
     wall, cpu = [], []
-    for item in inputs[warmup:]:
+    for index, item in enumerate(inputs):
         start, start_cpu = time.perf_counter(), time.thread_time()
         call(item)
-        cpu.append((time.thread_time() - start_cpu) * 1000.0)
-        wall.append((time.perf_counter() - start) * 1000.0)
+        if index >= warmup:
+            cpu.append((time.thread_time() - start_cpu) * 1000.0)
+            wall.append((time.perf_counter() - start) * 1000.0)
+        if after is not None:
+            after(item)
     return wall, cpu
 
 
-def _prefill(step: OnnxStepModel, histories: list[np.ndarray], chunk: int = 64) -> list[StepState]:
-    """Each user's state holding its history but the last item (empty for a one-item history)."""
-    states: list[StepState] = []
+def _prefill(step: OnnxStepModel, histories: list[np.ndarray], chunk: int = 64) -> KVStore:
+    """A store whose slot i holds history i but its last item (empty for a one-item history)."""
+    store = step.new_store(len(histories))
     for start in range(0, len(histories), chunk):
-        group = histories[start : start + chunk]
-        todo = [i for i, h in enumerate(group) if len(h) > 1]
-        built = {i: step.empty_state() for i in range(len(group))}
+        todo = [i for i in range(start, min(start + chunk, len(histories))) if len(histories[i]) > 1]
         if todo:
-            output = step.advance([step.empty_state() for _ in todo], [group[i][:-1] for i in todo])
-            built |= dict(zip(todo, output.states))
-        states += [built[i] for i in range(len(group))]
-    return states
+            step.advance(store, todo, [histories[i][:-1] for i in todo])
+    return store
+
+
+def _snapshot(store: KVStore) -> Any:
+    """What `advance` changes besides cached positions past `length`: restoring it rolls a call back."""
+    saved = [store.items.copy(), *[getattr(store, name).copy() for name in COUNTERS]]
+
+    def restore(slots: np.ndarray) -> None:
+        store.items[slots] = saved[0][slots]
+        for name, values in zip(COUNTERS, saved[1:]):
+            getattr(store, name)[slots] = values[slots]
+
+    return restore
 
 
 def incremental_bench(
@@ -89,7 +100,8 @@ def incremental_bench(
     max_len = full.max_len
     histories = [np.asarray(h[-max_len:], dtype=np.int64) for h in histories if len(h)]
     lengths = np.array([len(h) for h in histories])
-    states = _prefill(step, histories)
+    store = _prefill(step, histories)
+    restore = _snapshot(store)
 
     def run_full(ids: np.ndarray) -> Any:
         return full.topk(ids, (ids > 0).astype(np.int64))
@@ -103,15 +115,15 @@ def incremental_bench(
         buckets = _length_buckets(lengths, batch, calls)
         real = [left_pad([histories[j] for j in b], int(lengths[b].max())) for b in buckets]
         news = [[histories[j][-1:] for j in p] for p in picks]
-        feeds = [step.batch([states[j] for j in p], n).feeds for p, n in zip(picks, news)]
+        feeds = [step.prepare(store, p, n).feeds for p, n in zip(picks, news)]
         entry: dict[str, Any] = {}
-        for mode, call, inputs in (
-            ("full_padded", run_full, padded),
-            ("full_real", run_full, real),
-            ("step", lambda k: step.advance([states[j] for j in picks[k]], news[k]), list(range(calls))),
-            ("step_graph", lambda f: step.session.run(step.output_names, f), feeds),
+        for mode, call, inputs, after in (
+            ("full_padded", run_full, padded, None),
+            ("full_real", run_full, real, None),
+            ("step", lambda k: step.advance(store, picks[k], news[k]), list(range(calls)), lambda k: restore(picks[k])),
+            ("step_graph", lambda f: step.session.run(step.run_names, f), feeds, None),
         ):
-            ms, cpu_ms = _time(call, inputs, warm)
+            ms, cpu_ms = _time(call, inputs, warm, after)
             stats = _percentiles(ms, cpu_ms)
             entry[mode] = {**stats, "events_per_s": batch * len(ms) / (sum(ms) / 1000.0),
                            "events_per_s_median": batch / (stats["p50_ms"] / 1000.0),
@@ -132,8 +144,8 @@ def incremental_bench(
         "mean_history": float(lengths.mean()),
         "threads": threads,
         "state_bytes_per_user": {
-            "fp32_mean": float((cached * (per_position + 8)).mean() + 16),
-            "fp32_at_max_len": per_position * max_len + 8 * max_len + 16,
+            "fp32_mean": float((cached * (per_position + 8)).mean() + 8 * len(COUNTERS)),
+            "fp32_at_max_len": store.slot_bytes,
             "per_position": per_position,
         },
         **results,

@@ -35,7 +35,7 @@ from compress.runtime.environment import versions
 from compress.serve.locate import resolve_artifact
 from compress.serve.onnx_model import OnnxRecommender
 from compress.serve.padding import left_pad
-from compress.serve.step_model import OnnxStepModel, fit_window
+from compress.serve.step_model import OnnxStepModel, next_items
 
 OUT = Path(__file__).resolve().parents[1] / "results" / "incremental"
 SHAPE = {"hidden_size": 64, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 128, "dropout": 0.0}
@@ -70,18 +70,17 @@ def speed(args: argparse.Namespace) -> None:
 
 def replay(step: OnnxStepModel, histories: list[np.ndarray], refresh_every: int, batch: int = 256) -> np.ndarray:
     """Scores after each history's last item, fed one item at a time from an empty state under the
-    overflow policy (compress.serve.step_model.fit_window)."""
+    overflow policy (compress.serve.step_model.next_items), a store slot per user as the server keeps them."""
     order = np.argsort([-len(h) for h in histories], kind="stable")
     out = np.zeros((len(histories), step.metadata["num_items"] + 1), np.float32)
+    store = step.new_store(batch)
     for start in range(0, len(order), batch):
         group = [histories[i] for i in order[start : start + batch]]
-        states = [step.empty_state() for _ in group]
+        store.clear(slice(None))
         for t in range(len(group[0])):
             active = [i for i, h in enumerate(group) if len(h) > t]  # a prefix: longest first
-            fitted = [fit_window(states[i], int(group[i][t]), step.max_len, refresh_every) for i in active]
-            output = step.advance([f[0] for f in fitted], [f[1] for f in fitted])
+            output = step.advance(store, active, [next_items(store, i, int(group[i][t]), refresh_every) for i in active])
             for row, i in enumerate(active):
-                states[i] = output.states[row]
                 if len(group[i]) == t + 1:
                     out[order[start + i]] = output.scores[row]
     return out

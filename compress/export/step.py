@@ -1,7 +1,7 @@
 """ONNX export of the append-one-event step model (`onnx/step.onnx`) and its parity check.
 
 `export_step` writes `step.onnx` beside `model.onnx` (the graph of compress.models.step.StepGraph:
-new items + past keys/values in, top-K + present keys/values out) and returns the `step` entry of
+new items + past keys/values in, top-K + the new slots' keys/values out) and returns the `step` entry of
 `metadata.json`. `step_parity` replays test histories through the ONNX step (empty state, then one
 item at a time, batched across users of different lengths) and compares its scores with the
 PyTorch full pass over the same history: the export stage's parity gate records it in
@@ -25,7 +25,7 @@ from compress.data.sequences import SequenceData
 from compress.errors import ArtifactError, ParityError
 from compress.export.graph import share_transposed_initializers
 from compress.models import SequentialRecommender
-from compress.models.step import STEP_INPUTS, STEP_OUTPUTS, StepGraph, past_names, present_names
+from compress.models.step import STEP_INPUTS, STEP_OUTPUTS, StepGraph, new_names, past_names
 from compress.serve.padding import left_pad
 from compress.serve.step_model import STEP_FILE, OnnxStepModel
 
@@ -36,7 +36,7 @@ def step_metadata(model: SequentialRecommender, top_k: int, opset: int, seconds:
     """The `step` entry of metadata.json: file, names, shapes (symbolic axes), dtypes, positions."""
     c = model.config
     kv = ["batch", c.num_kv_heads, "past", c.head_dim]
-    present = ["batch", c.num_kv_heads, "past + new", c.head_dim]
+    new = ["batch", c.num_kv_heads, "new", c.head_dim]
     inputs = {
         "item_ids": {"shape": ["batch", "new"], "dtype": "int64"},
         "attention_mask": {"shape": ["batch", "past + new"], "dtype": "int64"},
@@ -48,7 +48,7 @@ def step_metadata(model: SequentialRecommender, top_k: int, opset: int, seconds:
         "top_scores": {"shape": ["batch", top_k], "dtype": "float32"},
         "top_ids": {"shape": ["batch", top_k], "dtype": "int64"},
         "scores": {"shape": ["batch", c.num_items + 1], "dtype": "float32"},
-        **{name: {"shape": present, "dtype": "float32"} for name in present_names(c.num_layers)},
+        **{name: {"shape": new, "dtype": "float32"} for name in new_names(c.num_layers)},
     }
     return {
         "file": STEP_FILE,
@@ -58,6 +58,8 @@ def step_metadata(model: SequentialRecommender, top_k: int, opset: int, seconds:
         "num_kv_heads": c.num_kv_heads,
         "head_dim": c.head_dim,
         "max_positions": c.max_len,
+        "state": "the caller keeps the cache: present = past followed by new (per layer, axis 2); "
+                 "cached slots may come in any order (the mask marks the real ones)",
         "state_bytes_per_position": 2 * c.num_layers * c.num_kv_heads * c.head_dim * 4,
         "opset": opset,
         "exporter": "legacy",
@@ -78,7 +80,7 @@ def export_step(model: SequentialRecommender, folder: Path, top_k: int, opset: i
         torch.tensor([[1, 2, 0], [3, 1, 2]]).clamp(max=c.num_items),
         *[torch.randn(batch, c.num_kv_heads, past, c.head_dim) for _ in range(2 * c.num_layers)],
     )
-    pasts, presents = past_names(c.num_layers), present_names(c.num_layers)
+    pasts, news = past_names(c.num_layers), new_names(c.num_layers)
     axes: dict[str, dict[int, str]] = {
         "item_ids": {0: "batch", 1: "new"},
         "attention_mask": {0: "batch", 1: "total"},
@@ -86,7 +88,7 @@ def export_step(model: SequentialRecommender, folder: Path, top_k: int, opset: i
         "exclude_ids": {0: "batch", 1: "excluded"},
         **{name: {0: "batch", 2: "past"} for name in pasts},
         **{name: {0: "batch"} for name in STEP_OUTPUTS},
-        **{name: {0: "batch", 2: "total"} for name in presents},
+        **{name: {0: "batch", 2: "new"} for name in news},
     }
     folder = Path(folder)
     raw = folder / "step.raw.onnx"
@@ -95,7 +97,7 @@ def export_step(model: SequentialRecommender, folder: Path, top_k: int, opset: i
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the cache's shape checks, traced as constants
         torch.onnx.export(
             graph, example, str(raw), dynamo=False, opset_version=opset,
-            input_names=[*STEP_INPUTS, *pasts], output_names=[*STEP_OUTPUTS, *presents], dynamic_axes=axes,
+            input_names=[*STEP_INPUTS, *pasts], output_names=[*STEP_OUTPUTS, *news], dynamic_axes=axes,
         )
     seconds = time.perf_counter() - started
     try:
@@ -111,10 +113,11 @@ def export_step(model: SequentialRecommender, folder: Path, top_k: int, opset: i
 def step_parity(
     model: SequentialRecommender, folder: Path, data: SequenceData, users: int, k: int
 ) -> dict[str, Any]:
-    """Replay the first `users` test histories (capped at max_len) through the ONNX step, one item per
-    call from an empty state, batched; compare the scores after every event with the PyTorch full
+    """Replay the first `users` test histories (capped at max_len) through the ONNX step as a server runs it
+    (a KVStore slot per user, `OnnxStepModel.advance`), one item per call from an empty state, batched; compare the scores after every event with the PyTorch full
     pass over the same prefix. Returns the max abs diff and the share of identical top-K."""
     step = OnnxStepModel(folder, "cpu")
+    store = step.new_store(64)
     k = min(k, step.top_k)
     max_len = model.config.max_len
     histories = [history_and_target(data, u, "test")[0][-max_len:] for u in range(min(users, data.num_users))]
@@ -122,10 +125,10 @@ def step_parity(
     worst, same, events = 0.0, 0, 0
     for start in range(0, len(histories), 64):
         group = histories[start : start + 64]
-        states = [step.empty_state() for _ in group]
+        store.clear(slice(None))
         for t in range(max(len(h) for h in group)):
             active = [i for i, h in enumerate(group) if t < len(h)]
-            got = step.advance([states[i] for i in active], [group[i][t : t + 1] for i in active])
+            got = step.advance(store, active, [group[i][t : t + 1] for i in active])
             prefixes = [group[i][: t + 1] for i in active]
             ids = torch.from_numpy(left_pad(prefixes, max_len))
             with torch.no_grad():
@@ -138,8 +141,6 @@ def step_parity(
             ref_top = np.argsort(-ref_masked, axis=1, kind="stable")[:, :k]
             same += int(sum(set(a) == set(b[:k]) for a, b in zip(ref_top, got.top_ids)))
             events += len(active)
-            for i, state in zip(active, got.states):
-                states[i] = state
     return {"users": len(histories), "events": events, "max_abs_diff": worst, "k": k,
             "identical_topk": same / max(events, 1)}
 

@@ -14,14 +14,30 @@ Inputs (B users, P cached slots, T new slots; every row's cache is left-padded t
     exclude_ids     [B, S]      items not to recommend (the history window; 0 is padding)
     past.{i}.key / past.{i}.value  [B, kv_heads, P, head_dim] for every layer i
 Outputs: top_scores, top_ids [B, K] (best first, exclude_ids left out), scores [B, num_items + 1]
-(state after the last new item), present.{i}.key / present.{i}.value [B, kv_heads, P + T, head_dim].
+(state after the last new item), new.{i}.key / new.{i}.value [B, kv_heads, T, head_dim]: the keys and
+values of the new slots alone. The present state is the past followed by these; the caller owns the
+cache and appends them (compress/serve/kv_store.py writes them into each user's slot in place), so
+the graph never copies the cache (a `present` output would be a copy of the whole past per call).
+
+Attention is transformers' own LlamaAttention (RoPE, projections, the cache update). The cache is
+transformers' DynamicCache with `PastNewLayer` layers, which hand the attention the cached and the
+new keys/values apart instead of concatenating them, and the attention kernel is
+`grouped_query_attention`, registered in transformers' AttentionInterface: it attends over both
+parts and stacks the queries of a key/value head's group so the cached keys/values are used as
+they are (sdpa would copy them once per query head, `repeat_kv`). The cached slots of a row may
+come in any order (the mask says which are real; RoPE is applied before caching), which lets a
+server keep each user's cache as a ring buffer.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator, NamedTuple
+
 import torch
 from torch import nn
-from transformers import DynamicCache
+from transformers import AttentionInterface, DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 from compress.models.recommender import SequentialRecommender
 
@@ -30,12 +46,84 @@ def past_names(num_layers: int) -> list[str]:
     return [f"past.{i}.{kind}" for i in range(num_layers) for kind in ("key", "value")]
 
 
-def present_names(num_layers: int) -> list[str]:
-    return [f"present.{i}.{kind}" for i in range(num_layers) for kind in ("key", "value")]
+def new_names(num_layers: int) -> list[str]:
+    return [f"new.{i}.{kind}" for i in range(num_layers) for kind in ("key", "value")]
 
 
 STEP_INPUTS = ("item_ids", "attention_mask", "position_ids", "exclude_ids")
 STEP_OUTPUTS = ("top_scores", "top_ids", "scores")
+STEP_ATTENTION = "compress_grouped_query"
+
+
+class PastAndNew(NamedTuple):
+    """Keys (or values) of the cached slots [B, kv, P, d] and of the new ones [B, kv, T, d], not concatenated."""
+
+    past: torch.Tensor
+    new: torch.Tensor
+
+
+class PastNewLayer(DynamicLayer):
+    """A DynamicLayer holding a given past that returns past and new keys/values apart (`PastAndNew`)
+    from `update`, for `grouped_query_attention`; `new_keys`/`new_values` keep what was appended."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        super().__init__()
+        self.keys, self.values, self.device, self.is_initialized = keys, values, keys.device, True
+        self.new_keys: torch.Tensor | None = None
+        self.new_values: torch.Tensor | None = None
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: object, **kwargs: object) -> tuple:
+        self.new_keys, self.new_values = key_states, value_states
+        return PastAndNew(self.keys, key_states), PastAndNew(self.values, value_states)
+
+
+def grouped_query_attention(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs: object,
+) -> tuple[torch.Tensor, None]:
+    """Masked softmax attention with the queries of each key/value head stacked ([B, kv, groups * T, d]),
+    so keys and values are never repeated per query head. `key`/`value`: tensors [B, kv, S, d], or
+    `PastAndNew` parts (S = P + T: attended to as if concatenated, without the copy). `attention_mask`:
+    boolean [B, 1, T, S] (True: attend). Returns [B, T, heads, d] as transformers' attention functions do."""
+    batch, heads, new, dim = query.shape
+    keys = list(key) if isinstance(key, PastAndNew) else [key]
+    values = list(value) if isinstance(value, PastAndNew) else [value]
+    kv_heads = keys[0].shape[1]
+    groups = heads // kv_heads
+    stacked = query.reshape(batch, kv_heads, groups * new, dim)
+    scores = torch.cat([torch.matmul(stacked, k.transpose(-1, -2)) for k in keys], dim=-1)
+    total = scores.shape[-1]
+    scores = scores.view(batch, kv_heads, groups, new, total) * (scaling if scaling is not None else dim**-0.5)
+    if attention_mask is not None:
+        scores = scores.masked_fill(~attention_mask.unsqueeze(2), float("-inf"))
+    weights = torch.softmax(scores, dim=-1).view(batch, kv_heads, groups * new, total)
+    if len(keys) == 1:
+        output = torch.matmul(weights, values[0])
+    else:
+        past = keys[0].shape[2]
+        output = torch.matmul(weights[..., :past], values[0]) + torch.matmul(weights[..., past:], values[1])
+    return output.view(batch, heads, new, dim).transpose(1, 2).contiguous(), None
+
+
+AttentionInterface.register(STEP_ATTENTION, grouped_query_attention)
+
+
+@contextmanager
+def step_attention(model: SequentialRecommender) -> Iterator[None]:
+    """Run the backbone with `grouped_query_attention` (restores the model's own kernel after)."""
+    config = model.backbone.config
+    before = config._attn_implementation
+    config._attn_implementation = STEP_ATTENTION
+    try:
+        yield
+    finally:
+        config._attn_implementation = before
 
 
 def step_mask(attention_mask: torch.Tensor, new: int) -> torch.Tensor:
@@ -51,7 +139,7 @@ def step_mask(attention_mask: torch.Tensor, new: int) -> torch.Tensor:
 
 
 class StepGraph(nn.Module):
-    """The step model (see the module doc): new items + past keys/values -> top-K, scores, present."""
+    """The step model (see the module doc): new items + past keys/values -> top-K, scores, new keys/values."""
 
     def __init__(self, model: SequentialRecommender, top_k: int) -> None:
         super().__init__()
@@ -67,10 +155,10 @@ class StepGraph(nn.Module):
         exclude_ids: torch.Tensor,
         *past: torch.Tensor,
     ) -> tuple[torch.Tensor, ...]:
-        scores, present = self.advance(item_ids, attention_mask, position_ids, list(past))
+        scores, new = self.advance(item_ids, attention_mask, position_ids, list(past))
         unseen = scores.scatter(1, exclude_ids, float("-inf"))
         top_scores, top_ids = unseen.topk(self.top_k, dim=-1)
-        return (top_scores, top_ids, scores, *present)
+        return (top_scores, top_ids, scores, *new)
 
     def advance(
         self,
@@ -79,22 +167,30 @@ class StepGraph(nn.Module):
         position_ids: torch.Tensor,
         past: list[torch.Tensor],
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Scores after the last new item, and the present keys/values (flat: key, value per layer)."""
+        """Scores after the last new item, and the new slots' keys/values (flat: key, value per layer; the
+        present state is `past` followed by them, see `append`)."""
         model = self.model
-        cache = DynamicCache(ddp_cache_data=[(past[2 * i], past[2 * i + 1]) for i in range(self.num_layers)])
+        cache = DynamicCache()
+        cache.layers = [PastNewLayer(past[2 * i], past[2 * i + 1]) for i in range(self.num_layers)]
         embeddings = model.embedding_dropout(model.input_proj(model.item_embeddings(item_ids)))
-        outputs = model.backbone(
-            inputs_embeds=embeddings,
-            attention_mask=step_mask(attention_mask, item_ids.shape[1]),
-            position_ids=position_ids,
-            cache=cache,
-            use_cache=True,
-        )
+        with step_attention(model):
+            outputs = model.backbone(
+                inputs_embeds=embeddings,
+                attention_mask=step_mask(attention_mask, item_ids.shape[1]),
+                position_ids=position_ids,
+                cache=cache,
+                use_cache=True,
+            )
         state = model.output_proj(outputs.last_hidden_state[:, -1])
-        present = []
+        new = []
         for layer in cache.layers:
-            present += [layer.keys, layer.values]
-        return model.score(state), present
+            new += [layer.new_keys, layer.new_values]
+        return model.score(state), new
+
+
+def append(past: list[torch.Tensor], new: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The present state: each past key/value followed by the new slots'."""
+    return [torch.cat([p, n], dim=2) for p, n in zip(past, new)]
 
 
 def empty_past(model: SequentialRecommender, batch: int) -> list[torch.Tensor]:

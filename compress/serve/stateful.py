@@ -9,21 +9,22 @@ Documented behaviour (never a crash):
 - unknown item id: the event is skipped (`error` says so), the user's state is unchanged;
 - a user not in memory (new, or evicted by the LRU): starts from an empty state (`state: "new"`),
   i.e. an evicted user's earlier history is forgotten;
-- memory: at most `max_users` users are kept; the least recently active is evicted first;
-- history longer than max_len: the window policy of compress.serve.step_model.fit_window.
+- memory: at most `max_users` users are kept; the least recently active is evicted first (its
+  slot of the preallocated state store is reused, compress/serve/kv_store.py);
+- history longer than max_len: the window policy of compress.serve.step_model.next_items.
 Torch-free: numpy and onnxruntime only.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 
-from compress.serve.step_model import OnnxStepModel, StepState, fit_window
+from compress.serve.kv_store import SlotLRU
+from compress.serve.step_model import OnnxStepModel, next_items
 
 
 @dataclass
@@ -53,6 +54,8 @@ class StatefulRecommender:
             raise ValueError("max_users must be at least 1")
         self.model = OnnxStepModel(folder, device, threads)
         self.max_users = max_users
+        self.store = self.model.new_store(min(max_users, 256))
+        self.users = SlotLRU(self.store, max_users)  # user -> slot
         self.refresh_every = refresh_every
         self.top_k = top_k or self.model.top_k
         if not 1 <= self.top_k <= self.model.top_k:
@@ -60,8 +63,6 @@ class StatefulRecommender:
         table = self.model.metadata["item_ids"]
         self.original = table
         self.lookup = {str(original): internal for internal, original in enumerate(table, start=1)}
-        self.users: OrderedDict[str, StepState] = OrderedDict()
-        self.evictions = 0
 
     def observe(self, events: Iterable[tuple[Any, Any]]) -> list[EventResult]:
         """Apply events (user, original item id) in order; one result per event."""
@@ -69,61 +70,55 @@ class StatefulRecommender:
         pending = list(range(len(results)))
         while pending:  # each wave holds at most one event per user, so a user's events stay in order
             wave, later, seen = [], [], set()
-            for index in pending:
-                (later if results[index].user in seen else wave).append(index)
-                seen.add(results[index].user)
+            for index in pending:  # at most max_users users per wave: none evicts another of its wave
+                user = results[index].user
+                (later if user in seen or len(wave) == self.max_users else wave).append(index)
+                seen.add(user)
             self._apply(wave, results)
             pending = later
         return results
 
     def _apply(self, wave: list[int], results: list[EventResult]) -> None:
-        batch, states, feeds = [], [], []
+        batch, slots, feeds = [], [], []
         for index in wave:
             result = results[index]
             internal = self.lookup.get(result.item)
             if internal is None:
                 result.error = f"unknown item id {result.item!r}: event skipped, state unchanged"
                 continue
-            state = self.users.get(result.user)
-            if state is None:
-                result.state = "new"
-                state = self.model.empty_state()
-            state, items = fit_window(state, internal, self.model.max_len, self.refresh_every)
+            slot, new = self.users.get(result.user)
+            result.state = "new" if new else "cached"
             batch.append(index)
-            states.append(state)
-            feeds.append(items)
+            slots.append(slot)
+            feeds.append(next_items(self.store, slot, internal, self.refresh_every))
         if not batch:
             return
-        output = self.model.advance(states, feeds)
-        for row, index in enumerate(batch):
+        output = self.model.advance(self.store, slots, feeds)
+        for row, (index, slot) in enumerate(zip(batch, slots)):
             result = results[index]
             result.items = [self.original[int(i) - 1] for i in output.top_ids[row, : self.top_k]]
             result.scores = [float(s) for s in output.top_scores[row, : self.top_k]]
-            result.positions = output.states[row].length
-            self._remember(result.user, output.states[row])
+            result.positions = int(self.store.length[slot])
 
-    def _remember(self, user: str, state: StepState) -> None:
-        self.users[user] = state
-        self.users.move_to_end(user)
-        while len(self.users) > self.max_users:
-            self.users.popitem(last=False)
-            self.evictions += 1
+    @property
+    def evictions(self) -> int:
+        return self.users.evictions
 
     def forget(self, user: Any) -> bool:
         """Drop a user's state; whether it was in memory."""
-        return self.users.pop(str(user), None) is not None
+        return self.users.forget(str(user))
 
     def stats(self) -> dict[str, Any]:
         """Users in memory, evictions, and state bytes per user (mean over users in memory; and at max_len)."""
-        sizes = [s.nbytes for s in self.users.values()]
-        full = self.model.step["state_bytes_per_position"] * self.model.max_len + 8 * self.model.max_len + 16
+        sizes = [self.store.state_bytes(slot) for slot in self.users.slots.values()]
         return {
             "users": len(self.users),
             "max_users": self.max_users,
             "evictions": self.evictions,
             "state_bytes_per_user_mean": float(np.mean(sizes)) if sizes else 0.0,
-            "state_bytes_per_user_at_max_len": int(full),
+            "state_bytes_per_user_at_max_len": self.store.slot_bytes,
             "state_bytes_total": int(sum(sizes)),
+            "state_bytes_reserved": self.store.capacity * self.store.slot_bytes,
         }
 
 

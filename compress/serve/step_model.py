@@ -1,17 +1,19 @@
-"""Run the exported step model (`onnx/step.onnx`) with onnxruntime alone: per-user state in, state out.
+"""Run the exported step model (`onnx/step.onnx`) with onnxruntime alone, over per-user state kept in place.
 
-A user's `StepState` holds, per layer, the keys and values (RoPE applied) of the positions the
-model has seen, the item ids of the window (the last max_len items, never recommended back) and
-the RoPE position of the next item. `OnnxStepModel.advance` appends new items for a batch of
-users of different lengths (caches left-padded to the longest, masked) and returns the top-K,
-the scores and every user's new state. Torch-free: numpy and onnxruntime only.
+Each user's state lives in a slot of a `KVStore` (compress/serve/kv_store.py): per layer the keys and
+values (RoPE applied) of the positions seen, the window's item ids (never recommended back), the
+RoPE position of the next item. `OnnxStepModel.advance(store, slots, new_items)` appends new items
+for a batch of users of different lengths: it gathers the slots' cached positions into the graph's
+`past` inputs (whole slots, masked past each row's length), runs the graph, and writes back only the new
+positions (the graph's `new.{i}.key/value` outputs) and counters; nothing else is copied per user.
+Torch-free: numpy and onnxruntime only.
 
-Overflow (`fit_window`): the model was trained on at most max_len positions. When an item would
-make the cache longer, the oldest cached position is dropped ("slide") and positions keep
-counting, so relative distances stay below max_len (RoPE only sees relative distances). The
-deeper layers' cached keys then still carry context from the dropped items, unlike a full
-recompute over the window; with `refresh_every = k > 0`, every k-th overflowing event instead
-re-prefills the window from scratch (exactly a full recompute, at a full pass's cost).
+Overflow (`next_items`): the model was trained on at most max_len positions. When an item arrives
+with max_len positions cached, it overwrites the oldest one ("slide": the slot is a ring buffer)
+and positions keep counting, so relative distances stay below max_len (RoPE only sees relative
+distances). The deeper layers' cached keys then still carry context from the dropped items, unlike
+a full recompute over the window; with `refresh_every = k > 0`, every k-th overflowing event
+instead re-prefills the window from an empty slot (exactly a full recompute, at a full pass's cost).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from compress.errors import ArtifactError
+from compress.serve.kv_store import KVStore
 from compress.serve.onnx_model import import_onnxruntime, providers_for, read_metadata
 from compress.serve.padding import left_pad
 
@@ -30,29 +33,23 @@ STEP_FILE = "step.onnx"
 
 
 @dataclass
-class StepState:
-    """One user's cached state (see the module doc)."""
-
-    kv: np.ndarray  # [2 x layers (key, value per layer), kv_heads, positions, head_dim], float32
-    items: np.ndarray  # the window: last max_len item ids (int64), oldest first
-    position: int = 0  # RoPE position of the next item
-    overflowed: int = 0  # events since the cache first filled (drives refresh_every)
-
-    @property
-    def length(self) -> int:
-        return int(self.kv.shape[2])
-
-    @property
-    def nbytes(self) -> int:
-        return int(self.kv.nbytes + self.items.nbytes + 16)
-
-
-@dataclass
 class StepOutput:
     top_scores: np.ndarray  # [B, K]
     top_ids: np.ndarray  # [B, K] internal ids
     scores: np.ndarray  # [B, num_items + 1]
-    states: list[StepState]
+
+
+@dataclass
+class StepBatch:
+    """The graph's inputs for a batch of slots, and where its new positions go."""
+
+    feeds: dict[str, np.ndarray]
+    slots: np.ndarray  # [B]
+    counts: np.ndarray  # [B] new items per row
+    rows: np.ndarray  # [N] row of each new position (N = counts.sum())
+    cols: np.ndarray  # [N] its new-slot index in the graph (item_ids column)
+    targets: np.ndarray  # [N] its index in the slot's ring
+    items: np.ndarray  # [N] its item id
 
 
 class OnnxStepModel:
@@ -82,86 +79,89 @@ class OnnxStepModel:
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise ArtifactError(f"onnxruntime cannot load {self.folder / STEP_FILE}: {exc}") from None
         self.past_names = [f"past.{i}.{kind}" for i in range(self.num_layers) for kind in ("key", "value")]
-        self.output_names = ["top_scores", "top_ids", "scores"] + [
-            f"present.{i}.{kind}" for i in range(self.num_layers) for kind in ("key", "value")
-        ]
+        self.run_names = ["top_scores", "top_ids", "scores"] + [
+            f"new.{i}.{kind}" for i in range(self.num_layers) for kind in ("key", "value")
+        ]  # the outputs `advance` reads
+        outputs = {o.name for o in self.session.get_outputs()}
+        if not outputs.issuperset(self.run_names):
+            raise ArtifactError(f"{self.folder / STEP_FILE} has no `new.*` outputs (exported by an older version)",
+                                "re-export the stage with `incremental: true`")
 
-    def empty_state(self) -> StepState:
+    def new_store(self, capacity: int = 64, dtype: Any = np.float32) -> KVStore:
+        """An empty state store shaped for this model."""
         heads, dim = self.kv_shape
-        return StepState(np.zeros((len(self.past_names), heads, 0, dim), np.float32), np.zeros(0, np.int64))
+        return KVStore(self.num_layers, heads, dim, self.max_len, capacity, dtype)
 
-    def advance(self, states: list[StepState], new_items: list[np.ndarray]) -> StepOutput:
-        """Append `new_items[b]` (internal ids, at least one) to `states[b]`; the caller keeps the cache
-        within max_len (see `fit_window`). Inputs are not modified."""
-        batch = self.batch(states, new_items)
-        outputs = self.session.run(self.output_names, batch.feeds)
-        top_scores, top_ids, scores, present = outputs[0], outputs[1], outputs[2], outputs[3:]
-        past, total = batch.past, present[0].shape[2]
-        new_states = []
-        for b, (state, items) in enumerate(zip(states, batch.news)):
-            n, t = int(batch.lengths[b]), len(items)
-            kept = np.empty((len(present), *present[0].shape[1:2], n + t, present[0].shape[3]), np.float32)
-            for i, p in enumerate(present):
-                if total - t == past:  # no padding between the cache and the new items: one slice
-                    kept[i] = p[b, :, past - n :]
-                else:
-                    kept[i, :, :n], kept[i, :, n:] = p[b, :, past - n : past], p[b, :, total - t :]
-            new_states.append(StepState(kept, batch.windows[b], state.position + t, state.overflowed))
-        return StepOutput(top_scores, top_ids, scores, new_states)
+    def advance(self, store: KVStore, slots: Any, new_items: list[np.ndarray]) -> StepOutput:
+        """Append `new_items[b]` (internal ids, at least one) to slot `slots[b]` (distinct slots): the top-K
+        and scores after them; the slots then hold the new positions. Several items per row must fit
+        in max_len; a single item arriving at a full slot overwrites its oldest position (see `next_items`)."""
+        batch = self.prepare(store, slots, new_items)
+        outputs = self.session.run(self.run_names, batch.feeds)
+        self.commit(store, batch, outputs[3:])
+        return StepOutput(outputs[0], outputs[1], outputs[2])
 
-    def batch(self, states: list[StepState], new_items: list[np.ndarray]) -> "StepBatch":
-        """The step graph's inputs for a batch (the benchmark also times the graph alone on them)."""
+    def prepare(self, store: KVStore, slots: Any, new_items: list[np.ndarray]) -> StepBatch:
+        """The graph's inputs for a batch (no change to the store; the benchmark also times the graph on them)."""
+        slots = np.asarray(slots, dtype=np.int64).ravel()
         news = [np.asarray(items, dtype=np.int64).ravel() for items in new_items]
-        counts = np.array([len(items) for items in news])
-        if not counts.all():
-            raise ValueError("every user needs at least one new item")
-        lengths = np.array([s.length for s in states])
-        past, new = int(lengths.max()), int(counts.max())
-        slots = np.arange(past + new)
-        mask = (((slots >= past - lengths[:, None]) & (slots < past)) | (slots >= past + new - counts[:, None]))
-        offsets = np.arange(new) - (new - counts[:, None])  # 0..t-1 on a row's real new slots, negative on padding
-        starts = np.array([s.position for s in states])
-        positions = np.where(offsets >= 0, starts[:, None] + offsets, 0)
-        heads, dim = self.kv_shape
-        kv = np.zeros((len(self.past_names), len(states), heads, past, dim), np.float32)
-        for b, state in enumerate(states):
-            if lengths[b]:
-                kv[:, b, :, past - lengths[b] :] = state.kv
-        windows = [np.concatenate([s.items, items])[-self.max_len :] for s, items in zip(states, news)]
+        counts = np.array([len(items) for items in news], dtype=np.int64)
+        if len(news) != len(slots) or not counts.all():
+            raise ValueError("every slot needs at least one new item")
+        if len(np.unique(slots)) != len(slots):
+            raise ValueError("a slot appears twice in one call: apply a user's events one call after another")
+        lengths, writes, max_len = store.length[slots], store.write[slots], self.max_len
+        wraps = lengths + counts > max_len
+        if (wraps & (counts > 1)).any():
+            raise ValueError(f"several new items past max_len {max_len}: feed them one at a time (or from an empty slot)")
+        # the slots' whole width (max_len), masked past each row's length: gathering whole slots is one
+        # contiguous copy per slot (numpy copies a prefix of each head separately, about twice slower)
+        past, new = max_len, int(counts.max())
+        offsets = np.arange(new) - (new - counts[:, None])  # 0..t-1 on a row's real new items, negative on padding
+        real = offsets >= 0
+        rows, cols = np.nonzero(real)
+        targets = (writes[rows] + offsets[rows, cols]) % max_len
+        item_ids = np.stack(news) if new == counts.min() else left_pad(news, new)
+        mask = np.empty((len(slots), past + new), np.int64)
+        mask[:, :past] = np.arange(past) < lengths[:, None]
+        mask[wraps, writes[wraps]] = 0  # the oldest position, about to be overwritten
+        mask[:, past:] = real
+        positions = np.where(real, store.position[slots][:, None] + offsets, 0)
+        exclude = store.items[slots]  # the window after the new items (a copy)
+        exclude[rows, targets] = item_ids[rows, cols]
         feeds = {
-            "item_ids": np.stack(news) if new == counts.min() else left_pad(news, new),
-            "attention_mask": mask.astype(np.int64),
-            "position_ids": positions.astype(np.int64),
-            "exclude_ids": left_pad(windows, max(len(w) for w in windows)),
-            **dict(zip(self.past_names, kv)),
+            "item_ids": item_ids,
+            "attention_mask": mask,
+            "position_ids": positions,
+            "exclude_ids": exclude,
+            **{name: store.kv[i][slots] for i, name in enumerate(self.past_names)},  # arrays of their own:
+            # onnxruntime reads views into a larger array measurably slower
         }
-        return StepBatch(feeds, lengths, past, news, windows)
+        if store.dtype != np.float32:
+            feeds |= {name: feeds[name].astype(np.float32) for name in self.past_names}
+        return StepBatch(feeds, slots, counts, rows, cols, targets, item_ids[rows, cols])
+
+    def commit(self, store: KVStore, batch: StepBatch, new_kv: list[np.ndarray]) -> None:
+        """Write the graph's new positions (`new.{i}.key/value`, [B, kv_heads, T, head_dim]) into the slots."""
+        at = batch.slots[batch.rows]
+        for i, values in enumerate(new_kv):
+            store.kv[i][at, :, batch.targets] = values[batch.rows, :, batch.cols]
+        store.items[at, batch.targets] = batch.items
+        slots, counts = batch.slots, batch.counts
+        store.length[slots] = np.minimum(store.length[slots] + counts, self.max_len)
+        store.position[slots] += counts
+        store.write[slots] = (store.write[slots] + counts) % self.max_len
 
 
-@dataclass
-class StepBatch:
-    feeds: dict[str, np.ndarray]
-    lengths: np.ndarray  # cached positions per user
-    past: int  # the batch's cache length (the longest)
-    news: list[np.ndarray]
-    windows: list[np.ndarray]  # each user's window after the new items
-
-
-def fit_window(state: StepState, item: int, max_len: int, refresh_every: int = 0) -> tuple[StepState, np.ndarray]:
-    """The state to advance and the items to feed so that the cache stays within max_len positions
-    (the overflow policy of the module doc): (state, [item]) while the history fits; slide (drop the
-    oldest position) when it does not; every `refresh_every`-th overflowing event, re-prefill the window."""
-    if state.length < max_len:
-        return state, np.array([item], np.int64)
-    overflowed = state.overflowed + 1
-    if refresh_every and overflowed % refresh_every == 0:
-        window = np.concatenate([state.items, [item]])[-max_len:].astype(np.int64)
-        return StepState(state.kv[:, :, :0], np.zeros(0, np.int64), 0, overflowed), window
-    drop = state.length - max_len + 1
-    return StepState(state.kv[:, :, drop:], state.items, state.position, overflowed), np.array([item], np.int64)
-
-
-def state_bytes(model: OnnxStepModel, positions: int, dtype: Any = np.float32) -> int:
-    """Bytes of the keys/values of `positions` cached positions."""
-    heads, dim = model.kv_shape
-    return 2 * model.num_layers * heads * positions * dim * np.dtype(dtype).itemsize
+def next_items(store: KVStore, slot: int, item: int, refresh_every: int = 0) -> np.ndarray:
+    """The items to feed `advance` for one event under the overflow policy (module doc): [item] while the
+    history fits, and when it slides (`advance` overwrites the oldest position); every `refresh_every`-th
+    overflowing event, the window (the last max_len items) after emptying the slot."""
+    if store.length[slot] < store.max_len:
+        return np.array([item], np.int64)
+    store.overflowed[slot] += 1
+    if refresh_every and store.overflowed[slot] % refresh_every == 0:
+        window = np.append(store.window(slot), item)[-store.max_len :]
+        store.clear(slot, keep_overflow=True)
+        return window
+    return np.array([item], np.int64)

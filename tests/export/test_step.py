@@ -26,7 +26,8 @@ def test_step_file_and_metadata(tiny_step_onnx):
     graph = onnx.load(str(folder / "step.onnx"))
     assert [i.name for i in graph.graph.input] == list(step["inputs"])
     assert [o.name for o in graph.graph.output] == list(step["outputs"])
-    assert "past.1.value" in step["inputs"] and "present.1.value" in step["outputs"]
+    assert "past.1.value" in step["inputs"] and "new.1.value" in step["outputs"]
+    assert step["outputs"]["new.0.key"]["shape"] == ["batch", 1, "new", model.config.head_dim]
     assert step["max_positions"] == model.config.max_len == 8
     assert step["inputs"]["past.0.key"]["shape"] == ["batch", 1, "past", model.config.head_dim]
 
@@ -34,13 +35,15 @@ def test_step_file_and_metadata(tiny_step_onnx):
 def test_onnx_step_equals_the_full_pass_for_a_batch_of_different_lengths(tiny_step_onnx):
     model, folder = tiny_step_onnx
     step = OnnxStepModel(folder)
+    store = step.new_store(2)  # grown below
+    store.grow(6)
+    slots = [5, 0, 3, 1]
     histories = [np.array(h) for h in ([5], [3, 9, 12], [1, 2, 3, 4, 5, 6, 7], [8, 8, 2, 30, 31, 4, 9, 10])]
     # prefill everything but the last item in one call (several new items per user), then one step each
-    prefill = step.advance([step.empty_state() for _ in histories[1:]], [h[:-1] for h in histories[1:]])
-    states = [step.empty_state()] + prefill.states
-    assert [s.length for s in states] == [0, 2, 6, 7]
+    prefill = step.advance(store, slots[1:], [h[:-1] for h in histories[1:]])
+    assert store.length[slots].tolist() == [0, 2, 6, 7]
     assert np.abs(prefill.scores[:, 1:] - full_scores(model, [h[:-1] for h in histories[1:]])[:, 1:]).max() < 1e-4
-    out = step.advance(states, [h[-1:] for h in histories])
+    out = step.advance(store, slots, [h[-1:] for h in histories])
     expected = full_scores(model, histories)
     assert np.abs(out.scores[:, 1:] - expected[:, 1:]).max() < 1e-4
     for row, history in enumerate(histories):
@@ -48,8 +51,10 @@ def test_onnx_step_equals_the_full_pass_for_a_batch_of_different_lengths(tiny_st
         masked[history] = -np.inf
         masked[0] = -np.inf
         assert out.top_ids[row].tolist() == np.argsort(-masked, kind="stable")[:10].tolist()
-        assert out.states[row].length == len(history) and out.states[row].position == len(history)
-        assert out.states[row].items.tolist() == history.tolist()
+        slot = slots[row]
+        assert store.length[slot] == store.position[slot] == len(history)
+        assert store.window(slot).tolist() == history.tolist()
+    assert store.length[[2, 4]].tolist() == [0, 0]  # untouched slots stay empty
 
 
 def test_parity_report_and_gate(tiny_step_onnx, tiny_data):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from compress.models import RecommenderConfig, SequentialRecommender
-from compress.models.step import StepGraph, empty_past
+from compress.models.step import StepGraph, append, empty_past
 
 
 @pytest.fixture
@@ -35,8 +35,10 @@ def test_empty_state_prefill_and_one_item_steps_equal_the_full_pass(model, lengt
                                empty_past(model, 1))
     past = empty_past(model, 1)
     for t in range(length):
-        scores, past = graph.advance(history[t : t + 1][None], torch.ones(1, t + 1, dtype=torch.long),
-                                     torch.tensor([[t]]), past)
+        scores, new = graph.advance(history[t : t + 1][None], torch.ones(1, t + 1, dtype=torch.long),
+                                    torch.tensor([[t]]), past)
+        assert new[0].shape[2] == 1
+        past = append(past, new)
         assert past[0].shape[2] == t + 1
     for got in (prefill[0], scores[0]):
         assert torch.allclose(got[1:], expected[1:], atol=1e-5)
@@ -58,8 +60,35 @@ def test_a_batch_of_users_with_different_cache_lengths(model):
     items = torch.stack([h[-1:] for h in histories])
     positions = torch.tensor([[len(h) - 1] for h in histories])
     exclude = torch.zeros(3, 1, dtype=torch.long)
-    top_scores, top_ids, scores, *present = graph(items, mask, positions, exclude, *past)
+    top_scores, top_ids, scores, *new = graph(items, mask, positions, exclude, *past)
     expected = torch.stack([full_pass(model, h) for h in histories])
     assert torch.allclose(scores[:, 1:], expected[:, 1:], atol=1e-5)
-    assert len(present) == 2 * model.config.num_layers and present[0].shape[2] == longest + 1
+    assert len(new) == 2 * model.config.num_layers and new[0].shape == (3, 2, 1, model.config.head_dim)
+    # the new slots' keys/values equal those a prefill of the whole history caches for its last position
+    for row, h in enumerate(histories):
+        prefill = graph.advance(h[None], torch.ones(1, len(h), dtype=torch.long), torch.arange(len(h))[None],
+                                empty_past(model, 1))[1]
+        assert all(torch.allclose(n[row], p[0, :, -1:], atol=1e-5) for n, p in zip(new, prefill))
     assert (top_ids == expected.topk(5).indices).all()
+
+
+@torch.no_grad()
+def test_grouped_query_attention_equals_sdpa_and_ignores_the_order_of_cached_slots():
+    from transformers.integrations.sdpa_attention import repeat_kv
+
+    from compress.models.step import grouped_query_attention
+
+    torch.manual_seed(0)
+    batch, heads, kv_heads, new, total, dim = 3, 4, 2, 2, 7, 8
+    query = torch.randn(batch, heads, new, dim)
+    key, value = torch.randn(batch, kv_heads, total, dim), torch.randn(batch, kv_heads, total, dim)
+    mask = torch.rand(batch, 1, new, total) > 0.4
+    mask[..., -1] = True  # every query sees at least one slot
+    expected = torch.nn.functional.scaled_dot_product_attention(
+        query, repeat_kv(key, 2), repeat_kv(value, 2), attn_mask=mask, scale=0.3).transpose(1, 2)
+    module = torch.nn.Module()
+    got, _ = grouped_query_attention(module, query, key, value, mask, scaling=0.3)
+    assert got.shape == (batch, new, heads, dim) and torch.allclose(got, expected, atol=1e-6)
+    order = torch.randperm(total)
+    shuffled, _ = grouped_query_attention(module, query, key[:, :, order], value[:, :, order], mask[..., order], scaling=0.3)
+    assert torch.allclose(shuffled, got, atol=1e-6)

@@ -6,13 +6,15 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from compress.errors import ArtifactError
 from compress.serve.locate import resolve_artifact
 from compress.serve.onnx_model import OnnxRecommender
 from compress.serve.padding import left_pad
 from compress.serve.stateful import StatefulRecommender, parse_event
-from compress.serve.step_model import OnnxStepModel, fit_window
+from compress.models.step import StepGraph, append, empty_past
+from compress.serve.step_model import OnnxStepModel, next_items
 from tests.serve.test_predict import NO_TORCH_CLI
 
 
@@ -49,8 +51,9 @@ def test_lru_evicts_the_least_recent_user_who_then_starts_again(tiny_step_onnx, 
     server.observe([("a", item)])  # a is now more recent than b
     server.observe([("c", item)])  # evicts b
     assert list(server.users) == ["a", "c"] and server.evictions == 1
-    [again] = server.observe([("b", item)])
+    [again] = server.observe([("b", item)])  # takes a's slot (a holds 2 positions): nothing of a's leaks
     assert again.state == "new" and again.positions == 1 and list(server.users) == ["c", "b"]
+    assert again.items == [tiny_data.item_ids[i - 1] for i in full_topk(folder, [[1]])[0]]
     stats = server.stats()
     assert stats["users"] == 2 and stats["evictions"] == 2
 
@@ -73,23 +76,68 @@ def test_window_policy_slides_and_refresh_every_one_is_full_recompute(tiny_step_
     history = list(range(1, 15))  # longer than max_len 8
 
     def replay(refresh_every):
-        state = step.empty_state()
+        store = step.new_store(1)
         for item in history:
-            state, items = fit_window(state, item, step.max_len, refresh_every)
-            out = step.advance([state], [items])
-            state = out.states[0]
-            assert state.length <= step.max_len
-        return out, state
+            out = step.advance(store, [0], [next_items(store, 0, item, refresh_every)])
+            assert store.length[0] <= step.max_len
+        return out, store
 
-    slid, state = replay(0)
-    assert state.length == 8 and state.position == 14 and state.items.tolist() == history[-8:]
-    recomputed, state = replay(1)
-    assert state.position == 8  # every overflowing event re-prefills the window from position 0
+    slid, store = replay(0)
+    assert store.length[0] == 8 and store.position[0] == 14 and store.window(0).tolist() == history[-8:]
+    assert store.overflowed[0] == 6 and store.write[0] == 14 % 8  # a ring: the oldest position is overwritten
+    recomputed, store = replay(1)
+    assert store.position[0] == 8  # every overflowing event re-prefills the window from position 0
     expected = full_topk(folder, [history])[0]
     assert recomputed.top_ids[0].tolist() == expected.tolist()
     # sliding keeps deeper layers' context from dropped items: close to, but not the same as, recompute
     assert not np.allclose(slid.scores[0, 1:], recomputed.scores[0, 1:], atol=1e-6)
     assert set(slid.top_ids[0].tolist()).isdisjoint(history[-8:])
+
+
+@torch.no_grad()
+def test_the_ring_slide_equals_dropping_the_oldest_cached_position(tiny_step_onnx):
+    """The slot overwrites its oldest position in place; the policy it implements drops that position and
+    appends (PyTorch step over a cache kept oldest first): same scores and cached keys/values."""
+    model, folder = tiny_step_onnx
+    step, graph = OnnxStepModel(folder), StepGraph(model, 10)
+    history = [3, 9, 12, 40, 2, 7, 7, 18, 5, 33, 21, 4, 9, 16, 30, 1, 8]  # wraps the ring of 8 twice
+    store = step.new_store(3)
+    past = empty_past(model, 1)
+    for position, item in enumerate(history):
+        got = step.advance(store, [2], [next_items(store, 2, item)])
+        if past[0].shape[2] == step.max_len:
+            past = [p[:, :, 1:] for p in past]
+        length = past[0].shape[2]
+        scores, new = graph.advance(torch.tensor([[item]]), torch.ones(1, length + 1, dtype=torch.long),
+                                    torch.tensor([[position]]), past)
+        past = append(past, new)
+        assert np.abs(got.scores[0, 1:] - scores[0, 1:].numpy()).max() < 1e-4
+    order = (store.write[2] + np.arange(step.max_len)) % step.max_len  # ring indices, oldest first
+    for i, reference in enumerate(past):
+        assert np.abs(store.kv[i][2][:, order] - reference[0].numpy()).max() < 1e-4
+    assert store.window(2).tolist() == history[-8:] and store.length[[0, 1]].tolist() == [0, 0]
+
+
+def test_written_back_positions_equal_a_prefill_of_the_whole_history(tiny_step_onnx):
+    _, folder = tiny_step_onnx
+    step = OnnxStepModel(folder)
+    histories = [np.array([4, 8, 15, 16, 23, 42, 5]), np.array([2, 7])]
+    one_by_one, at_once = step.new_store(2), step.new_store(2)
+    for t in range(len(histories[0])):
+        active = [i for i, h in enumerate(histories) if t < len(h)]
+        step.advance(one_by_one, active, [histories[i][t : t + 1] for i in active])
+    step.advance(at_once, [0, 1], histories)  # several new items per row, of different counts
+    for slot, history in enumerate(histories):
+        n = len(history)
+        assert one_by_one.length[slot] == at_once.length[slot] == n
+        assert np.abs(one_by_one.kv[:, slot, :, :n] - at_once.kv[:, slot, :, :n]).max() < 1e-5
+        assert one_by_one.window(slot).tolist() == at_once.window(slot).tolist() == history.tolist()
+    with pytest.raises(ValueError, match="a slot appears twice"):
+        step.advance(at_once, [0, 0], [[1], [2]])
+    full = step.new_store(1)
+    step.advance(full, [0], [np.arange(1, 9)])
+    with pytest.raises(ValueError, match="several new items past max_len"):
+        step.advance(full, [0], [[1, 2]])
 
 
 def cli(*args):
