@@ -39,6 +39,8 @@ METHODS: dict[str, dict[str, Any] | None] = {
                                 "recovery": QUICK_RECOVERY},
     "mixed int4/int3, 4 bits, codes fixed": {"method": "mixed", "high_bits": 4, "low_bits": 3, "bits_per_weight": 4.0,
                                              "recovery": QUICK_RECOVERY, **FIXED},
+    "mixed int4/int3, 4 bits, no clip": {"method": "mixed", "high_bits": 4, "low_bits": 3, "bits_per_weight": 4.0,
+                                         "recovery": QUICK_RECOVERY, "clip": False},
     "mixed int4/int2": {"method": "mixed", "high_bits": 4, "low_bits": 2, "coverage": 0.8, "recovery": QUICK_RECOVERY},
     "lowrank r=16": {"method": "lowrank", "rank": 16, "recovery": QUICK_RECOVERY},
     "lowrank r=8": {"method": "lowrank", "rank": 8, "recovery": QUICK_RECOVERY},
