@@ -82,8 +82,8 @@ def train_batches(
     """
     windows = training_windows(data, max_len, sliding)
     windows = windows[generator.permutation(len(windows))]
-    chunks = [windows[start : start + batch_size] for start in range(0, len(windows), batch_size)]
-    for chunk in chunks:
+    for start in range(0, len(windows), batch_size):
+        chunk = windows[start : start + batch_size]
         if part:
             chunk = chunk[part(np.arange(len(chunk)))]
         rows = [data.sequence(int(u))[: int(stop)][-(max_len + 1) :] for u, stop in chunk]
