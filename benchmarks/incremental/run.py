@@ -79,7 +79,8 @@ def replay(step: OnnxStepModel, histories: list[np.ndarray], refresh_every: int,
         store.clear(slice(None))
         for t in range(len(group[0])):
             active = [i for i, h in enumerate(group) if len(h) > t]  # a prefix: longest first
-            output = step.advance(store, active, [next_items(store, i, int(group[i][t]), refresh_every) for i in active])
+            output = step.advance(store, active, [next_items(store, i, int(group[i][t]), refresh_every) for i in active],
+                                  scores=True)
             for row, i in enumerate(active):
                 if len(group[i]) == t + 1:
                     out[order[start + i]] = output.scores[row]

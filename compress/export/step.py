@@ -128,7 +128,7 @@ def step_parity(
         store.clear(slice(None))
         for t in range(max(len(h) for h in group)):
             active = [i for i, h in enumerate(group) if t < len(h)]
-            got = step.advance(store, active, [group[i][t : t + 1] for i in active])
+            got = step.advance(store, active, [group[i][t : t + 1] for i in active], scores=True)
             prefixes = [group[i][: t + 1] for i in active]
             ids = torch.from_numpy(left_pad(prefixes, max_len))
             with torch.no_grad():

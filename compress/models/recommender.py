@@ -77,7 +77,14 @@ class SequentialRecommender(nn.Module):
         else:
             table = self.item_table if (start, stop) == (0, None) else self.item_table[start:stop]
             logits = states @ table.t()
-        if start == 0:
+        if start == 0 and torch.onnx.is_in_onnx_export():
+            # a bias row (-inf on padding) that onnxruntime fuses into the scoring Gemm, where writing
+            # one column is a copy of the whole score matrix in the graph (ScatterND)
+            columns = self.config.num_items + 1 if stop is None else stop
+            padding = torch.zeros(columns, dtype=logits.dtype)
+            padding[0] = float("-inf")
+            logits = logits + padding.to(logits.device)  # a constant of the graph
+        elif start == 0:
             logits[..., 0] = float("-inf")
         return logits
 

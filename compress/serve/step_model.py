@@ -36,7 +36,7 @@ STEP_FILE = "step.onnx"
 class StepOutput:
     top_scores: np.ndarray  # [B, K]
     top_ids: np.ndarray  # [B, K] internal ids
-    scores: np.ndarray  # [B, num_items + 1]
+    scores: np.ndarray | None  # [B, num_items + 1] when asked for (advance(..., scores=True))
 
 
 @dataclass
@@ -79,11 +79,10 @@ class OnnxStepModel:
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise ArtifactError(f"onnxruntime cannot load {self.folder / STEP_FILE}: {exc}") from None
         self.past_names = [f"past.{i}.{kind}" for i in range(self.num_layers) for kind in ("key", "value")]
-        self.run_names = ["top_scores", "top_ids", "scores"] + [
-            f"new.{i}.{kind}" for i in range(self.num_layers) for kind in ("key", "value")
-        ]  # the outputs `advance` reads
+        self.new_names = [f"new.{i}.{kind}" for i in range(self.num_layers) for kind in ("key", "value")]
+        self.run_names = ["top_scores", "top_ids", *self.new_names]  # the outputs `advance` reads
         outputs = {o.name for o in self.session.get_outputs()}
-        if not outputs.issuperset(self.run_names):
+        if not outputs.issuperset([*self.run_names, "scores"]):
             raise ArtifactError(f"{self.folder / STEP_FILE} has no `new.*` outputs (exported by an older version)",
                                 "re-export the stage with `incremental: true`")
 
@@ -92,14 +91,16 @@ class OnnxStepModel:
         heads, dim = self.kv_shape
         return KVStore(self.num_layers, heads, dim, self.max_len, capacity, dtype)
 
-    def advance(self, store: KVStore, slots: Any, new_items: list[np.ndarray]) -> StepOutput:
+    def advance(self, store: KVStore, slots: Any, new_items: list[np.ndarray], scores: bool = False) -> StepOutput:
         """Append `new_items[b]` (internal ids, at least one) to slot `slots[b]` (distinct slots): the top-K
-        and scores after them; the slots then hold the new positions. Several items per row must fit
+        after them (and every item's score with `scores=True`: a [B, num_items + 1] copy out of the graph
+        that serving does not need); the slots then hold the new positions. Several items per row must fit
         in max_len; a single item arriving at a full slot overwrites its oldest position (see `next_items`)."""
         batch = self.prepare(store, slots, new_items)
-        outputs = self.session.run(self.run_names, batch.feeds)
-        self.commit(store, batch, outputs[3:])
-        return StepOutput(outputs[0], outputs[1], outputs[2])
+        names = [*self.run_names, "scores"] if scores else self.run_names
+        outputs = self.session.run(names, batch.feeds)
+        self.commit(store, batch, outputs[2 : 2 + len(self.new_names)])
+        return StepOutput(outputs[0], outputs[1], outputs[-1] if scores else None)
 
     def prepare(self, store: KVStore, slots: Any, new_items: list[np.ndarray]) -> StepBatch:
         """The graph's inputs for a batch (no change to the store; the benchmark also times the graph on them)."""

@@ -40,10 +40,15 @@ def test_onnx_step_equals_the_full_pass_for_a_batch_of_different_lengths(tiny_st
     slots = [5, 0, 3, 1]
     histories = [np.array(h) for h in ([5], [3, 9, 12], [1, 2, 3, 4, 5, 6, 7], [8, 8, 2, 30, 31, 4, 9, 10])]
     # prefill everything but the last item in one call (several new items per user), then one step each
-    prefill = step.advance(store, slots[1:], [h[:-1] for h in histories[1:]])
+    prefill = step.advance(store, slots[1:], [h[:-1] for h in histories[1:]], scores=True)
     assert store.length[slots].tolist() == [0, 2, 6, 7]
     assert np.abs(prefill.scores[:, 1:] - full_scores(model, [h[:-1] for h in histories[1:]])[:, 1:]).max() < 1e-4
-    out = step.advance(store, slots, [h[-1:] for h in histories])
+    restore = store.kv.copy(), store.length.copy(), store.write.copy(), store.position.copy(), store.items.copy()
+    served = step.advance(store, slots, [h[-1:] for h in histories])  # serving: top-K only, no score matrix
+    assert served.scores is None
+    store.kv[:], store.length[:], store.write[:], store.position[:], store.items[:] = restore
+    out = step.advance(store, slots, [h[-1:] for h in histories], scores=True)
+    assert out.top_ids.tolist() == served.top_ids.tolist() and np.array_equal(out.top_scores, served.top_scores)
     expected = full_scores(model, histories)
     assert np.abs(out.scores[:, 1:] - expected[:, 1:]).max() < 1e-4
     for row, history in enumerate(histories):

@@ -78,7 +78,7 @@ def test_window_policy_slides_and_refresh_every_one_is_full_recompute(tiny_step_
     def replay(refresh_every):
         store = step.new_store(1)
         for item in history:
-            out = step.advance(store, [0], [next_items(store, 0, item, refresh_every)])
+            out = step.advance(store, [0], [next_items(store, 0, item, refresh_every)], scores=True)
             assert store.length[0] <= step.max_len
         return out, store
 
@@ -104,7 +104,7 @@ def test_the_ring_slide_equals_dropping_the_oldest_cached_position(tiny_step_onn
     store = step.new_store(3)
     past = empty_past(model, 1)
     for position, item in enumerate(history):
-        got = step.advance(store, [2], [next_items(store, 2, item)])
+        got = step.advance(store, [2], [next_items(store, 2, item)], scores=True)
         if past[0].shape[2] == step.max_len:
             past = [p[:, :, 1:] for p in past]
         length = past[0].shape[2]
