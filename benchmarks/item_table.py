@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,8 @@ METHODS: dict[str, dict[str, Any] | None] = {
     "mixed int4/int3, 4 bits, codes fixed": {"method": "mixed", "high_bits": 4, "low_bits": 3, "bits_per_weight": 4.0,
                                              "recovery": QUICK_RECOVERY, **FIXED},
     "mixed int4/int3, 4 bits, no clip": {"method": "mixed", "high_bits": 4, "low_bits": 3, "bits_per_weight": 4.0,
+                                         "recovery": QUICK_RECOVERY, "clip": False},
+    "mixed int4/int2, 4 bits, no clip": {"method": "mixed", "high_bits": 4, "low_bits": 2, "bits_per_weight": 4.0,
                                          "recovery": QUICK_RECOVERY, "clip": False},
     "mixed int4/int2": {"method": "mixed", "high_bits": 4, "low_bits": 2, "coverage": 0.8, "recovery": QUICK_RECOVERY},
     "lowrank r=16": {"method": "lowrank", "rank": 16, "recovery": QUICK_RECOVERY},
@@ -73,12 +76,18 @@ def compress_and_export(name: str, spec: dict | None, recipe, data, source: Path
     from compress.evaluation.scoring import onnx_scores
     from compress.export.onnx_export import ExportSettings, export_and_check
     from compress.models import load_model
+    from compress.runs.code_version import code_fingerprint
     from compress.serve.onnx_model import OnnxRecommender
     from compress.stages import item_table
     from compress.stages.base import Artifact, StageContext
     from compress.stages.config import ItemTableConfig
 
     folder = work / name.replace(", ", "_").replace(" ", "_").replace("/", "-").replace("=", "")
+    key = {"spec": spec, "source": str(source), "code": code_fingerprint()}  # what the folder's results depend on
+    if folder.exists() and (not (folder / "key.json").is_file() or json.loads((folder / "key.json").read_text()) != key):
+        shutil.rmtree(folder)  # another method spec, student or package version: recompute, re-export
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "key.json").write_text(json.dumps(key))
     info: dict[str, Any] = {}
     model_folder = source
     if spec is not None:

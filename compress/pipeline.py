@@ -7,7 +7,10 @@ stages) and the library versions. A stage folder whose `stage.json`
 holds the same id is reused ("cached"); `stage.json` is written last, so a folder without it
 is unfinished and is redone (training resumes from its checkpoint when the id matches).
 The cache is content-addressed across runs too: a finished stage with the same id in a sibling
-run folder (same `output_dir`, e.g. another ablation variant) is hard-linked in and reused.
+run folder (same `output_dir`, e.g. another ablation variant) is hard-linked in and reused; when
+a sibling run is training that very stage right now (its folder holds the id in `pending.json`
+and its run lock a live process), this run waits for it and reuses the result instead of training
+it twice (search workers and parallel ablations starting together; single-process runs only).
 
 With `bench.enabled`, every stage's artifact is benchmarked after evaluation (`bench.json`
 beside `metrics.json`, a summary in the manifest entry); one BenchSession serves the whole
@@ -42,7 +45,7 @@ from compress.evaluation.metrics import evaluate_model, evaluate_onnx, evaluate_
 from compress.errors import ArtifactError
 from compress.runs.failures import resource_errors
 from compress.runs.integrity import clear_unfinished, verify_folder, write_file_list
-from compress.runs.locking import run_lock
+from compress.runs.locking import LOCK_FILE, holder_alive, read_lock, run_lock
 from compress.models import load_model
 from compress.serve.onnx_model import OnnxRecommender
 from compress.recipe import Recipe
@@ -53,6 +56,7 @@ from compress.stages.base import CHECKPOINT_FILE, Artifact, StageContext
 
 STAGE_FILE = "stage.json"
 PENDING_FILE = "pending.json"
+SIBLING_POLL_S = 2.0  # how often a run waiting for a sibling's stage looks again
 
 
 @dataclass
@@ -129,7 +133,8 @@ def _run_locked(
         if (content := spec_of(config).content_id(config)) is not None:
             identity["content"] = content
         config_hash = stable_hash(identity)
-        found = None if options.force else distributed.on_main(_find_cached, folder, config_hash, log)
+        wait = not distributed.active()  # under torchrun the other ranks would time out in the broadcast
+        found = None if options.force else distributed.on_main(_find_cached, folder, config_hash, log, wait)
         entry, origin = found or (None, None)
         if entry is not None:
             log(f"[{index + 1}/{len(recipe.stages)}] {config.stage}: cached ({origin})")
@@ -238,6 +243,40 @@ def _cached_entry(folder: Path, config_hash: str) -> dict[str, Any] | None:
 
 
 def _find_cached(
+    folder: Path, config_hash: str, log: Callable[[str], None], wait: bool = False
+) -> tuple[dict[str, Any] | None, Path | None]:
+    """This run's finished stage for `config_hash`, else a sibling run's (linked in); and where it was found.
+    With `wait`, while a live sibling run is computing this very stage, wait for it (module doc)."""
+    waiting_for = None
+    while True:
+        entry, origin = _find_finished(folder, config_hash, log)
+        if entry is not None or not wait:
+            return entry, origin
+        running = _running_sibling(folder, config_hash)
+        if running is None:
+            if waiting_for is not None:
+                log(f"{waiting_for.parent.name} stopped without finishing {folder.name}: running it here")
+            return None, None
+        if running != waiting_for:
+            log(f"{running.parent.name} is running this very {folder.name} stage: waiting for it to reuse its result")
+            waiting_for = running
+        time.sleep(SIBLING_POLL_S)
+
+
+def _running_sibling(folder: Path, config_hash: str) -> Path | None:
+    """A sibling run's stage folder computing `config_hash` now: its pending id matches, its run lock is live."""
+    run_dir = folder.parent
+    for sibling in sorted(run_dir.parent.iterdir()):
+        pending = sibling / folder.name / PENDING_FILE
+        if sibling == run_dir or not pending.is_file() or _pending_hash(pending) != config_hash:
+            continue
+        holder = read_lock(sibling / LOCK_FILE)
+        if holder is not None and holder_alive(holder):
+            return sibling / folder.name
+    return None
+
+
+def _find_finished(
     folder: Path, config_hash: str, log: Callable[[str], None]
 ) -> tuple[dict[str, Any] | None, Path | None]:
     """This run's finished stage for `config_hash`, else a sibling run's (linked in); and where it was found."""
@@ -276,7 +315,7 @@ def _prepare_folder(folder: Path, config_hash: str, force: bool) -> None:
 def _pending_hash(pending: Path) -> str | None:
     try:
         return read_json(pending).get("config_hash")
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):  # damaged: start the stage afresh
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError, AttributeError):  # damaged: start the stage afresh
         return None
 
 

@@ -52,6 +52,52 @@ def test_rerun_is_cached_and_force_or_changes_rerun(tmp_path):
     assert not any(": cached" in m for m in messages)
 
 
+def test_a_run_waits_for_a_sibling_training_the_same_stage_and_reuses_it(tmp_path, monkeypatch):
+    import os
+    import socket
+    import threading
+
+    from compress import pipeline
+
+    monkeypatch.setattr(pipeline, "SIBLING_POLL_S", 0.05)
+    run_recipe(validate_recipe({**tiny_recipe(tmp_path), "name": "done"}), QUIET)
+    finished = tmp_path / "finished-train"
+    shutil.move(tmp_path / "artifacts" / "done", finished)  # out of the cache's sight until the sibling "finishes"
+    config_hash = read_json(finished / "01-train" / "stage.json")["config_hash"]
+    busy = tmp_path / "artifacts" / "busy"  # a sibling run training this very stage right now
+    (busy / "01-train").mkdir(parents=True)
+    (busy / "01-train" / "pending.json").write_text(json.dumps({"config_hash": config_hash}))
+    lock = {"pid": os.getpid(), "host": socket.gethostname(), "started": "now"}
+    (busy / "run.lock").write_text(json.dumps(lock))
+
+    def finish() -> None:
+        import time
+        time.sleep(0.5)
+        shutil.rmtree(busy / "01-train")
+        shutil.copytree(finished / "01-train", busy / "01-train")
+        (busy / "run.lock").unlink()
+
+    messages = []
+    thread = threading.Thread(target=finish)
+    thread.start()
+    manifest = run_recipe(validate_recipe(tiny_recipe(tmp_path)), RunOptions(show_progress=False, log=messages.append))
+    thread.join()
+    assert any("busy is running this very 01-train stage: waiting" in m for m in messages)
+    assert any("train: cached (" in m and "busy" in m for m in messages)
+    assert manifest["stages"][0]["config_hash"] == config_hash
+
+    # a sibling that dies without finishing: the waiting run trains the stage itself
+    shutil.rmtree(tmp_path / "artifacts" / "tiny")
+    (busy / "run.lock").write_text(json.dumps(lock))
+    (busy / "01-train" / "stage.json").unlink()
+    (busy / "01-train" / "pending.json").write_text(json.dumps({"config_hash": config_hash}))
+    threading.Timer(0.3, (busy / "run.lock").unlink).start()
+    messages.clear()
+    run_recipe(validate_recipe({**tiny_recipe(tmp_path), "name": "other"}), RunOptions(show_progress=False, log=messages.append))
+    assert any("busy stopped without finishing 01-train: running it here" in m for m in messages)
+    assert any("train: running" in m for m in messages)
+
+
 def test_same_seed_same_metrics(tmp_path):
     a = run_recipe(validate_recipe({**tiny_recipe(tmp_path), "name": "a"}), QUIET)
     b = run_recipe(validate_recipe({**tiny_recipe(tmp_path), "name": "b"}), QUIET)
