@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
 from compress.errors import RecipeError
 from compress.search.space import candidate_id, decode_params, grid, make_sampler
@@ -103,6 +104,9 @@ def test_the_shipped_ml1m_search_is_valid(monkeypatch):
     spec, base = load_spec(root / "recipes" / "ml1m_search.yaml", [f"set=['data.path={found[0]}']"])
     assert spec.constraints.max_ndcg_drop == 0.02 and make_sampler(spec, 0)[1].startswith("TPE")
     assert base["data"]["path"] == str(found[0])
+    for path in sorted((root / "recipes").glob("*search*.yaml")):  # every shipped spec loads
+        sets = [*(yaml.safe_load(path.read_text()).get("set") or []), f"data.path={found[0]}"]
+        load_spec(path, [f"set={sets}"] if "ml1m" in path.name else [])
 
 
 def test_a_value_valid_only_with_another_entrys_value_is_accepted(tmp_path):
