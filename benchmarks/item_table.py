@@ -28,6 +28,7 @@ import torch
 RESULTS = Path(__file__).parent / "results" / "item_table"
 ROOT = Path(__file__).resolve().parent.parent
 QUICK_RECOVERY = {"epochs": 1, "max_steps_per_epoch": 20, "lr": 0.001}  # validated on every user
+GENTLE_RECOVERY = {"epochs": 1, "max_steps_per_epoch": 100, "lr": 0.0001}  # 5x the steps at a tenth of the lr
 FIXED = {"quantization_aware": False}
 METHODS: dict[str, dict[str, Any] | None] = {
     "fp32": None,
@@ -42,6 +43,12 @@ METHODS: dict[str, dict[str, Any] | None] = {
                                              "recovery": QUICK_RECOVERY, **FIXED},
     "mixed int4/int3, 4 bits, no clip": {"method": "mixed", "high_bits": 4, "low_bits": 3, "bits_per_weight": 4.0,
                                          "recovery": QUICK_RECOVERY, "clip": False},
+    "mixed int4/int3, 4 bits, no clip, gentle recovery": {"method": "mixed", "high_bits": 4, "low_bits": 3,
+                                                           "bits_per_weight": 4.0, "recovery": GENTLE_RECOVERY,
+                                                           "clip": False},
+    "mixed int4/int3, 4 bits, no clip, codes fixed, gentle recovery": {
+        "method": "mixed", "high_bits": 4, "low_bits": 3, "bits_per_weight": 4.0, "recovery": GENTLE_RECOVERY,
+        "clip": False, **FIXED},
     "mixed int4/int2, 4 bits, no clip": {"method": "mixed", "high_bits": 4, "low_bits": 2, "bits_per_weight": 4.0,
                                          "recovery": QUICK_RECOVERY, "clip": False},
     "mixed int4/int2": {"method": "mixed", "high_bits": 4, "low_bits": 2, "coverage": 0.8, "recovery": QUICK_RECOVERY},
