@@ -50,9 +50,11 @@ class SequentialRecommender(nn.Module):
         return (self.output_items or self.item_embeddings).weight
 
     def forward(
-        self, item_ids: torch.Tensor, attention_mask: torch.Tensor, output_hidden_states: bool = False
+        self, item_ids: torch.Tensor, attention_mask: torch.Tensor, output_hidden_states: bool = False,
+        last_only: bool = False,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
-        """Return the [B, L, item_dim] user states and, if asked, every layer's backbone states.
+        """Return the [B, L, item_dim] user states ([B, 1, item_dim] with `last_only`: the output
+        projection runs on the last position alone) and, if asked, every layer's backbone states.
 
         Positions count from the first real item, so a left-padded sequence gets exactly
         the states of the same sequence without padding.
@@ -66,7 +68,8 @@ class SequentialRecommender(nn.Module):
             use_cache=False,
             output_hidden_states=output_hidden_states,
         )
-        states = self.output_proj(outputs.last_hidden_state)
+        hidden = outputs.last_hidden_state[:, -1:] if last_only else outputs.last_hidden_state
+        states = self.output_proj(hidden)
         return states, (outputs.hidden_states if output_hidden_states else None)
 
     def score(self, states: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
@@ -90,7 +93,7 @@ class SequentialRecommender(nn.Module):
 
     def last_states(self, item_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """The state at the last position: with left padding, always index -1."""
-        return self(item_ids, attention_mask)[0][:, -1]
+        return self(item_ids, attention_mask, last_only=True)[0][:, -1]
 
     def next_item_scores(self, item_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """[B, num_items + 1] scores of every item as the next one after each sequence (padding -inf)."""
