@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -110,10 +111,13 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, nargs="+", default=[16384, 65536])
     parser.add_argument("--iterations", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--work", type=Path, default=Path("/tmp/compress-topk-scale"), help="exported graphs")
+    parser.add_argument("--work", type=Path, help="exported graphs, reused when there (default: a new temp folder, "
+                        "so graphs of an older version are never measured)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--one", nargs=3, metavar=("STEP", "ITEMS", "VARIANT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.work is None:
+        args.work = Path(tempfile.mkdtemp(prefix="compress-topk-scale-"))
     specs = variants(args.chunks)
     if args.one:
         step, items, name = args.one[0], int(args.one[1]), args.one[2]
