@@ -85,7 +85,7 @@ class PruneConfig(PruneTargets):
 
 TABLE_METHOD_FIELDS = {
     "rowwise": {"bits", "clip", "quantization_aware"},
-    "mixed": {"high_bits", "low_bits", "coverage", "bits_per_weight", "clip", "quantization_aware"},
+    "mixed": {"high_bits", "low_bits", "coverage", "bits_per_weight", "allocation", "clip", "quantization_aware"},
     "lowrank": {"rank"},
 }
 
@@ -108,6 +108,11 @@ class ItemTableConfig(BaseModel):
         None, gt=0,
         description="mixed, instead of coverage: as many of the most frequent items get high_bits as keep the "
         "table (codes, fp16 scales and offsets, row groups) within this many bits per weight (4.0: 8x smaller).",
+    )
+    allocation: Literal["frequency", "error"] = Field(
+        "frequency",
+        description="mixed: which rows get high_bits (as many as coverage or bits_per_weight allow): the most "
+        "frequent items, or those where high_bits saves the most squared error weighted by sqrt(1 + interactions).",
     )
     rank: int = Field(16, ge=1, description="lowrank: inner dimension r (below the table width).")
     recovery: Recovery | None = Field(

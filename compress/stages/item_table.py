@@ -17,12 +17,13 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
 
 from compress.errors import RecipeError
 from compress.evaluation.metrics import evaluate_model
 from compress.methods.item_table import (
-    FakeQuantTable, budget_groups, compressed_spec, factorized_table, frequency_groups, quantized_table, table_bytes,
-    training_counts,
+    FakeQuantTable, budget_groups, compressed_spec, error_allocation, factorized_table, frequency_groups, quantized_table,
+    table_bytes, training_counts,
 )
 from compress.models import SequentialRecommender, load_model
 from compress.models.item_tables import QuantizedTable
@@ -68,7 +69,7 @@ def compress_model(original: SequentialRecommender, config: ItemTableConfig, ctx
         elif config.method == "rowwise":
             table = quantized_table(weight, [config.bits], np.zeros(len(weight), dtype=np.int64), config.clip)
         else:
-            groups = mixed_groups(config, ctx.data, weight.shape[1])
+            groups = mixed_groups(config, ctx.data, weight)
             table = quantized_table(weight, [config.high_bits, config.low_bits], groups, config.clip)
     except ValueError as exc:
         raise RecipeError(f"item_table: {exc}") from None
@@ -80,12 +81,17 @@ def compress_model(original: SequentialRecommender, config: ItemTableConfig, ctx
     return model.to(ctx.device).requires_grad_(True)
 
 
-def mixed_groups(config: ItemTableConfig, data, dim: int) -> np.ndarray:
-    """Row groups of a mixed table: by interaction coverage, or by the bits-per-weight budget."""
+def mixed_groups(config: ItemTableConfig, data, weight: torch.Tensor) -> np.ndarray:
+    """Row groups of a mixed table: how many rows get high_bits from the interaction coverage or the
+    bits-per-weight budget; which ones by frequency, or by the error they save (`allocation`)."""
     counts = training_counts(data)
     if config.bits_per_weight is not None:
-        return budget_groups(counts, dim, config.high_bits, config.low_bits, config.bits_per_weight)
-    return frequency_groups(counts, config.coverage)
+        groups = budget_groups(counts, weight.shape[1], config.high_bits, config.low_bits, config.bits_per_weight)
+    else:
+        groups = frequency_groups(counts, config.coverage)
+    if config.allocation == "error":
+        groups = error_allocation(weight, counts, groups, config.high_bits, config.low_bits, config.clip)
+    return groups
 
 
 def describe(config: ItemTableConfig) -> str:
@@ -94,7 +100,8 @@ def describe(config: ItemTableConfig) -> str:
         return f"rowwise int{config.bits}"
     if config.method == "mixed":
         split = f"{config.bits_per_weight} bits per weight" if config.bits_per_weight else f"coverage {config.coverage}"
-        return f"mixed int{config.high_bits}/int{config.low_bits} ({split})"
+        by = ", by error" if config.allocation == "error" else ""
+        return f"mixed int{config.high_bits}/int{config.low_bits} ({split}{by})"
     return f"lowrank r={config.rank}"
 
 

@@ -8,7 +8,7 @@ import torch
 
 from compress.export.item_table import unpack
 from compress.methods.item_table import (
-    CLIP_STEPS, FakeQuantTable, budget_groups, compressed_spec, factorized_table, frequency_groups, quantize_rows, quantized_table, table_bytes, training_counts,
+    CLIP_STEPS, FakeQuantTable, budget_groups, compressed_spec, error_allocation, factorized_table, frequency_groups, quantize_rows, quantized_table, table_bytes, training_counts,
 )
 from compress.models import SequentialRecommender, load_model, save_model
 from compress.models.item_tables import QuantizedTable, dequantize, pack_codes, unpack_codes
@@ -135,6 +135,22 @@ def test_budget_groups_fill_the_bits_per_weight_with_the_most_popular_items(tiny
     assert len(high) == len(counts) - 1 or table_bytes(quantized_table(weight, [4, 3], one_more)) * 8 / (len(counts) * dim) > budget
     with pytest.raises(ValueError, match="bits per weight"):
         budget_groups(counts, dim, 4, 3, 4.0)
+
+
+def test_error_allocation_keeps_the_size_and_saves_more_weighted_error_than_frequency(tiny_data):
+    counts = training_counts(tiny_data)
+    weight = torch.randn(len(counts), 16) * torch.rand(len(counts), 1) * 3  # rows of very different ranges
+    by_frequency = budget_groups(counts, 16, 4, 3, 5.5)
+    by_error = error_allocation(weight, counts, by_frequency, 4, 3)
+    assert (by_error == 0).sum() == (by_frequency == 0).sum() and by_error[0] == 1  # same size, never padding
+    assert table_bytes(quantized_table(weight, [4, 3], by_error)) == table_bytes(quantized_table(weight, [4, 3], by_frequency))
+
+    def weighted_error(groups):
+        error = ((quantized_table(weight, [4, 3], groups).weight - weight) ** 2).sum(1).numpy()
+        return float((error * np.sqrt(1 + counts))[1:].sum())
+
+    assert weighted_error(by_error) < weighted_error(by_frequency)
+    assert not np.array_equal(by_error, by_frequency)
 
 
 def test_fake_quant_table_trains_the_float_table_and_freezes_to_exactly_what_it_ran(tiny_model, tiny_data):
