@@ -49,6 +49,11 @@ METHODS: dict[str, dict[str, Any] | None] = {
     "mixed int4/int3, 4 bits, no clip, codes fixed, gentle recovery": {
         "method": "mixed", "high_bits": 4, "low_bits": 3, "bits_per_weight": 4.0, "recovery": GENTLE_RECOVERY,
         "clip": False, **FIXED},
+    "mixed int4/int3, 4 bits, no clip, by error": {"method": "mixed", "high_bits": 4, "low_bits": 3,
+                                                   "bits_per_weight": 4.0, "allocation": "error",
+                                                   "recovery": QUICK_RECOVERY, "clip": False},
+    "mixed int4/int3, 4 bits, by error": {"method": "mixed", "high_bits": 4, "low_bits": 3, "bits_per_weight": 4.0,
+                                          "allocation": "error", "recovery": QUICK_RECOVERY},
     "mixed int4/int2, 4 bits, no clip": {"method": "mixed", "high_bits": 4, "low_bits": 2, "bits_per_weight": 4.0,
                                          "recovery": QUICK_RECOVERY, "clip": False},
     "mixed int4/int2": {"method": "mixed", "high_bits": 4, "low_bits": 2, "coverage": 0.8, "recovery": QUICK_RECOVERY},
