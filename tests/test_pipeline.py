@@ -1,12 +1,16 @@
 import json
+import os
 import shutil
+import socket
 import subprocess
 import sys
+import threading
 
 import pytest
 import yaml
 
 from compress.runs.artifacts import read_json
+from compress import pipeline
 from compress.models import load_model
 from compress.pipeline import RunOptions, run_recipe
 from compress.recipe import validate_recipe
@@ -53,12 +57,6 @@ def test_rerun_is_cached_and_force_or_changes_rerun(tmp_path):
 
 
 def test_a_run_waits_for_a_sibling_training_the_same_stage_and_reuses_it(tmp_path, monkeypatch):
-    import os
-    import socket
-    import threading
-
-    from compress import pipeline
-
     monkeypatch.setattr(pipeline, "SIBLING_POLL_S", 0.05)
     run_recipe(validate_recipe({**tiny_recipe(tmp_path), "name": "done"}), QUIET)
     finished = tmp_path / "finished-train"
@@ -70,18 +68,33 @@ def test_a_run_waits_for_a_sibling_training_the_same_stage_and_reuses_it(tmp_pat
     lock = {"pid": os.getpid(), "host": socket.gethostname(), "started": "now"}
     (busy / "run.lock").write_text(json.dumps(lock))
 
+    def waiting_run(name: str, then) -> list[str]:
+        """Run the recipe as `name`; once it logs that it waits for `busy`, call `then` (the sibling's move)."""
+        messages, waiting = [], threading.Event()
+
+        def log(message: str) -> None:
+            messages.append(message)
+            if "busy is running this very 01-train stage: waiting" in message:
+                waiting.set()
+
+        def sibling() -> None:
+            if waiting.wait(timeout=120):
+                then()
+
+        thread = threading.Thread(target=sibling)
+        thread.start()
+        messages.append(run_recipe(validate_recipe({**tiny_recipe(tmp_path), "name": name}),
+                                   RunOptions(show_progress=False, log=log)))
+        waiting.set()  # never leave the thread waiting
+        thread.join()
+        return messages
+
     def finish() -> None:
-        import time
-        time.sleep(0.5)
         shutil.rmtree(busy / "01-train")
         shutil.copytree(finished / "01-train", busy / "01-train")
         (busy / "run.lock").unlink()
 
-    messages = []
-    thread = threading.Thread(target=finish)
-    thread.start()
-    manifest = run_recipe(validate_recipe(tiny_recipe(tmp_path)), RunOptions(show_progress=False, log=messages.append))
-    thread.join()
+    *messages, manifest = waiting_run("tiny", finish)
     assert any("busy is running this very 01-train stage: waiting" in m for m in messages)
     assert any("train: cached (" in m and "busy" in m for m in messages)
     assert manifest["stages"][0]["config_hash"] == config_hash
@@ -91,9 +104,7 @@ def test_a_run_waits_for_a_sibling_training_the_same_stage_and_reuses_it(tmp_pat
     (busy / "run.lock").write_text(json.dumps(lock))
     (busy / "01-train" / "stage.json").unlink()
     (busy / "01-train" / "pending.json").write_text(json.dumps({"config_hash": config_hash}))
-    threading.Timer(0.3, (busy / "run.lock").unlink).start()
-    messages.clear()
-    run_recipe(validate_recipe({**tiny_recipe(tmp_path), "name": "other"}), RunOptions(show_progress=False, log=messages.append))
+    *messages, _ = waiting_run("other", lambda: (busy / "run.lock").unlink(missing_ok=True))
     assert any("busy stopped without finishing 01-train: running it here" in m for m in messages)
     assert any("train: running" in m for m in messages)
 
