@@ -28,6 +28,10 @@ class ModelShape(BaseModel):
     item_dim: int | None = Field(None, ge=8, description="Item table width; projected to hidden_size if different.")
     tie_weights: bool = Field(True, description="Score against the input item table (else a separate table).")
     dropout: float = Field(0.1, ge=0, lt=1, description="Dropout on item embeddings and attention.")
+    hidden_dropout: float = Field(
+        0.0, ge=0, lt=1,
+        description="Dropout on each attention and MLP output before its residual add (SASRec's; LLaMA has none).",
+    )
     rms_norm_eps: float = Field(1e-6, gt=0, description="RMSNorm epsilon.")
     rope_theta: float = Field(10000.0, gt=0, description="RoPE base.")
 

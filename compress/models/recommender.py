@@ -43,6 +43,8 @@ class SequentialRecommender(nn.Module):
         self.output_items = None if config.tie_weights else nn.Embedding(config.num_items + 1, config.item_dim)
         self.embedding_dropout = nn.Dropout(config.dropout)
         self.backbone = LlamaModel(config.to_llama())
+        if config.hidden_dropout:
+            add_residual_dropout(self.backbone, config.hidden_dropout)
 
     @property
     def item_table(self) -> torch.Tensor:
@@ -102,6 +104,22 @@ class SequentialRecommender(nn.Module):
     def num_parameters(self) -> int:
         """Weights of the architecture; quantized layers count the float weights they stand for."""
         return count_parameters(self)
+
+
+def add_residual_dropout(backbone: LlamaModel, p: float) -> None:
+    """Drop each attention and MLP output before its residual add, in training only (forward hooks: the
+    parameter names, the exported graphs and the step model stay those of the plain LLaMA layers)."""
+
+    def drop(module: nn.Module, inputs: tuple, output: torch.Tensor | tuple) -> torch.Tensor | tuple:
+        if not module.training:
+            return output
+        if isinstance(output, tuple):  # attention: (output, weights)
+            return (nn.functional.dropout(output[0], p, training=True), *output[1:])
+        return nn.functional.dropout(output, p, training=True)
+
+    for layer in backbone.layers:
+        layer.self_attn.register_forward_hook(drop)
+        layer.mlp.register_forward_hook(drop)
 
 
 def save_model(model: SequentialRecommender, folder: Path, quantization: QuantizationSpec | None = None) -> None:

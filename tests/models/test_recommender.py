@@ -98,3 +98,20 @@ def test_init_from_too_many_layers(llama_checkpoint):
     model = SequentialRecommender(RecommenderConfig(**shape.model_dump(), num_items=20, max_len=10))
     with pytest.raises(RecipeError, match="has 4 layers"):
         init_backbone_from_llama(model, llama_checkpoint)
+
+
+def test_hidden_dropout_drops_sublayer_outputs_in_training_only():
+    shape = dict(num_items=30, max_len=8, hidden_size=16, num_heads=2, dropout=0.0)
+    plain = SequentialRecommender(RecommenderConfig(**shape))
+    dropped = SequentialRecommender(RecommenderConfig(**shape, hidden_dropout=0.5))
+    assert list(dropped.state_dict()) == list(plain.state_dict())  # same parameters: loads, prunes and exports alike
+    dropped.load_state_dict(plain.state_dict())
+    ids = torch.tensor([[1, 2, 3, 4]])
+    mask = torch.ones_like(ids)
+    plain.eval(), dropped.eval()
+    torch.testing.assert_close(dropped.last_states(ids, mask), plain.last_states(ids, mask))
+    plain.train(), dropped.train()
+    torch.testing.assert_close(plain.last_states(ids, mask), plain.last_states(ids, mask))  # no dropout at all
+    torch.manual_seed(0)
+    first = dropped.last_states(ids, mask)
+    assert not torch.allclose(first, dropped.last_states(ids, mask))
