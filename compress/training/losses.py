@@ -30,8 +30,8 @@ def next_item_loss(
     """
     selected = targets > 0
     hidden, target = states[selected], targets[selected]
-    if softmax == "full":
-        return F.cross_entropy(model.score(hidden).float(), target)
+    if softmax == "full":  # items 1..N only: no padding column to overwrite (its backward copies the whole matrix)
+        return F.cross_entropy(model.score(hidden, start=1).float(), target - 1)
     table = model.item_table
     negatives = torch.randint(1, table.shape[0], (num_negatives,), device=hidden.device)
     positive = (hidden * table[target]).sum(-1, keepdim=True)

@@ -84,3 +84,14 @@ def test_early_stopping_restores_the_best_weights(tmp_path, tiny_data, tiny_mode
     assert any(not torch.equal(restored[k], v) for k, v in weights[result.epochs_run].items())
     again = evaluate_model(tiny_model, tiny_data, "valid", EvalConfig(max_users=config.eval_users), torch.device("cpu"))
     assert again["ndcg@10"] == pytest.approx(result.best_metric)
+
+
+def test_full_softmax_loss_is_cross_entropy_over_the_items_without_padding(tiny_model):
+    ids = torch.tensor([[0, 3, 5, 7], [2, 4, 6, 8]])
+    targets = torch.tensor([[0, 5, 7, 9], [4, 6, 8, 1]])
+    states, _ = tiny_model(ids, (ids > 0).long())
+    logits = states @ tiny_model.item_table.t()
+    picked = targets > 0
+    log_probs = torch.log_softmax(logits[picked][:, 1:], dim=-1)  # padding (column 0) is no candidate
+    expected = -log_probs.gather(1, (targets[picked] - 1)[:, None]).mean()
+    torch.testing.assert_close(next_item_loss(tiny_model, states, targets), expected)
