@@ -30,8 +30,8 @@ def next_item_loss(
     """
     selected = targets > 0
     hidden, target = states[selected], targets[selected]
-    if softmax == "full":  # items 1..N only: no padding column to overwrite (its backward copies the whole matrix)
-        return F.cross_entropy(model.score(hidden, start=1).float(), target - 1)
+    if softmax == "full":
+        return F.cross_entropy(item_logits(model, hidden), target - 1)
     table = model.item_table
     negatives = torch.randint(1, table.shape[0], (num_negatives,), device=hidden.device)
     positive = (hidden * table[target]).sum(-1, keepdim=True)
@@ -39,6 +39,12 @@ def next_item_loss(
     negative = negative.masked_fill(negatives[None, :] == target[:, None], float("-inf"))
     logits = torch.cat([positive, negative], dim=1).float()
     return F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=logits.device))
+
+
+def item_logits(model: SequentialRecommender, states: torch.Tensor) -> torch.Tensor:
+    """Float scores of items 1..N (column j is item j + 1): no padding column to mask, whose in-place
+    write would make the backward copy the whole score matrix."""
+    return model.score(states, start=1).float()
 
 
 @dataclass(frozen=True)
@@ -95,7 +101,7 @@ def distillation_loss(
     if weights.multi_supervision:
         terms["multi_supervision"] = _intermediate_ce(student, hidden, blocks.student[:-1], selected, targets)
     if weights.kd:
-        terms["kd"] = _logit_kl(student, states[selected], teacher.score(teacher_states[selected]), weights.temperature)
+        terms["kd"] = _logit_kl(student, states[selected], item_logits(teacher, teacher_states[selected]), weights.temperature)
     total = sum(getattr(weights, name) * value for name, value in terms.items())
     return total, {name: value.detach() for name, value in terms.items()}
 
@@ -127,15 +133,15 @@ def _intermediate_ce(
     losses = []
     for index in indices:
         states = student.output_proj(student.backbone.norm(hidden[index][selected]))
-        losses.append(F.cross_entropy(student.score(states).float(), targets[selected]))
+        losses.append(F.cross_entropy(item_logits(student, states), targets[selected] - 1))
     return torch.stack(losses).mean()
 
 
 def _logit_kl(
     student: SequentialRecommender, student_states: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
 ) -> torch.Tensor:
-    """KL(teacher || student) over real items (padding column dropped), scaled by T^2."""
-    student_logits = student.score(student_states)[:, 1:].float() / temperature
-    teacher_logits = teacher_logits[:, 1:].float() / temperature
+    """KL(teacher || student) over real items (`item_logits` of both), scaled by T^2."""
+    student_logits = item_logits(student, student_states) / temperature
+    teacher_logits = teacher_logits / temperature
     kl = F.kl_div(F.log_softmax(student_logits, -1), F.log_softmax(teacher_logits, -1), log_target=True, reduction="batchmean")
     return kl * temperature**2

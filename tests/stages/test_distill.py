@@ -60,6 +60,30 @@ def test_alignment_of_an_identical_student_is_zero(teacher, batch):
     assert terms["kd"].item() == pytest.approx(0, abs=1e-5)
 
 
+def test_kd_and_multi_supervision_match_their_definitions(teacher, batch):
+    student = keep_layers(teacher, [0, 3])
+    with torch.no_grad():
+        for p in student.backbone.layers.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    ids, mask, targets = batch
+    picked = targets > 0
+    blocks = BlockMap.build(2, 4, 2)
+    _, terms = distillation_loss(student, teacher, ids, mask, targets,
+                                 DistillWeights(ce=0, kd=1, multi_supervision=1, temperature=2.0), blocks)
+
+    def item_scores(model, states):  # every real item, padding (column 0) dropped
+        return (states @ model.item_table.t())[:, 1:]
+
+    temperature = 2.0
+    s = torch.log_softmax(item_scores(student, student(ids, mask)[0][picked]) / temperature, -1)
+    t = torch.log_softmax(item_scores(teacher, teacher(ids, mask)[0][picked]) / temperature, -1)
+    kd = (t.exp() * (t - s)).sum(-1).mean() * temperature**2
+    torch.testing.assert_close(terms["kd"], kd)
+    hidden = student(ids, mask, output_hidden_states=True)[1]
+    first_block = item_scores(student, student.backbone.norm(hidden[1][picked]))
+    torch.testing.assert_close(terms["multi_supervision"], torch.nn.functional.cross_entropy(first_block, targets[picked] - 1))
+
+
 def test_block_map_follows_slmrec():
     blocks = BlockMap.build(student_layers=2, teacher_layers=8, blocks=2)
     assert blocks.student == (1, 2) and blocks.teacher == (4, 8)
