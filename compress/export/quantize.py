@@ -118,9 +118,14 @@ def _has_onnx_attention(model: onnx.ModelProto) -> bool:
 
 
 def item_table_nodes(model: onnx.ModelProto, rows: int) -> list[str]:
-    """Names of the nodes that read an item table (an initializer with `rows` = num_items + 1 rows or columns)."""
+    """Names of the nodes that read an item table (an initializer with `rows` = num_items + 1 rows or columns).
+
+    A Gemm also gives the name of the MatMul that onnxruntime's dynamic quantizer turns it into
+    (`<name>_MatMul`, before it matches `nodes_to_exclude`): the scoring Gemm with the padding bias
+    would otherwise be quantized under its new name."""
     tables = {t.name for t in model.graph.initializer if len(t.dims) == 2 and rows in tuple(t.dims)}
-    return [n.name for n in model.graph.node if n.op_type in TABLE_OP_TYPES and tables & set(n.input)]
+    nodes = [n for n in model.graph.node if n.op_type in TABLE_OP_TYPES and tables & set(n.input)]
+    return [name for n in nodes for name in ([n.name, f"{n.name}_MatMul"] if n.op_type == "Gemm" else [n.name])]
 
 
 def _holds_packed_table(path: Path) -> bool:

@@ -25,3 +25,18 @@ def test_static_activation_type_sets_the_activation_zero_points(tiny_onnx, tmp_p
     assert read_json(tmp_path / "metadata.json")["quantization"]["activation_type"] == activation_type
     top_ids = OnnxRecommender(tmp_path, "cpu").topk(ids, np.ones_like(ids))[1]
     assert top_ids.shape == (8, 10)
+
+
+@pytest.mark.parametrize("item_table", [False, True])
+def test_dynamic_int8_quantizes_the_item_table_only_when_asked(tiny_onnx, tmp_path, item_table):
+    model, source = tiny_onnx
+    quantize_onnx(source, tmp_path, "dynamic", item_table=item_table)
+    rows = model.config.num_items + 1
+    tables = [t for t in onnx.load(str(tmp_path / "model.onnx")).graph.initializer if rows in tuple(t.dims)]
+    kinds = sorted(onnx.TensorProto.DataType.Name(t.data_type) for t in tables if len(t.dims) == 2)
+    # the scoring Gemm (matmul + padding bias) is rewritten to a MatMul by the quantizer: it stays float
+    # too, and the table is stored once (no float transposed copy beside the lookup's)
+    if item_table:  # both the lookup and the scoring read int8 tables
+        assert kinds and "FLOAT" not in kinds
+    else:
+        assert kinds == ["FLOAT"]
