@@ -186,11 +186,12 @@ def error_allocation(weight: torch.Tensor, counts: np.ndarray, groups: np.ndarra
     never to padding. Chosen on Beauty's validation split over frequency alone, the norm, and linear
     frequency weights (benchmarks/results/item_table)."""
     howmany = int((groups == 0).sum())
+    rows = weight.detach().float().cpu()
     errors = []
     for bits in (high_bits, low_bits):
-        codes, scale, offset = row_codes(weight.detach().float().cpu(), bits, clip)
+        codes, scale, offset = row_codes(rows, bits, clip)
         restored = codes.float() * scale.float()[:, None] + offset.float()[:, None]
-        errors.append(((restored - weight.detach().float().cpu()) ** 2).sum(1).numpy())
+        errors.append(((restored - rows) ** 2).sum(1).numpy())
     gain = (errors[1] - errors[0]) * np.sqrt(1.0 + counts)
     gain[0] = -np.inf
     chosen = np.ones(len(counts), dtype=np.int64)
