@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU checks and the CUDA headline tables, for a machine with a CUDA GPU and the project importable:
-#   bash benchmarks/gpu.sh [DATA_DIR] [RESULTS_DIR] [ml1m|beauty|ml1m_strong|ml1m_large|tests ...]   (default: tests ml1m beauty)
+#   bash benchmarks/gpu.sh [DATA_DIR] [RESULTS_DIR] [ml1m|beauty|ml1m_large|tests ...]   (default: tests ml1m beauty)
 # 1. the CUDA tests (tests/test_gpu.py: the whole stack on CUDA, fp16/bf16/bitsandbytes, and the
 #    onnxruntime CUDA provider when onnxruntime-gpu is installed);
 # 2. benchmarks/headline.py on CUDA for each dataset named (default: all): trained, evaluated and
@@ -25,15 +25,13 @@ for item in $WHAT; do
                     --name ml1m-cuda --device cuda --results "$RESULTS" || status=1 ;;
         beauty) "$PYTHON" benchmarks/headline.py --recipe recipes/beauty.yaml --data "$DATA/Beauty.txt" \
                     --name beauty-cuda --device cuda --results "$RESULTS" || status=1 ;;
-        ml1m_strong) "$PYTHON" benchmarks/headline.py --recipe recipes/ml1m_strong.yaml --data "$DATA/ml-1m.txt" \
-                    --name ml1m_strong-cuda --device cuda --results "$RESULTS" || status=1 ;;
         ml1m_large)
                 for bench in cpu cuda; do
                     name=ml1m_large-$([ $bench = cpu ] && echo hostcpu || echo cuda)
                     "$PYTHON" benchmarks/headline.py --recipe recipes/ml1m_large.yaml --data "$DATA/ml-1m.txt" \
                         --name "$name" --device $bench --results "$RESULTS" || status=1
                 done ;;
-        *) echo "unknown item $item (tests, ml1m, beauty, ml1m_strong, ml1m_large)"; exit 2 ;;
+        *) echo "unknown item $item (tests, ml1m, beauty, ml1m_large)"; exit 2 ;;
     esac
 done
 exit $status
