@@ -81,6 +81,25 @@ def describe_miss(record: dict[str, Any]) -> str:
     return ", ".join(parts) or "nothing"
 
 
+def resolution(records: list[dict[str, Any]]) -> float | None:
+    """The median half-width of the candidates' 95% CIs of the NDCG@10 drop: the smallest drop the
+    validation users resolve (None without records)."""
+    widths = sorted(r["ndcg_drop"]["ci_high"] - r["ndcg_drop"]["mean"] for r in records)
+    return widths[len(widths) // 2] if widths else None
+
+
+def resolution_hint(records: list[dict[str, Any]]) -> str | None:
+    """Why nothing can pass when the budget is narrower than the CIs: a candidate passes only if its
+    mean drop is at most budget - half-width, i.e. when it beats the teacher on validation."""
+    width = resolution(records)
+    if width is None or not records or width < records[0]["drop_budget"]:
+        return None
+    budget = records[0]["drop_budget"]
+    return (f"the budget ({budget:.4f}) is no wider than the 95% CI of a drop on these validation users "
+            f"(median half-width {width:.4f}): a candidate passes only if its validation NDCG@10 beats the "
+            f"teacher's by {width - budget:.4f} or more; a larger budget or more validation users resolves it")
+
+
 def summarise(records: list[dict[str, Any]], objective: str, keep_closest: int) -> dict[str, Any]:
     """frontier.json's content: the frontier, the pick (with why) or the closest misses, and counts."""
     candidates = unique(records)
@@ -93,9 +112,11 @@ def summarise(records: list[dict[str, Any]], objective: str, keep_closest: int) 
         "frontier": frontier(candidates, objective),
         "chosen": None,
         "closest": [],
+        "ci_half_width": resolution(candidates),
     }
     if chosen is not None:
         out["chosen"] = {**chosen, "why": why(chosen, candidates, objective)}
     elif candidates:
         out["closest"] = [{**r, "misses_by": describe_miss(r)} for r in closest(candidates, keep_closest)]
+        out["hint"] = resolution_hint(candidates)
     return out

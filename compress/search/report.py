@@ -94,6 +94,8 @@ def write_report(out: Path, spec: SearchSpec, summary: dict[str, Any], records: 
     else:
         blocks += [Heading("No candidate passes"), Table(["candidate", "misses"],
                                                          [[r["candidate"], r["misses_by"]] for r in summary["closest"]])]
+        if summary.get("hint"):
+            blocks.append(Text(f"Why: {summary['hint']}."))
     blocks += [
         Heading("Frontier"), Table(COLUMNS, frontier_rows(summary["frontier"])),
         Image(plot_pareto(candidates, summary, spec.objective, out / "pareto.png"),

@@ -301,6 +301,8 @@ def _message(summary: dict[str, Any], recipes: list[Path]) -> str:
     lines = [f"no candidate meets the constraints ({summary['candidates']} tried); the closest:"]
     for record, path in zip(summary["closest"], recipes):
         lines.append(f"  {record['candidate']} {_params_text(record['params'])} misses {record['misses_by']} -> {path}")
+    if summary.get("hint"):
+        lines.append(f"  note: {summary['hint']}")
     return "\n".join(lines)
 
 

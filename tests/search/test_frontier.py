@@ -38,6 +38,20 @@ def test_no_candidate_passes_keeps_the_closest_and_says_by_how_much():
     assert "the NDCG@10 drop budget by 0.0020" in summary["closest"][0]["misses_by"]
 
 
+def test_a_budget_narrower_than_the_cis_is_named_as_the_reason():
+    def drop(candidate, mean, half):
+        r = record(0, candidate, 1.0, 0.2, False, miss=mean + half - 0.01)
+        r["ndcg_drop"] = {"mean": mean, "ci_high": mean + half}
+        return r
+
+    wide = [drop("a", 0.001, 0.012), drop("b", 0.004, 0.011), drop("c", 0.02, 0.013)]  # budget 0.01
+    summary = summarise(wide, "p50", keep_closest=1)
+    assert summary["ci_half_width"] == pytest.approx(0.012)
+    assert "beats the teacher's by 0.0020 or more" in summary["hint"]
+    narrow = [drop("a", 0.012, 0.004), drop("b", 0.02, 0.005)]  # resolvable: missing is the candidates' fault
+    assert summarise(narrow, "p50", keep_closest=1)["hint"] is None
+
+
 def test_performance_law_fit_recovers_its_curve():
     params = np.array([2e4, 4e4, 8e4, 1.6e5, 3.2e5, 6.4e5])
     truth = law(params / np.median(params), w=0.02, a=0.5, c=2.0, b=0.3)
