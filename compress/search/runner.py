@@ -159,7 +159,7 @@ class Search:
     def objective(self, trial: optuna.Trial) -> float:
         trial.set_user_attr("worker", {"pid": os.getpid(), "host": socket.gethostname()})
         params = suggest(trial, self.spec)
-        candidate = candidate_id(params)
+        candidate = candidate_id(apply_params(self.base_raw, params))
         trial.set_user_attr("candidate", candidate)
         self.options.log(f"-- trial {trial.number}: {candidate} {_params_text(params)}")
         try:

@@ -59,9 +59,11 @@ def grid_size(space: dict[str, list[Any]]) -> int:
     return math.prod(len(values) for values in space.values())
 
 
-def candidate_id(params: dict[str, Any]) -> str:
-    """A run folder name from the values alone: the same candidate always lands in the same folder."""
-    return "c-" + stable_hash({key: params[key] for key in sorted(params)})[:10]
+def candidate_id(recipe: dict[str, Any]) -> str:
+    """A run folder name from the recipe a trial's values make (spec.apply_params): the same candidate
+    always lands in the same folder, and values that change nothing (a prune ratio where prune is
+    dropped) make the same candidate, run and counted once."""
+    return "c-" + stable_hash(recipe)[:10]
 
 
 def make_sampler(spec: SearchSpec, worker: int) -> tuple[optuna.samplers.BaseSampler, str]:

@@ -81,9 +81,12 @@ def test_grid_encodes_stage_lists_and_auto_picks_grid_only_when_it_fits(tmp_path
     assert grid(spec) is None and make_sampler(spec, 0)[1].startswith("TPE")
 
 
-def test_candidate_id_depends_on_the_values_only():
-    assert candidate_id({"a": 1, "b": [2]}) == candidate_id({"b": [2], "a": 1})
-    assert candidate_id({"a": 1, "b": [2]}) != candidate_id({"a": 2, "b": [2]})
+def test_candidate_id_is_the_recipe_the_values_make():
+    base = {"name": "x", "stages": [{"stage": "distill", "num_layers": 2}, {"stage": "prune", "mlp_ratio": 0.5}]}
+    ids = {ratio: candidate_id(apply_params(base, {"stages.prune.mlp_ratio": ratio})) for ratio in (0.25, 0.5)}
+    assert ids[0.25] != ids[0.5] and ids[0.5] == candidate_id(apply_params(base, {}))
+    dropped = [candidate_id(apply_params(base, {"stages.prune.mlp_ratio": r, "drop_stages": ["prune"]})) for r in (0.25, 0.5)]
+    assert dropped[0] == dropped[1] != ids[0.5]  # a ratio of a dropped stage is one candidate
 
 
 def test_the_shipped_quickstart_search_is_valid(monkeypatch):
