@@ -105,7 +105,7 @@ def test_the_shipped_ml1m_search_is_valid(monkeypatch):
         pytest.skip("needs shared/datasets/ml-1m.txt")
     monkeypatch.chdir(root)
     spec, base = load_spec(root / "recipes" / "ml1m_search.yaml", [f"set=['data.path={found[0]}']"])
-    assert spec.constraints.max_ndcg_drop == 0.02 and make_sampler(spec, 0)[1] == "grid (16 points)"
+    assert spec.constraints.max_ndcg_drop == 0.02 and make_sampler(spec, 0)[1] == "grid (8 points)"
     assert base["data"]["path"] == str(found[0])
     for path in sorted((root / "recipes").glob("*search*.yaml")):  # every shipped spec loads
         sets = [*(yaml.safe_load(path.read_text()).get("set") or []), f"data.path={found[0]}"]
