@@ -16,7 +16,7 @@ from compress.search.frontier import LABELS, objective_value, unique
 from compress.search.law import LawFit, fit_law
 from compress.search.spec import SearchSpec
 
-COLUMNS = ["candidate", "values", "params", "size", "p50 ms", "seq/s", "valid NDCG@10", "drop (CI upper)", "test NDCG@10", "passes"]
+COLUMNS = ["candidate", "values", "params", "size", "p50 ms", "p50 vs teacher", "seq/s", "valid NDCG@10", "drop (CI upper)", "test NDCG@10", "passes"]
 
 
 def frontier_rows(records: list[dict[str, Any]]) -> list[list[str]]:
@@ -30,12 +30,24 @@ def frontier_rows(records: list[dict[str, Any]]) -> list[list[str]]:
         f"{r['params_count']:,}",
         human_bytes(r["size_bytes"]),
         number(r["latency_p50_ms"], ".2f"),
+        number(r.get("latency_p50_vs_teacher"), ".2f") + ("x" if r.get("latency_p50_vs_teacher") is not None else ""),
         number(r["throughput_seq_per_s"], ",.0f"),
         f"{r['valid_ndcg@10']:.4f}",
         f"{r['ndcg_drop']['mean']:+.4f} ({r['ndcg_drop']['ci_high']:+.4f})",
         f"{r['test_ndcg@10']:.4f}",
         "yes" if r["passed"] else "no",
     ] for r in records]
+
+
+def bench_sessions_note(records: list[dict[str, Any]]) -> str | None:
+    """A warning when the candidates' benches come from several sessions (a cached candidate keeps the
+    bench of the run that made it): absolute p50 and seq/s then carry each session's load."""
+    sessions = {r["bench_session"] for r in records if r.get("bench_session")}
+    if len(sessions) < 2:
+        return None
+    return (f"The p50 and seq/s columns come from {len(sessions)} bench sessions (a cached candidate keeps the "
+            f"bench of the run that made it), so they carry each session's machine load. The p50-vs-teacher "
+            f"column is measured against the teacher re-timed in the same session: compare that one.")
 
 
 def plot_pareto(records: list[dict[str, Any]], summary: dict[str, Any], objective: str, path: Path) -> Path:
@@ -87,6 +99,9 @@ def write_report(out: Path, spec: SearchSpec, summary: dict[str, Any], records: 
     candidates = unique(records)
     title = f"compress search: {spec.name}"
     blocks: list[Block] = [Heading(title, 1), Text(_overview(spec, summary))]
+    note = bench_sessions_note(candidates)
+    if note:
+        blocks.append(Text(note))
     if summary["chosen"]:
         chosen = summary["chosen"]
         blocks += [Heading("Chosen"), Text(f"{chosen['candidate']}: {chosen['why']}. Test NDCG@10 "

@@ -226,6 +226,9 @@ class Search:
             "latency_p99_ms": bench.get("latency_p99_ms"),
             "throughput_seq_per_s": bench.get("throughput_seq_per_s"),
             "teacher_latency_p50_ms": (teacher.get("bench") or {}).get("latency_p50_ms"),
+            # against the teacher re-measured in the same bench session: comparable across sessions
+            "latency_p50_vs_teacher": (bench.get("ratios") or {}).get("latency_p50_ms"),
+            "bench_session": bench.get("session"),
             **verdict_record(verdict, float(per_user_ndcg(teacher_ranks, K).mean()), float(per_user_ndcg(ranks, K).mean())),
             "test_ndcg@10": last["metrics"]["ndcg@10"],
             "teacher_test_ndcg@10": teacher["metrics"]["ndcg@10"],

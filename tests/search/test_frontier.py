@@ -3,6 +3,7 @@ import pytest
 
 from compress.search.frontier import summarise
 from compress.search.law import fit_law, law
+from compress.search.report import COLUMNS, bench_sessions_note, frontier_rows
 
 
 def record(trial, candidate, p50, ndcg, passed, miss=0.0):
@@ -59,3 +60,14 @@ def test_performance_law_fit_recovers_its_curve():
     assert fit.r2 > 0.99
     assert fit.predict(params) == pytest.approx(truth, abs=1e-3)
     assert fit_law(params[:3], truth[:3]) is None  # too few sizes to fit four numbers
+
+
+def test_candidates_benched_in_several_sessions_are_flagged_and_compared_by_their_ratio():
+    one, two = record(0, "a", 1.0, 0.2, True), record(1, "b", 2.0, 0.2, True)
+    for r, session, ratio in ((one, "s1", 0.31), (two, "s2", 0.52)):
+        r.update({"bench_session": session, "latency_p50_vs_teacher": ratio, "params_count": 10, "test_ndcg@10": 0.2})
+    assert "2 bench sessions" in bench_sessions_note([one, two])
+    assert bench_sessions_note([one, {**two, "bench_session": "s1"}]) is None
+    rows = frontier_rows([one, two])
+    assert [row[COLUMNS.index("p50 vs teacher")] for row in rows] == ["0.31x", "0.52x"]
+    assert frontier_rows([{**one, "latency_p50_vs_teacher": None}])[0][COLUMNS.index("p50 vs teacher")] == "-"
