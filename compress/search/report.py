@@ -45,9 +45,11 @@ def bench_sessions_note(records: list[dict[str, Any]]) -> str | None:
     sessions = {r["bench_session"] for r in records if r.get("bench_session")}
     if len(sessions) < 2:
         return None
+    settled = " The frontier and the passing candidates were re-timed together at the end (settled.json): " \
+        "their numbers compare with each other as they stand." if any(r.get("settled") for r in records) else ""
     return (f"The p50 and seq/s columns come from {len(sessions)} bench sessions (a cached candidate keeps the "
             f"bench of the run that made it), so they carry each session's machine load. The p50-vs-teacher "
-            f"column is measured against the teacher re-timed in the same session: compare that one.")
+            f"column is measured against the teacher re-timed in the same session: compare that one.{settled}")
 
 
 def plot_pareto(records: list[dict[str, Any]], summary: dict[str, Any], objective: str, path: Path) -> Path:

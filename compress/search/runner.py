@@ -7,6 +7,8 @@ Layout of `<output_dir>/<name>/`:
                      proposed twice is cached, and an interrupted one resumes in the same folder
     trials.json      every trial: values, state, candidate, record or why it was dropped
     frontier.json    the Pareto frontier, the pick and why (or the closest misses): after every trial
+    settled.json     the frontier and the passing candidates re-timed in one bench session at the end
+                     (settle.py); their numbers then replace the trials' in frontier.json and the pick
     chosen.yaml      the pick as a plain recipe (`compress run chosen.yaml`); closest-N.yaml when none passes
     report/          report.md + report.html with the Pareto plot and the performance-law fit
 Several workers may share one storage: each finished trial is in the storage, and every worker
@@ -36,7 +38,8 @@ from compress.runs.locking import LOCK_FILE, holder_alive, read_lock
 from compress.runtime.environment import resolve_device
 from compress.search.frontier import describe_miss, summarise
 from compress.search.judge import K, judge, validation_ranks, verdict_record
-from compress.search.spec import OBJECTIVES, SearchSpec, apply_params, load_spec, needs_bench, search_folder
+from compress.search.settle import apply_settled, read_settled, settle, to_settle, write_settled
+from compress.search.spec import OBJECTIVES, SearchSpec, apply_params, load_spec, needs_bench, search_folder, settles
 from compress.search.space import candidate_id, decode_params, direction, make_sampler, suggest
 
 JOURNAL_FILE = "optuna.journal"
@@ -110,7 +113,7 @@ def open_storage(url: str | None, folder: Path) -> Any:
 
 def check_same_search(study: optuna.Study, spec: SearchSpec, base_raw: dict[str, Any]) -> None:
     """A study resumes only with the spec it was started with (the budget and storage may change)."""
-    what = spec.model_dump(mode="json", exclude={"budget", "storage", "closest"})
+    what = spec.model_dump(mode="json", exclude={"budget", "storage", "closest", "settle"})
     fingerprint = stable_hash({"spec": what, "recipe": base_raw})
     stored = study.user_attrs.get("spec_fingerprint")
     if stored is None:
@@ -119,7 +122,7 @@ def check_same_search(study: optuna.Study, spec: SearchSpec, base_raw: dict[str,
         raise RecipeError(
             f"search {spec.name}: its study was started with another spec or base recipe",
             "give the changed search another name, or delete its folder to start again "
-            "(only budget, storage and closest may change on a resume)",
+            "(only budget, storage, closest and settle may change on a resume)",
         )
 
 
@@ -154,6 +157,7 @@ class Search:
         self.device = resolve_device(base.device)
         self.data = load_data(base.data, base.seed)
         self._teacher_ranks: dict[str, Any] = {}
+        self.settled = read_settled(folder)
 
     # -- one trial -------------------------------------------------------------------------------
     def objective(self, trial: optuna.Trial) -> float:
@@ -256,7 +260,7 @@ class Search:
 
     def write_outputs(self, study: optuna.Study) -> dict[str, Any]:
         trials = study.get_trials(deepcopy=False)
-        records = [t.user_attrs["record"] for t in trials if t.state == TrialState.COMPLETE and "record" in t.user_attrs]
+        records = apply_settled(_records(trials), self.settled)
         write_json(self.folder / "trials.json", [_trial_entry(t) for t in trials])
         summary = summarise(records, self.spec.objective, self.spec.closest)
         summary["constraints"] = self.spec.constraints.model_dump()
@@ -286,9 +290,16 @@ class Search:
         from compress.search.report import write_report
 
         summary = self.write_outputs(study)
+        records = _records(study.get_trials(deepcopy=False))
+        if settles(self.spec) and records:
+            candidates = to_settle(summary, records)
+            self.options.log(f"settling: {len(candidates)} candidate(s) (the frontier and those that pass) "
+                             f"re-timed in one bench session")
+            self.settled = settle(self.base, self.runs, candidates, lambda m: self.options.log(f"   {m}"))
+            write_settled(self.folder, self.settled)
+            summary = self.write_outputs(study)
+        records = apply_settled(records, self.settled)
         recipes = self.save_recipes(summary)
-        trials = study.get_trials(deepcopy=False)
-        records = [t.user_attrs["record"] for t in trials if t.state == TrialState.COMPLETE and "record" in t.user_attrs]
         report = write_report(self.folder / "report", self.spec, summary, records) if records else None
         return SearchResult(self.folder, summary, _message(summary, recipes), recipes, report)
 
@@ -307,6 +318,10 @@ def _message(summary: dict[str, Any], recipes: list[Path]) -> str:
     if summary.get("hint"):
         lines.append(f"  note: {summary['hint']}")
     return "\n".join(lines)
+
+
+def _records(trials: list[FrozenTrial]) -> list[dict[str, Any]]:
+    return [t.user_attrs["record"] for t in trials if t.state == TrialState.COMPLETE and "record" in t.user_attrs]
 
 
 def _params_text(params: dict[str, Any]) -> str:

@@ -109,6 +109,10 @@ class SearchSpec(BaseModel):
     storage: str | None = Field(None, description="Optuna storage URL (default: a journal file in the search folder).")
     bootstrap: BootstrapConfig = Field(default_factory=BootstrapConfig)
     closest: int = Field(3, ge=1, description="How many closest candidates to keep when none passes.")
+    settle: bool = Field(
+        True, description="Re-time the passing candidates and the frontier in one bench session before answering "
+        "(p50 / throughput objectives): trials are timed in their own sessions, cached ones in older ones."
+    )
 
     @field_validator("space")
     @classmethod
@@ -191,6 +195,11 @@ def objective_key(spec: SearchSpec) -> tuple[str, Literal["minimize", "maximize"
 
 def needs_bench(spec: SearchSpec) -> bool:
     return spec.objective != "bytes" or spec.constraints.max_p99_ms is not None
+
+
+def settles(spec: SearchSpec) -> bool:
+    """Whether the answer waits for a one-session re-timing: only when speed decides it."""
+    return spec.settle and needs_bench(spec)
 
 
 def search_folder(spec: SearchSpec, base: Recipe) -> Path:

@@ -52,6 +52,33 @@ def test_search_picks_the_smallest_passing_student_and_its_recipe_reruns_to_its_
     assert "3 trial(s) already in the study" in again[0] and not any(m.startswith("-- trial") for m in again)
 
 
+def test_speed_decides_on_one_bench_session_at_the_end(tmp_path):
+    spec = tiny_spec(tmp_path, objective="p50", budget={"trials": 2}, space={"stages.prune.mlp_ratio": [0.0, 0.5]})
+    spec["recipe"]["bench"] = {"enabled": False, "warmup": 1, "iterations": 5, "batch_size_throughput": 16,
+                               "throughput_iterations": 1, "rounds": 1}
+    messages = []
+    result = search(write_spec(tmp_path, spec), messages)
+    settled = json.loads((result.folder / "settled.json").read_text())
+    sessions = {r["bench_session"] for r in trials_records(result.folder)}  # each trial timed in its own session
+    assert settled["session"] not in sessions
+    frontier = json.loads((result.folder / "frontier.json").read_text())
+    wanted = {r["candidate"] for r in frontier["frontier"]} | {r["candidate"] for r in trials_records(result.folder) if r["passed"]}
+    assert set(settled["candidates"]) == wanted and any("settling" in m for m in messages)
+    for record in frontier["frontier"]:  # the answer uses the re-timed numbers
+        assert record["settled"] and record["bench_session"] == settled["session"]
+        assert record["latency_p50_ms"] == settled["candidates"][record["candidate"]]["latency_p50_ms"]
+    assert result.summary["chosen"]["latency_p50_ms"] == min(
+        t["latency_p50_ms"] for name, t in settled["candidates"].items() if name in
+        {r["candidate"] for r in trials_records(result.folder) if r["passed"]})
+
+    off = {**spec, "name": "s2", "settle": False}
+    assert not (search(write_spec(tmp_path, off, "off.yaml")).folder / "settled.json").exists()
+
+
+def trials_records(folder: Path) -> list[dict]:
+    return [t["record"] for t in trials(folder) if t["record"]]
+
+
 def test_no_candidate_passes_saves_the_closest_and_exits_1(tmp_path, capsys):
     spec = tiny_spec(tmp_path, budget={"trials": 2}, space={"stages.prune.mlp_ratio": [0.25, 0.5]},
                      constraints={"max_ndcg_drop": 0.5, "max_size_mb": 0.001})

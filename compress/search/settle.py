@@ -1,0 +1,59 @@
+"""The last word on speed: the candidates that decide the answer, re-timed together in one bench session.
+
+Each trial benches its candidate when it runs, and a candidate found in the stage cache keeps the
+bench of the run that made it, so trial latencies come from different sessions and machine loads
+(on the ML-1M search three sessions disagreed by 1.5x on the same teacher). Before the answer is
+written, the passing candidates and the frontier are timed again in one interleaved session
+(`compress.compare.bench_finals`: every teacher, then every final stage, in each round), and those
+numbers replace the trials' in the frontier, the pick and the report. `settled.json` keeps them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from compress.recipe import Recipe
+from compress.runs.artifacts import read_json, write_json
+from compress.runs.layout import read_manifest
+
+SETTLED_FILE = "settled.json"
+RETIMED_KEYS = ("latency_p50_ms", "latency_p99_ms", "throughput_seq_per_s")
+
+
+def to_settle(summary: dict[str, Any], records: list[dict[str, Any]]) -> list[str]:
+    """The candidates whose speed decides the answer: every passing one and the frontier, in trial order."""
+    wanted = {r["candidate"] for r in summary["frontier"]} | {r["candidate"] for r in records if r["passed"]}
+    return list(dict.fromkeys(r["candidate"] for r in sorted(records, key=lambda r: r["trial"]) if r["candidate"] in wanted))
+
+
+def settle(recipe: Recipe, runs: Path, candidates: list[str], log: Callable[[str], None]) -> dict[str, Any]:
+    """Time the candidates' final stages (and their teacher) in one session; return settled.json's content."""
+    from compress.compare import bench_finals
+
+    session = bench_finals(recipe, {name: runs / name for name in candidates}, log)
+    timed: dict[str, dict[str, Any]] = {}
+    for name in candidates:
+        bench = read_manifest(runs / name)["stages"][-1]["bench"]
+        timed[name] = {key: bench.get(key) for key in RETIMED_KEYS}
+        timed[name]["latency_p50_vs_teacher"] = bench["ratios"].get("latency_p50_ms")
+        timed[name]["bench_session"] = session
+    return {"session": session, "candidates": timed}
+
+
+def apply_settled(records: list[dict[str, Any]], settled: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The records with their re-timed numbers where the candidate was settled (marked `settled: true`)."""
+    timed = (settled or {}).get("candidates", {})
+    return [{**r, **timed[r["candidate"]], "settled": True} if r["candidate"] in timed else r for r in records]
+
+
+def read_settled(folder: Path) -> dict[str, Any] | None:
+    path = folder / SETTLED_FILE
+    return read_json(path) if path.is_file() else None
+
+
+def write_settled(folder: Path, settled: dict[str, Any]) -> None:
+    write_json(folder / SETTLED_FILE, settled)
+
+
+__all__ = ["SETTLED_FILE", "apply_settled", "read_settled", "settle", "to_settle", "write_settled"]
