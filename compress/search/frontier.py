@@ -100,8 +100,22 @@ def resolution_hint(records: list[dict[str, Any]]) -> str | None:
             f"teacher's by {width - budget:.4f} or more; a larger budget or more validation users resolves it")
 
 
-def summarise(records: list[dict[str, Any]], objective: str, keep_closest: int) -> dict[str, Any]:
-    """frontier.json's content: the frontier, the pick (with why) or the closest misses, and counts."""
+def base_line(summary: dict[str, Any]) -> str | None:
+    """The base recipe's own numbers beside the answer (None when the space does not contain it)."""
+    base = summary.get("base")
+    if base is None:
+        return None
+    p50 = "-" if base["latency_p50_ms"] is None else f"{base['latency_p50_ms']:.3g} ms"
+    verdict = "passes" if base["passed"] else f"misses {describe_miss(base)}"
+    return (f"the base recipe itself ({base['candidate']}): batch-1 p50 {p50}, valid NDCG@10 {base['valid_ndcg@10']:.4f}, "
+            f"test {base['test_ndcg@10']:.4f}; {verdict}")
+
+
+def summarise(
+    records: list[dict[str, Any]], objective: str, keep_closest: int, base_candidate: str | None = None
+) -> dict[str, Any]:
+    """frontier.json's content: the frontier, the pick (with why) or the closest misses, counts, and the
+    base recipe's own record when the space contains it (`base_candidate`: what the pick is measured against)."""
     candidates = unique(records)
     chosen = choose(candidates, objective)
     out: dict[str, Any] = {
@@ -113,6 +127,7 @@ def summarise(records: list[dict[str, Any]], objective: str, keep_closest: int) 
         "chosen": None,
         "closest": [],
         "ci_half_width": resolution(candidates),
+        "base": next((r for r in candidates if r["candidate"] == base_candidate), None),
     }
     if chosen is not None:
         out["chosen"] = {**chosen, "why": why(chosen, candidates, objective)}

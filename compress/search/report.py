@@ -12,7 +12,7 @@ import numpy as np
 from compress.report.document import Block, Code, Heading, Image, Table, Text, to_html, to_markdown
 from compress.report.plots import _pyplot, _save
 from compress.runs.artifacts import atomic_write, human_bytes
-from compress.search.frontier import LABELS, objective_value, unique
+from compress.search.frontier import LABELS, base_line, objective_value, unique
 from compress.search.law import LawFit, fit_law
 from compress.search.spec import SearchSpec
 
@@ -113,6 +113,8 @@ def write_report(out: Path, spec: SearchSpec, summary: dict[str, Any], records: 
                                                          [[r["candidate"], r["misses_by"]] for r in summary["closest"]])]
         if summary.get("hint"):
             blocks.append(Text(f"Why: {summary['hint']}."))
+    if base_line(summary):
+        blocks.append(Text(base_line(summary)[0].upper() + base_line(summary)[1:] + "."))
     blocks += [
         Heading("Frontier"), Table(COLUMNS, frontier_rows(summary["frontier"])),
         Image(plot_pareto(candidates, summary, spec.objective, out / "pareto.png"),

@@ -36,7 +36,7 @@ from compress.recipe import Recipe, validate_recipe
 from compress.runs.artifacts import stable_hash, write_json
 from compress.runs.locking import LOCK_FILE, holder_alive, read_lock
 from compress.runtime.environment import resolve_device
-from compress.search.frontier import describe_miss, summarise
+from compress.search.frontier import base_line, describe_miss, summarise
 from compress.search.judge import K, judge, validation_ranks, verdict_record
 from compress.search.settle import apply_settled, read_settled, settle, to_settle, write_settled
 from compress.search.spec import OBJECTIVES, SearchSpec, apply_params, load_spec, needs_bench, search_folder, settles
@@ -258,11 +258,15 @@ class Search:
         self.options.log(f"best so far: {chosen['candidate'] if chosen else 'none passes yet'} "
                          f"({summary['passing']} of {summary['candidates']} candidates pass)")
 
+    def base_candidate(self, records: list[dict[str, Any]]) -> str | None:
+        """The candidate that is the base recipe itself (its values all the base's, nothing dropped), if tried."""
+        return next((r["candidate"] for r in records if apply_params(self.base_raw, r["params"]) == self.base_raw), None)
+
     def write_outputs(self, study: optuna.Study) -> dict[str, Any]:
         trials = study.get_trials(deepcopy=False)
         records = apply_settled(_records(trials), self.settled)
         write_json(self.folder / "trials.json", [_trial_entry(t) for t in trials])
-        summary = summarise(records, self.spec.objective, self.spec.closest)
+        summary = summarise(records, self.spec.objective, self.spec.closest, self.base_candidate(records))
         summary["constraints"] = self.spec.constraints.model_dump()
         write_json(self.folder / "frontier.json", summary)
         return summary
@@ -309,7 +313,7 @@ def _message(summary: dict[str, Any], recipes: list[Path]) -> str:
     if chosen is not None:
         return (f"chosen: {chosen['candidate']} {_params_text(chosen['params'])}\n  {chosen['why']}\n"
                 f"  test NDCG@10 {chosen['test_ndcg@10']:.4f} (teacher {chosen['teacher_test_ndcg@10']:.4f})\n"
-                f"  recipe: {recipes[0]}")
+                f"  recipe: {recipes[0]}" + _base_text(summary))
     if not summary["closest"]:
         return f"no candidate finished in {summary['trials']} trial(s)"
     lines = [f"no candidate meets the constraints ({summary['candidates']} tried); the closest:"]
@@ -317,7 +321,12 @@ def _message(summary: dict[str, Any], recipes: list[Path]) -> str:
         lines.append(f"  {record['candidate']} {_params_text(record['params'])} misses {record['misses_by']} -> {path}")
     if summary.get("hint"):
         lines.append(f"  note: {summary['hint']}")
-    return "\n".join(lines)
+    return "\n".join(lines) + _base_text(summary)
+
+
+def _base_text(summary: dict[str, Any]) -> str:
+    line = base_line(summary)
+    return f"\n  {line}" if line else ""
 
 
 def _records(trials: list[FrozenTrial]) -> list[dict[str, Any]]:

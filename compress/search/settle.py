@@ -5,7 +5,9 @@ bench of the run that made it, so trial latencies come from different sessions a
 (on the ML-1M search three sessions disagreed by 1.5x on the same teacher). Before the answer is
 written, the passing candidates and the frontier are timed again in one interleaved session
 (`compress.compare.bench_finals`: every teacher, then every final stage, in each round), and those
-numbers replace the trials' in the frontier, the pick and the report. `settled.json` keeps them.
+numbers replace the trials' in the frontier, the pick and the report. The base recipe, when the
+space contains it, is re-timed with them: the pick is then compared with it in the same session.
+`settled.json` keeps them.
 """
 
 from __future__ import annotations
@@ -22,8 +24,11 @@ RETIMED_KEYS = ("latency_p50_ms", "latency_p99_ms", "throughput_seq_per_s")
 
 
 def to_settle(summary: dict[str, Any], records: list[dict[str, Any]]) -> list[str]:
-    """The candidates whose speed decides the answer: every passing one and the frontier, in trial order."""
+    """The candidates whose speed decides the answer: every passing one, the frontier and the base recipe
+    (what the pick is compared with), in trial order."""
     wanted = {r["candidate"] for r in summary["frontier"]} | {r["candidate"] for r in records if r["passed"]}
+    if summary.get("base"):
+        wanted.add(summary["base"]["candidate"])
     return list(dict.fromkeys(r["candidate"] for r in sorted(records, key=lambda r: r["trial"]) if r["candidate"] in wanted))
 
 

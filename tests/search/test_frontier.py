@@ -28,6 +28,7 @@ def test_frontier_and_pick():
     assert summary["chosen"]["candidate"] == "b" and "3 of 4 candidates" in summary["chosen"]["why"]
     assert summary["candidates"] == 4 and summary["trials"] == 5 and summary["closest"] == []
     assert summarise(records, "throughput", 2)["chosen"]["candidate"] == "b"  # highest throughput that passes
+    assert summary["base"] is None and summarise(records, "p50", 2, base_candidate="d")["base"]["candidate"] == "d"
 
 
 def test_no_candidate_passes_keeps_the_closest_and_says_by_how_much():

@@ -63,7 +63,10 @@ def test_speed_decides_on_one_bench_session_at_the_end(tmp_path):
     assert settled["session"] not in sessions
     frontier = json.loads((result.folder / "frontier.json").read_text())
     wanted = {r["candidate"] for r in frontier["frontier"]} | {r["candidate"] for r in trials_records(result.folder) if r["passed"]}
-    assert set(settled["candidates"]) == wanted and any("settling" in m for m in messages)
+    base = frontier["base"]  # the base recipe (mlp_ratio 0.5) is in the space: re-timed with the answer
+    assert base["params"] == {"stages.prune.mlp_ratio": 0.5} and base["bench_session"] == settled["session"]
+    assert set(settled["candidates"]) == wanted | {base["candidate"]} and any("settling" in m for m in messages)
+    assert f"the base recipe itself ({base['candidate']})" in result.message
     for record in frontier["frontier"]:  # the answer uses the re-timed numbers
         assert record["settled"] and record["bench_session"] == settled["session"]
         assert record["latency_p50_ms"] == settled["candidates"][record["candidate"]]["latency_p50_ms"]
