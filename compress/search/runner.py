@@ -299,9 +299,11 @@ class Search:
             candidates = to_settle(summary, records)
             self.options.log(f"settling: {len(candidates)} candidate(s) (the frontier and those that pass) "
                              f"re-timed in one bench session")
-            self.settled = settle(self.base, self.runs, candidates, lambda m: self.options.log(f"   {m}"))
-            write_settled(self.folder, self.settled)
-            summary = self.write_outputs(study)
+            settled = settle(self.base, self.runs, candidates, lambda m: self.options.log(f"   {m}"))
+            if settled is not None:
+                self.settled = settled
+                write_settled(self.folder, settled)
+                summary = self.write_outputs(study)
         records = apply_settled(records, self.settled)
         recipes = self.save_recipes(summary)
         report = write_report(self.folder / "report", self.spec, summary, records) if records else None

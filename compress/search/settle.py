@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from compress.recipe import Recipe
 from compress.runs.artifacts import read_json, write_json
-from compress.runs.layout import read_manifest
+from compress.runs.layout import MANIFEST_FILE, read_manifest
 
 SETTLED_FILE = "settled.json"
 RETIMED_KEYS = ("latency_p50_ms", "latency_p99_ms", "throughput_seq_per_s")
@@ -32,10 +32,17 @@ def to_settle(summary: dict[str, Any], records: list[dict[str, Any]]) -> list[st
     return list(dict.fromkeys(r["candidate"] for r in sorted(records, key=lambda r: r["trial"]) if r["candidate"] in wanted))
 
 
-def settle(recipe: Recipe, runs: Path, candidates: list[str], log: Callable[[str], None]) -> dict[str, Any]:
-    """Time the candidates' final stages (and their teacher) in one session; return settled.json's content."""
+def settle(recipe: Recipe, runs: Path, candidates: list[str], log: Callable[[str], None]) -> dict[str, Any] | None:
+    """Time the candidates' final stages (and their teacher) in one session; return settled.json's content.
+    Candidates run by a worker on another machine have no run folder here: they keep their trial numbers."""
     from compress.compare import bench_finals
 
+    missing = [name for name in candidates if not (runs / name / MANIFEST_FILE).is_file()]
+    if missing:
+        log(f"not re-timed (run on another machine, no run folder here): {', '.join(missing)}")
+    candidates = [name for name in candidates if name not in missing]
+    if not candidates:
+        return None
     session = bench_finals(recipe, {name: runs / name for name in candidates}, log)
     timed: dict[str, dict[str, Any]] = {}
     for name in candidates:

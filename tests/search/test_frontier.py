@@ -4,6 +4,7 @@ import pytest
 from compress.search.frontier import summarise
 from compress.search.law import fit_law, law
 from compress.search.report import COLUMNS, bench_sessions_note, frontier_rows
+from compress.search.settle import apply_settled, settle
 
 
 def record(trial, candidate, p50, ndcg, passed, miss=0.0):
@@ -72,3 +73,13 @@ def test_candidates_benched_in_several_sessions_are_flagged_and_compared_by_thei
     rows = frontier_rows([one, two])
     assert [row[COLUMNS.index("p50 vs teacher")] for row in rows] == ["0.31x", "0.52x"]
     assert frontier_rows([{**one, "latency_p50_vs_teacher": None}])[0][COLUMNS.index("p50 vs teacher")] == "-"
+
+
+def test_settled_numbers_replace_the_trials_and_remote_candidates_keep_theirs(tmp_path):
+    records = [record(0, "a", 5.0, 0.3, True), record(1, "b", 2.0, 0.3, True)]
+    settled = {"session": "s", "candidates": {"a": {"latency_p50_ms": 1.0, "bench_session": "s"}}}
+    a, b = apply_settled(records, settled)
+    assert (a["latency_p50_ms"], a["settled"]) == (1.0, True) and b == records[1]
+    assert summarise([a, b], "p50", 1)["chosen"]["candidate"] == "a"  # the re-timed numbers decide
+    messages = []  # a candidate another machine ran has no run folder here: nothing to time, no crash
+    assert settle(None, tmp_path, ["c-elsewhere"], messages.append) is None and "c-elsewhere" in messages[0]
