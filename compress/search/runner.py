@@ -43,6 +43,7 @@ from compress.search.spec import OBJECTIVES, SearchSpec, apply_params, load_spec
 from compress.search.space import candidate_id, decode_params, direction, make_sampler, suggest
 
 JOURNAL_FILE = "optuna.journal"
+SETTLE_PASSES = 2  # a second one-session re-timing when the first moved a candidate onto the frontier
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)  # trials the budget counts (a failed one is retried)
 CANDIDATE_FAILURES = (RecipeError, ParityError, ArtifactError)  # a candidate that cannot be built is dropped, not fatal
 
@@ -290,20 +291,32 @@ class Search:
             paths.append(path)
         return paths
 
+    def settle_answer(self, study: optuna.Study, summary: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, Any]:
+        """Re-time the candidates that decide the answer in one session (settle.py). The settled numbers
+        can move the frontier; if a candidate joins it that was not timed, all are timed again together
+        (once more at most)."""
+        timed: set[str] = set()
+        for _ in range(SETTLE_PASSES):
+            candidates = to_settle(summary, records)
+            if set(candidates) <= timed:
+                break
+            self.options.log(f"settling: {len(candidates)} candidate(s) (the frontier, those that pass, the base "
+                             f"recipe) re-timed in one bench session")
+            settled = settle(self.base, self.runs, candidates, lambda m: self.options.log(f"   {m}"))
+            if settled is None:
+                break
+            self.settled, timed = settled, set(candidates)
+            write_settled(self.folder, settled)
+            summary = self.write_outputs(study)
+        return summary
+
     def finish(self, study: optuna.Study) -> SearchResult:
         from compress.search.report import write_report
 
         summary = self.write_outputs(study)
         records = _records(study.get_trials(deepcopy=False))
         if settles(self.spec) and records:
-            candidates = to_settle(summary, records)
-            self.options.log(f"settling: {len(candidates)} candidate(s) (the frontier and those that pass) "
-                             f"re-timed in one bench session")
-            settled = settle(self.base, self.runs, candidates, lambda m: self.options.log(f"   {m}"))
-            if settled is not None:
-                self.settled = settled
-                write_settled(self.folder, settled)
-                summary = self.write_outputs(study)
+            summary = self.settle_answer(study, summary, records)
         records = apply_settled(records, self.settled)
         recipes = self.save_recipes(summary)
         report = write_report(self.folder / "report", self.spec, summary, records) if records else None
