@@ -92,7 +92,7 @@ def resolution_hint(records: list[dict[str, Any]]) -> str | None:
     """Why nothing can pass when the budget is narrower than the CIs: a candidate passes only if its
     mean drop is at most budget - half-width, i.e. when it beats the teacher on validation."""
     width = resolution(records)
-    if width is None or not records or width < records[0]["drop_budget"]:
+    if width is None or width < records[0]["drop_budget"]:
         return None
     budget = records[0]["drop_budget"]
     return (f"the budget ({budget:.4f}) is no wider than the 95% CI of a drop on these validation users "

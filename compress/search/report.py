@@ -113,8 +113,9 @@ def write_report(out: Path, spec: SearchSpec, summary: dict[str, Any], records: 
                                                          [[r["candidate"], r["misses_by"]] for r in summary["closest"]])]
         if summary.get("hint"):
             blocks.append(Text(f"Why: {summary['hint']}."))
-    if base_line(summary):
-        blocks.append(Text(base_line(summary)[0].upper() + base_line(summary)[1:] + "."))
+    base = base_line(summary)
+    if base:
+        blocks.append(Text(base[0].upper() + base[1:] + "."))
     blocks += [
         Heading("Frontier"), Table(COLUMNS, frontier_rows(summary["frontier"])),
         Image(plot_pareto(candidates, summary, spec.objective, out / "pareto.png"),
