@@ -37,7 +37,7 @@ def keep_layers(model: SequentialRecommender, indices: list[int]) -> SequentialR
             key = key.replace("backbone." + prefix, "backbone." + renamed[prefix], 1)
         state[key] = value.detach().clone()
     new.load_state_dict(state, strict=True)
-    return new.to(next(model.parameters()).device)
+    return new.to(next(model.parameters()).device).train(model.training)  # the copy in the original's mode
 
 
 def prune_width(

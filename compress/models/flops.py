@@ -2,10 +2,12 @@
 
 Counted: every matrix product, 2 FLOPs per multiply-add (the usual convention; elementwise work
 such as RMSNorm, RoPE, softmax and SiLU is left out: it is a few percent at these widths).
-One *sequence* is one request: the backbone runs over all `length` positions (the padded length
-in the benchmark's fixed mode), attention as computed with a padding/causal mask (the full
-length x length square per head, as SDPA and ONNX Attention compute it), then the last
-position alone is projected and scored against every item (num_items + 1 rows, padding included).
+One *sequence* is one request: every layer but the last runs over all `length` positions (the
+padded length in the benchmark's fixed mode), attention as computed with a padding/causal mask (the
+full length x length square per head, as SDPA and ONNX Attention compute it); the last layer
+computes keys and values at every position but its query, attention, output projection and MLP at
+the last position alone (compress/models/last_query.py); then that position is projected and
+scored against every item (num_items + 1 rows, padding included).
 """
 
 from __future__ import annotations
@@ -25,11 +27,13 @@ def flops_per_sequence(config: RecommenderConfig, length: int | None = None) -> 
     hidden, item_dim, layers = config.hidden_size, config.item_dim, config.num_layers
     heads, kv_heads, head_dim = config.num_heads, config.num_kv_heads, config.head_dim
     projected = item_dim != hidden
+    full = layers - 1  # layers run at every position; the last one's queries run at one
     parts = {
         "input_projection": 2 * length * item_dim * hidden if projected else 0,
-        "attention_projections": layers * 2 * length * hidden * head_dim * (2 * heads + 2 * kv_heads),
-        "attention_scores": layers * 2 * 2 * heads * length * length * head_dim,
-        "mlp": layers * 3 * 2 * length * hidden * config.intermediate_size,
+        "attention_projections": 2 * hidden * head_dim * (
+            full * length * (2 * heads + 2 * kv_heads) + 2 * heads + length * 2 * kv_heads),
+        "attention_scores": 2 * 2 * heads * head_dim * (full * length * length + length),
+        "mlp": 3 * 2 * hidden * config.intermediate_size * (full * length + 1),
         "output_projection": 2 * hidden * item_dim if projected else 0,
         "scoring": 2 * item_dim * (config.num_items + 1),
     }

@@ -20,6 +20,7 @@ from compress.runs.artifacts import CONFIG_FILE, WEIGHTS_FILE, atomic_write
 from compress.errors import ArtifactError, RecipeError
 from compress.models.config import ModelShape, RecommenderConfig
 from compress.models.item_tables import build_table
+from compress.models.last_query import last_position_state
 from compress.runs.integrity import verify_artifact
 from compress.models.quantized import QuantizationSpec, apply_runtime, count_parameters, pack_state, unpack_state
 
@@ -56,13 +57,16 @@ class SequentialRecommender(nn.Module):
         last_only: bool = False,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
         """Return the [B, L, item_dim] user states ([B, 1, item_dim] with `last_only`: the output
-        projection runs on the last position alone) and, if asked, every layer's backbone states.
+        projection runs on the last position alone; in eval mode so does the last layer) and, if asked, every layer's backbone states.
 
         Positions count from the first real item, so a left-padded sequence gets exactly
         the states of the same sequence without padding.
         """
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         embeddings = self.embedding_dropout(self.input_proj(self.item_embeddings(item_ids)))
+        if last_only and not output_hidden_states and not self.training:
+            # the last layer at the last position alone (models/last_query.py): ~1/num_layers less work
+            return self.output_proj(last_position_state(self.backbone, embeddings, attention_mask, position_ids)), None
         outputs = self.backbone(
             inputs_embeds=embeddings,
             attention_mask=attention_mask,

@@ -265,7 +265,7 @@ class Search:
 
     def write_outputs(self, study: optuna.Study) -> dict[str, Any]:
         trials = study.get_trials(deepcopy=False)
-        records = apply_settled(_records(trials), self.settled)
+        records = apply_settled(_records(trials), self.settled, self.spec.constraints.max_p99_ms)
         write_json(self.folder / "trials.json", [_trial_entry(t) for t in trials])
         summary = summarise(records, self.spec.objective, self.spec.closest, self.base_candidate(records))
         summary["constraints"] = self.spec.constraints.model_dump()
@@ -317,7 +317,7 @@ class Search:
         records = _records(study.get_trials(deepcopy=False))
         if settles(self.spec) and records:
             summary = self.settle_answer(study, summary, records)
-        records = apply_settled(records, self.settled)
+        records = apply_settled(records, self.settled, self.spec.constraints.max_p99_ms)
         recipes = self.save_recipes(summary)
         report = write_report(self.folder / "report", self.spec, summary, records) if records else None
         return SearchResult(self.folder, summary, _message(summary, recipes), recipes, report)

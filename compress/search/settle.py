@@ -7,7 +7,8 @@ written, the passing candidates and the frontier are timed again in one interlea
 (`compress.compare.bench_finals`: every teacher, then every final stage, in each round), and those
 numbers replace the trials' in the frontier, the pick and the report. The base recipe, when the
 space contains it, is re-timed with them: the pick is then compared with it in the same session.
-`settled.json` keeps them.
+`settled.json` keeps them. A `max_p99_ms` limit is judged again on the settled p99, and candidates
+that miss that limit alone are re-timed too (a slow trial session must not fail them for good).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ def to_settle(summary: dict[str, Any], records: list[dict[str, Any]]) -> list[st
     """The candidates whose speed decides the answer: every passing one, the frontier and the base recipe
     (what the pick is compared with), in trial order."""
     wanted = {r["candidate"] for r in summary["frontier"]} | {r["candidate"] for r in records if r["passed"]}
+    wanted |= {r["candidate"] for r in records if _misses_p99_alone(r)}
     if summary.get("base"):
         wanted.add(summary["base"]["candidate"])
     return list(dict.fromkeys(r["candidate"] for r in sorted(records, key=lambda r: r["trial"]) if r["candidate"] in wanted))
@@ -53,10 +55,28 @@ def settle(recipe: Recipe, runs: Path, candidates: list[str], log: Callable[[str
     return {"session": session, "candidates": timed}
 
 
-def apply_settled(records: list[dict[str, Any]], settled: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """The records with their re-timed numbers where the candidate was settled (marked `settled: true`)."""
+def _misses_p99_alone(record: dict[str, Any]) -> bool:
+    misses = record.get("misses", {})
+    return misses.get("p99_ms", 0) > 0 and all(v <= 0 for k, v in misses.items() if k != "p99_ms")
+
+
+def apply_settled(
+    records: list[dict[str, Any]], settled: dict[str, Any] | None, max_p99_ms: float | None = None
+) -> list[dict[str, Any]]:
+    """The records with their re-timed numbers where the candidate was settled (marked `settled: true`);
+    with a p99 limit, its miss and the verdict are judged again on the settled p99."""
     timed = (settled or {}).get("candidates", {})
-    return [{**r, **timed[r["candidate"]], "settled": True} if r["candidate"] in timed else r for r in records]
+    out = []
+    for record in records:
+        if record["candidate"] not in timed:
+            out.append(record)
+            continue
+        record = {**record, **timed[record["candidate"]], "settled": True}
+        if max_p99_ms is not None and record.get("latency_p99_ms") is not None:
+            misses = {**record["misses"], "p99_ms": record["latency_p99_ms"] - max_p99_ms}
+            record |= {"misses": misses, "passed": all(v <= 0 for v in misses.values())}
+        out.append(record)
+    return out
 
 
 def read_settled(folder: Path) -> dict[str, Any] | None:

@@ -17,25 +17,28 @@ def test_flops_match_a_hand_count():
     flops = flops_per_sequence(RecommenderConfig(**TINY))
     # 2 FLOPs per multiply-add; L = 6 positions
     assert flops["input_projection"] == 2 * 6 * 8 * 16  # 1,536
-    # per layer: q and o 16x16, k and v 16x8 (2 kv heads x 4) -> (256 + 256 + 128 + 128) MACs per position
-    assert flops["attention_projections"] == 2 * (2 * 6 * 768)  # 18,432
-    # per layer and head: QK^T 6x6x4 MACs and the same for the weighted sum of V
-    assert flops["attention_scores"] == 2 * 4 * (2 * 144 + 2 * 144)  # 4,608
-    # per layer: gate and up 16 -> 24, down 24 -> 16
-    assert flops["mlp"] == 2 * (2 * 6 * 3 * 384)  # 27,648
+    # q and o 16x16, k and v 16x8 (2 kv heads x 4) -> (256 + 256 + 128 + 128) MACs per position; the last
+    # layer computes k and v at all 6 positions, q and o at the last one
+    assert flops["attention_projections"] == 2 * (6 * 768 + 512 + 6 * 256)  # 13,312
+    # per head: QK^T 6x6x4 MACs and the same for the weighted sum of V; the last layer: one query row
+    assert flops["attention_scores"] == 4 * (2 * 144 + 2 * 144) + 4 * (2 * 24 + 2 * 24)  # 2,688
+    # gate and up 16 -> 24, down 24 -> 16: 6 positions, then the last layer's last position
+    assert flops["mlp"] == 2 * 3 * 384 * (6 + 1)  # 16,128
     assert flops["output_projection"] == 2 * 16 * 8  # the last position only
     assert flops["scoring"] == 2 * 8 * 21
-    assert flops["total"] == 1_536 + 18_432 + 4_608 + 27_648 + 256 + 336
+    assert flops["total"] == 1_536 + 13_312 + 2_688 + 16_128 + 256 + 336
 
 
 def test_flops_scale_with_the_shape():
     base = RecommenderConfig(**TINY)
     deeper = RecommenderConfig(**{**TINY, "num_layers": 4})
     square = RecommenderConfig(**{**TINY, "item_dim": 16})  # no projections
-    assert flops_per_sequence(deeper)["mlp"] == 2 * flops_per_sequence(base)["mlp"]
+    per_layer = 2 * 3 * 6 * 16 * 24  # a full layer's MLP: 6 positions
+    assert flops_per_sequence(deeper)["mlp"] - flops_per_sequence(base)["mlp"] == 2 * per_layer
     assert flops_per_sequence(square)["input_projection"] == flops_per_sequence(square)["output_projection"] == 0
     short = flops_per_sequence(base, length=3)
-    assert short["attention_scores"] * 4 == flops_per_sequence(base)["attention_scores"]  # quadratic in length
+    # quadratic in length in the full layers, linear in the last one's single query
+    assert short["attention_scores"] == 4 * (2 * 36 + 2 * 36) + 4 * (2 * 12 + 2 * 12)
     assert short["scoring"] == flops_per_sequence(base)["scoring"]  # one scored position whatever the length
 
 
