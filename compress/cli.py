@@ -329,6 +329,9 @@ def export(
     incremental: bool = typer.Option(
         False, "--incremental", help="Also write step.onnx (append-one-event scoring with a KV cache)."
     ),
+    max_len: Optional[int] = typer.Option(
+        None, "--max-len", help="Serving window: score the last N events (default: the model's max_len)."
+    ),
 ) -> None:
     """Export a PyTorch model to a self-contained ONNX artifact, checked for ranking parity.
 
@@ -339,14 +342,17 @@ def export(
       compress export artifacts/ml1m/02-distill/model --out exported/student --top-k 20
 
       compress export artifacts/quickstart --out exported/quickstart --incremental
+
+      compress export artifacts/ml1m --out exported/ml1m-100 --max-len 100   # score the last 100 events
     """
     from compress.export.onnx_export import ExportSettings, export_path
     from compress.evaluation.parity import ParityConfig
     from compress.runs.stage_log import warnings_to_log
 
     settings = validate_options("export", ExportSettings,
-                                {"top_k": top_k, "exporter": exporter, "incremental": incremental},
-                                {"top_k": "--top-k", "exporter": "--exporter", "incremental": "--incremental"})
+                                {"top_k": top_k, "exporter": exporter, "incremental": incremental, "max_len": max_len},
+                                {"top_k": "--top-k", "exporter": "--exporter", "incremental": "--incremental",
+                                 "max_len": "--max-len"})
     parity = validate_options("export", ParityConfig, {"min_overlap": min_overlap}, {"min_overlap": "--min-overlap"})
     with warnings_to_log(out, show=_debug()):  # the exporter's TracerWarnings go to <out>/log.txt
         result = export_path(path, out, settings, parity, log=console.print)

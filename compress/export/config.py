@@ -19,6 +19,12 @@ class ExportSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     top_k: int = Field(10, ge=1, description="K of the top-K ids and scores computed inside the graph.")
+    max_len: int | None = Field(
+        None, ge=2,
+        description="Serving window: the graph scores the last max_len events of a history (default: the "
+        "model's max_len, the one it was trained with; at most that). A shorter window costs less per "
+        "request; the stage's metrics and parity gate are measured with it, so its accuracy cost shows.",
+    )
     exporter: Exporter = Field(
         "dynamo",
         description="torch.onnx exporter: dynamo (default; at opset 23 attention becomes one fused ONNX Attention "

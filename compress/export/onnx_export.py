@@ -8,6 +8,7 @@ artifact; `export_and_check` adds the ranking parity gate against the PyTorch mo
 
 from __future__ import annotations
 
+import copy
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -19,7 +20,7 @@ from torch import nn
 from compress.runs.artifacts import CONFIG_FILE, atomic_write, read_json, write_json
 from compress.data.sequences import SequenceData
 from compress.runtime.environment import versions
-from compress.errors import ArtifactError
+from compress.errors import ArtifactError, RecipeError
 from compress.evaluation.config import EvalConfig, ParityConfig
 from compress.evaluation.metrics import evaluate_onnx
 from compress.runs.integrity import FILES_FILE, write_file_list
@@ -70,6 +71,21 @@ class QueryGraph(nn.Module):
         return states @ table.right.t() if isinstance(table, FactorizedTable) else states
 
 
+def serving_window(model: SequentialRecommender, max_len: int | None) -> SequentialRecommender:
+    """`model` scoring the last `max_len` events (the same weights; positions count from the first item in
+    the window, RoPE being relative); `model` itself when no window is asked for or it is the model's own."""
+    if max_len is None or max_len == model.config.max_len:
+        return model
+    if max_len > model.config.max_len:
+        raise RecipeError(
+            f"export max_len {max_len} is longer than the {model.config.max_len} events the model was trained on",
+            f"use a window of at most {model.config.max_len}, or leave max_len unset",
+        )
+    windowed = copy.copy(model)  # shares the modules and weights; only the config differs
+    windowed.config = model.config.model_copy(update={"max_len": max_len})
+    return windowed
+
+
 def export_onnx(
     model: SequentialRecommender,
     folder: Path,
@@ -78,6 +94,7 @@ def export_onnx(
     provenance: dict[str, Any],
 ) -> dict[str, Any]:
     """Write `model.onnx` (checked, optimised) and `metadata.json` into `folder`; return the metadata."""
+    model = serving_window(model, settings.max_len)
     if settings.top_k > model.config.num_items:
         raise ArtifactError(f"top_k {settings.top_k} exceeds the catalogue size {model.config.num_items}")
     if len(item_ids) != model.config.num_items:
@@ -159,10 +176,13 @@ def export_and_check(
     provenance: dict[str, Any],
     log: Callable[[str], None] = print,
 ) -> dict[str, float]:
-    """Export, then compare the ONNX ranking with the PyTorch one on test users; return the parity report."""
+    """Export, then compare the ONNX ranking with the PyTorch one on test users; return the parity report.
+    With a serving window the PyTorch side scores the same window: parity checks the export, and the
+    window's accuracy cost shows in the stage's metrics."""
+    model = serving_window(model, settings.max_len)
     metadata = export_onnx(model, folder, settings, item_ids, provenance)
     log(f"exported {folder / MODEL_FILE} (opset {metadata['opset']}, {metadata['exporter']} exporter, "
-        f"{metadata['export_seconds']:.1f}s)")
+        f"{metadata['export_seconds']:.1f}s; scores the last {metadata['max_len']} events)")
     exported = OnnxRecommender(folder, "cpu")
     report = ranking_parity(torch_scores(model), onnx_scores(exported), data, model.config.max_len, parity)
     log(f"parity vs PyTorch: top-{parity.k} overlap {report[f'overlap@{parity.k}']:.4f}, "
@@ -209,7 +229,8 @@ def _torch_export(
             input_names=list(INPUTS), output_names=list(outputs), dynamic_axes=axes,
         )
     else:
-        batch, seq = torch.export.Dim("batch", min=1), torch.export.Dim("seq", min=2, max=max(max_len, 2))
+        # the trace example is 5 long: a shorter window still has to admit it (ONNX keeps no maximum)
+        batch, seq = torch.export.Dim("batch", min=1), torch.export.Dim("seq", min=2, max=max(max_len, example.shape[1]))
         program = torch.onnx.export(
             graph, args, dynamo=True, opset_version=opset, external_data=False, verbose=False,  # no progress prints
             input_names=list(INPUTS), output_names=list(outputs),

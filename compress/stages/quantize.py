@@ -30,11 +30,9 @@ from compress.stages.base import Artifact, StageContext, StageResult
 
 
 def run(ctx: StageContext, config: QuantizeConfig, source: Artifact) -> StageResult:
-    if config.backend == "onnxruntime":
-        reference, quantized, artifact = _quantize_onnx(ctx, config, source)
-    else:
-        reference, quantized, artifact = _quantize_torch(ctx, config, source)
-    report = ranking_parity(reference, quantized, ctx.data, ctx.max_len, config.parity)
+    quantize = _quantize_onnx if config.backend == "onnxruntime" else _quantize_torch
+    reference, quantized, artifact, max_len = quantize(ctx, config, source)
+    report = ranking_parity(reference, quantized, ctx.data, max_len, config.parity)
     k = config.parity.k
     ctx.log(f"{config.backend} {config.mode}: top-{k} overlap with the source {report[f'overlap@{k}']:.4f}, "
             f"NDCG@{k} drop {report[f'ndcg_drop@{k}']:+.5f}; {dir_size_bytes(source.path):,} -> "
@@ -44,14 +42,16 @@ def run(ctx: StageContext, config: QuantizeConfig, source: Artifact) -> StageRes
 
 
 def _quantize_onnx(ctx: StageContext, config: QuantizeConfig, source: Artifact):
+    """(reference scores, quantized scores, the artifact, the histories' length): the export's serving window."""
     folder = ctx.folder / "onnx"
-    calibration = calibration_feeds(ctx.data, ctx.max_len, config.calibration_users, ctx.seed)
+    reference = OnnxRecommender(source.path, "cpu")
+    calibration = calibration_feeds(ctx.data, reference.max_len, config.calibration_users, ctx.seed)
     quantize_onnx(
         source.path, folder, config.mode, config.op_types, config.per_channel, config.reduce_range,
         config.item_table, calibration if config.mode == "static" else None, config.calibrate_method,
     )
-    reference, quantized = OnnxRecommender(source.path, "cpu"), OnnxRecommender(folder, "cpu")
-    return onnx_scores(reference), onnx_scores(quantized), Artifact(folder, "onnx")
+    quantized = OnnxRecommender(folder, "cpu")
+    return onnx_scores(reference), onnx_scores(quantized), Artifact(folder, "onnx"), reference.max_len
 
 
 def _quantize_torch(ctx: StageContext, config: QuantizeConfig, source: Artifact):
@@ -70,7 +70,7 @@ def _quantize_torch(ctx: StageContext, config: QuantizeConfig, source: Artifact)
     save_model(model, ctx.model_folder, spec)
     reference = load_model(source.path, ctx.device)
     quantized = load_model(ctx.model_folder, ctx.device)
-    return torch_scores(reference), torch_scores(quantized), Artifact(ctx.model_folder, "torch")
+    return torch_scores(reference), torch_scores(quantized), Artifact(ctx.model_folder, "torch"), ctx.max_len
 
 
 def calibration_feeds(data: SequenceData, max_len: int, users: int, seed: int, batch: int = 32) -> list[dict]:

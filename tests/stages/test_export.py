@@ -1,3 +1,4 @@
+import numpy as np
 import onnx
 import pytest
 
@@ -105,3 +106,35 @@ def test_incremental_export_stage_bench_and_report(tmp_path):
     assert resolve_artifact(run_dir, need_step=True) == folder
     [result] = StatefulRecommender(run_dir / "02-export" / "onnx").observe([("u", read_json(run_dir / "item_ids.json")[0])])
     assert len(result.items) == 5
+
+
+def test_a_serving_window_scores_the_last_events_and_quantize_follows_it(tmp_path):
+    raw = export_recipe(tmp_path, max_len=4)
+    raw["stages"].append({"stage": "quantize", "backend": "onnxruntime", "mode": "dynamic"})
+    manifest = run_recipe(validate_recipe(raw), QUIET)
+    train, export, quantize = manifest["stages"]
+    run_dir = tmp_path / "artifacts" / "tiny"
+    for stage in (export, quantize):
+        assert read_json(run_dir / stage["output"] / "metadata.json")["max_len"] == 4
+    assert read_json(run_dir / export["output"] / "parity.json")["overlap@10"] >= 0.99  # against PyTorch on 4 events
+    # 4 of up to 20 events: the model ranks with less history, and the stage's metrics say what it cost
+    assert export["metrics"]["ndcg@10"] != pytest.approx(train["metrics"]["ndcg@10"], abs=1e-6)
+
+    from compress.serve.onnx_model import OnnxRecommender
+
+    served = OnnxRecommender(run_dir / export["output"], "cpu")
+    ids = np.array([[3, 8, 5, 1, 2, 7]])
+    last_four = served.scores(ids[:, -4:], np.ones((1, 4), dtype=np.int64))
+    left_padded = served.scores(np.array([[0, 0, 5, 1, 2, 7]]), np.array([[0, 0, 1, 1, 1, 1]]))
+    np.testing.assert_allclose(last_four, left_padded, rtol=1e-5, atol=1e-5)
+
+
+def test_a_window_longer_than_the_histories_is_rejected(tmp_path, tiny_model):
+    with pytest.raises(Exception, match="max_len 50 is longer than data.max_len 20"):
+        validate_recipe(export_recipe(tmp_path, max_len=50))
+    from compress.errors import RecipeError
+    from compress.export.onnx_export import serving_window
+
+    with pytest.raises(RecipeError, match="longer than the 20 events"):
+        serving_window(tiny_model, 21)
+    assert serving_window(tiny_model, 8).config.max_len == 8 and tiny_model.config.max_len == 20  # a view, not a change
