@@ -39,7 +39,9 @@ from compress.runtime.environment import resolve_device
 from compress.search.frontier import base_line, describe_miss, summarise
 from compress.search.judge import K, judge, validation_ranks, verdict_record
 from compress.search.settle import apply_settled, read_settled, settle, to_settle, write_settled
-from compress.search.spec import OBJECTIVES, SearchSpec, apply_params, load_spec, needs_bench, search_folder, settles
+from compress.search.spec import (
+    OBJECTIVES, SearchSpec, apply_params, keys_off_base, load_spec, needs_bench, search_folder, settles,
+)
 from compress.search.space import candidate_id, decode_params, direction, make_sampler, suggest
 
 JOURNAL_FILE = "optuna.journal"
@@ -88,6 +90,10 @@ def run_search(path: Path, overrides: list[str], options: SearchOptions) -> Sear
     done = len(study.get_trials(deepcopy=False, states=COUNTED))
     options.log(f"search {spec.name}: {sampler_name}, objective {spec.objective}, "
                 f"{done} trial(s) already in the study, folder {folder}")
+    if off := keys_off_base(spec, base_raw):
+        options.log(f"note: the base recipe is not a point of the space ({', '.join(off)}: no value given "
+                    f"is the base's own, or the base leaves it unset), so the pick will not be compared "
+                    f"with it; to compare, set it in the spec, e.g. set: [\"{off[0]}=...\"]")
     if spec.budget.trials is None or done < spec.budget.trials:
         callbacks: list[Any] = [search.after_trial]
         if spec.budget.trials is not None:

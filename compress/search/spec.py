@@ -189,6 +189,18 @@ def apply_params(base: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]
     return raw
 
 
+def keys_off_base(spec: SearchSpec, base: dict[str, Any]) -> list[str]:
+    """Space keys none of whose values gives the base recipe back (e.g. a key the base leaves unset):
+    with any of them, no candidate is the base recipe, so the pick cannot be compared with it.
+    Ranges without a grid are not checked."""
+    off = []
+    for key, value in spec.space.items():
+        choices = value if isinstance(value, list) else value.grid()
+        if choices is not None and not any(apply_params(base, {key: choice}) == base for choice in choices):
+            off.append(key)
+    return off
+
+
 def objective_key(spec: SearchSpec) -> tuple[str, Literal["minimize", "maximize"]]:
     return OBJECTIVES[spec.objective]
 

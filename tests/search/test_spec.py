@@ -5,7 +5,7 @@ import yaml
 
 from compress.errors import RecipeError
 from compress.search.space import candidate_id, decode_params, grid, make_sampler
-from compress.search.spec import SearchSpec, apply_params, load_spec
+from compress.search.spec import SearchSpec, apply_params, keys_off_base, load_spec
 from tests.search.specs import tiny_spec, write_spec
 from tests.test_bad_inputs import run_in_process
 
@@ -130,3 +130,14 @@ def test_cli_reports_spec_mistakes_before_importing_torch(tmp_path):
     result = _python(code, tmp_path)  # importing torch or transformers would be a traceback, exit 1
     assert result.returncode == 2, result.stderr
     assert "space.stages.prune.mlp_ratio=2.0 is invalid" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_base_recipe_outside_the_space_is_named(tmp_path):
+    spec, base = load_spec(write_spec(tmp_path, tiny_spec(tmp_path)))  # the base's ratio 0.5 is a choice
+    assert keys_off_base(spec, base) == []
+    spec, base = load_spec(write_spec(tmp_path, tiny_spec(tmp_path, space={
+        "stages.prune.mlp_ratio": [0.25, 0.75],  # 0.5 is not among them
+        "stages.prune.remove_layers": [0],  # unset in the base: even 0 (no change) is a different recipe
+        "drop_stages": [[], ["prune"]],
+    })))
+    assert keys_off_base(spec, base) == ["stages.prune.mlp_ratio", "stages.prune.remove_layers"]
