@@ -19,12 +19,23 @@ def test_a_source_edit_changes_the_fingerprint_and_cli_or_report_edits_do_not(tm
 
     (package / "cli.py").write_text("# the command line only\n")
     (package / "report" / "extra.py").write_text("X = 1\n")
+    (package / "search" / "runner.py").write_text("# the search orchestrates runs; no stage imports it\n")
     (package / "__pycache__").mkdir()
     (package / "__pycache__" / "x.cpython-311.pyc").write_bytes(b"\0")
     assert source_fingerprint(package) == before
 
     (package / "training" / "new_loss.py").write_text("X = 1\n")
     assert source_fingerprint(package) != before
+
+
+def test_no_stage_imports_what_the_fingerprint_leaves_out():
+    """A package left out of the fingerprint must not be imported by code that makes stage outputs."""
+    for path in PACKAGE.rglob("*.py"):
+        top = path.relative_to(PACKAGE).parts[0]
+        if top in ("cli.py", "__main__.py", "search", "report"):
+            continue
+        text = path.read_text()
+        assert "compress.search" not in text and "from compress import search" not in text, path
 
 
 def test_the_cached_fingerprint_is_the_installed_package():
