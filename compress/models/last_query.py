@@ -26,7 +26,6 @@ from transformers.models.llama.modeling_llama import (
 )
 
 
-
 def last_position_state(
     backbone: LlamaModel, embeddings: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor
 ) -> torch.Tensor:
