@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from fused_attention import feeds as random_histories  # benchmarks/: left-padded random histories
+
 from compress.export.onnx_export import _torch_export, optimize_onnx
 from compress.models import SequentialRecommender, load_model
 from compress.runs.artifacts import write_json
@@ -40,14 +42,6 @@ class Scores(nn.Module):
         if self.full:
             return self.model.score(self.model(item_ids, attention_mask)[0][:, -1])
         return self.model.next_item_scores(item_ids, attention_mask)
-
-
-def histories(batch: int, max_len: int, num_items: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Left-padded random histories of lengths max_len / 3 .. max_len."""
-    rng = np.random.default_rng(seed)
-    lengths = rng.integers(max(2, max_len // 3), max_len + 1, batch)
-    mask = (np.arange(max_len)[None, :] >= max_len - lengths[:, None]).astype(np.int64)
-    return rng.integers(1, num_items + 1, (batch, max_len)) * mask, mask
 
 
 def timed(call: Callable[[], object], calls: int) -> list[float]:
@@ -83,8 +77,8 @@ def main() -> None:
             _torch_export(graphs[name], raw, "dynamo", 23, c.max_len, ("scores",))
             optimize_onnx(raw, optimized, "basic")
             sessions[name] = ort.InferenceSession(str(optimized), options, providers=["CPUExecutionProvider"])
-    ids, mask = histories(512, c.max_len, c.num_items, seed=0)
-    feeds = {"item_ids": ids, "attention_mask": mask}
+    feeds = random_histories(512, c.max_len, c.num_items, seed=0)
+    ids, mask = feeds["item_ids"], feeds["attention_mask"]
     scores = {name: s.run(None, feeds)[0] for name, s in sessions.items()}
     with torch.no_grad():
         torch_scores = graphs["full"](torch.from_numpy(ids), torch.from_numpy(mask)).numpy()

@@ -69,8 +69,7 @@ class Recipe(BaseModel):
                 need = f"a {wanted} model" if wanted else "to be the first stage"
                 raise ValueError(f"stages.{index} ({stage.stage}) needs {need}, but gets {have}")
             spec.check_chain(stage, index, self.stages)
-            window = getattr(stage, "max_len", None) if stage.stage == "export" else None
-            if window is not None and window > self.data.max_len:
+            if stage.stage == "export" and (window := stage.max_len) is not None and window > self.data.max_len:
                 raise ValueError(f"stages.{index} (export) max_len {window} is longer than data.max_len "
                                  f"{self.data.max_len}, the longest history the models see")
             produced = spec.produces(stage)

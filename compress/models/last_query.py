@@ -10,7 +10,8 @@ with the full backbone.
 The layers are transformers' own modules (LlamaDecoderLayer, its projections and norms); what this
 file re-states is the order LlamaModel.forward calls them in, and the last layer's attention for
 one query, with the attention kernel the model is configured for (SDPA by default, which the dynamo
-exporter writes as ONNX's fused Attention op, as in the other layers). Padding is on the left, so the last position is always a real item.
+exporter writes as ONNX's fused Attention op, as in the other layers). Padding is on the left, so
+the last position is always a real item.
 """
 
 from __future__ import annotations

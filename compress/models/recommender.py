@@ -57,7 +57,8 @@ class SequentialRecommender(nn.Module):
         last_only: bool = False,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
         """Return the [B, L, item_dim] user states ([B, 1, item_dim] with `last_only`: the output
-        projection runs on the last position alone; in eval mode so does the last layer) and, if asked, every layer's backbone states.
+        projection runs on the last position alone; in eval mode so does the last layer) and, if
+        asked, every layer's backbone states.
 
         Positions count from the first real item, so a left-padded sequence gets exactly
         the states of the same sequence without padding.
