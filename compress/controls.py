@@ -7,6 +7,10 @@
   the epochs the student's training stages had together (distill + prune recovery), with the
   first distill stage's optimisation settings; then the run's deployment stages after that
   model (export, quantize), so its final row is comparable with the student's final row.
+  A recipe that keeps the teacher's shape and compresses its item table (no distill or prune)
+  gets a size-matched scratch instead: the teacher's own train stage at the widest width whose
+  float model is no larger than the run's final artifact, then the same deployment stages:
+  is a quantized table better than a narrower float model of the same bytes?
 - seeds: the student's stages again under other training seeds, the teacher fixed (a `load`
   stage of the run's teacher), and the scratch control under the same seeds: mean ± std.
 
@@ -38,6 +42,7 @@ from compress.runs.layout import read_manifest
 from compress.training.config import OptimConfig
 
 TRAINING_STAGES = ("distill", "prune")  # the student's own training: its epochs are the scratch budget
+WIDTH_STEP = 8  # the size-matched scratch narrows the teacher in steps of this many hidden units
 
 
 @dataclass
@@ -143,6 +148,64 @@ def scratch_raw(
     return derived_raw(recipe, name, [train, *tail], seed)
 
 
+def table_stage_index(recipe: Recipe) -> int | None:
+    """The index of the recipe's item-table stage when it is the only compression of the model's
+    shape (no distill or prune), else None."""
+    if training_stage_indices(recipe):
+        return None
+    return next((i for i, stage in enumerate(recipe.stages) if i > 0 and stage.stage == "item_table"), None)
+
+
+def narrower_shape(shape: dict[str, Any], width: int) -> dict[str, Any]:
+    """The shape at hidden (and item table) width `width`: head and MLP widths scaled alike, heads kept."""
+    scale = width / shape["hidden_size"]
+    return {
+        **shape, "hidden_size": width, "item_dim": width,
+        "head_dim": max(1, round(shape["head_dim"] * scale)),
+        "intermediate_size": max(1, round(shape["intermediate_size"] * scale)),
+    }
+
+
+def size_matched_shape(teacher: dict[str, Any], num_items: int, max_len: int, max_bytes: int) -> dict[str, Any] | None:
+    """The widest narrowing of the teacher's shape (steps of WIDTH_STEP) whose float32 parameters take at
+    most `max_bytes`; None when even the narrowest does not fit."""
+    from compress.models.config import RecommenderConfig
+    from compress.models.recommender import SequentialRecommender
+
+    shape = {key: teacher[key] for key in ModelShape.model_fields if key in teacher}
+    shape = ModelShape(**shape).model_dump()  # derived widths filled in
+    for width in range(shape["hidden_size"] - WIDTH_STEP, WIDTH_STEP - 1, -WIDTH_STEP):
+        candidate = narrower_shape(shape, width)
+        config = RecommenderConfig(**candidate, num_items=num_items, max_len=max_len)
+        if 4 * SequentialRecommender(config).num_parameters() <= max_bytes:
+            return candidate
+    return None
+
+
+def size_matched_raw(
+    recipe: Recipe, run_dir: Path, manifest: dict[str, Any], seed: int
+) -> tuple[dict[str, Any] | None, str]:
+    """The teacher's train stage at the widest width whose float model fits in the run's final artifact,
+    then the stages after the item-table stage; (None, why) when it cannot be built."""
+    train = recipe.stages[0]
+    if train.stage != "train":
+        return None, "not run: the teacher was loaded, so there is no train stage to repeat at a smaller width"
+    teacher = read_json(Path(run_dir) / manifest["stages"][0]["output"] / CONFIG_FILE)
+    final_bytes = int(manifest["stages"][-1]["size_bytes"])
+    shape = size_matched_shape(teacher, teacher["num_items"], teacher["max_len"], final_bytes)
+    if shape is None:
+        return None, f"not run: no width of the teacher's shape fits in the final artifact's {final_bytes:,} bytes"
+    tail = [stage.model_dump(mode="json") for stage in recipe.stages[table_stage_index(recipe) + 1:]]
+    name = f"{recipe.name}-scratch" if seed == recipe.seed else f"{recipe.name}-scratch-seed{seed}"
+    stages = [{**train.model_dump(mode="json"), "model": shape}, *tail]
+    why = (
+        f"size-matched: the teacher's train stage ({train.epochs} epochs, early stopping on validation NDCG@10) "
+        f"at hidden and item width {shape['hidden_size']} instead of {teacher['hidden_size']}, the widest whose "
+        f"float32 parameters fit in the final artifact's {final_bytes:,} bytes, then the same deployment stages"
+    )
+    return derived_raw(recipe, name, stages, seed), why
+
+
 def seed_raw(recipe: Recipe, run_dir: Path, manifest: dict[str, Any], seed: int) -> dict[str, Any]:
     """The run's student stages under another training seed, starting from the run's teacher (`load`)."""
     teacher = {"stage": "load", "path": str(Path(run_dir) / manifest["stages"][0]["output"])}
@@ -173,8 +236,15 @@ def run_controls(
 
     runs.teacher_onnx = run(teacher_onnx_raw(recipe), "control teacher-onnx")
     runs.notes["teacher-onnx"] = "the teacher exported to ONNX fp32, run by onnxruntime like the student"
-    if budget is None:
-        runs.notes["scratch"] = "not run: the recipe trains no student (no distill or prune stage)"
+    if budget is None and table_stage_index(recipe) is not None:
+        for seed in seed_list:
+            raw, why = size_matched_raw(recipe, run_dir, manifest, seed)
+            if raw is None:
+                break
+            runs.scratch[seed] = run(raw, f"control scratch, size-matched (seed {seed})")
+        runs.notes["scratch"] = why
+    elif budget is None:
+        runs.notes["scratch"] = "not run: the recipe trains no student (no distill, prune or item-table stage)"
     else:
         for seed in seed_list:
             runs.scratch[seed] = run(scratch_raw(recipe, run_dir, manifest, budget, seed), f"control scratch (seed {seed})")

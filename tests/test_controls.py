@@ -7,7 +7,19 @@ from pathlib import Path
 
 import pytest
 
-from compress.controls import scratch_raw, seed_raw, student_budget, teacher_onnx_raw
+from compress.controls import (
+    run_controls,
+    scratch_raw,
+    seed_raw,
+    size_matched_raw,
+    size_matched_shape,
+    student_budget,
+    teacher_onnx_raw,
+)
+from compress.models.config import RecommenderConfig
+from compress.models.recommender import SequentialRecommender
+from compress.pipeline import RunOptions
+from compress.stages.config import LoadConfig
 from compress.errors import RecipeError
 from compress.recipe import validate_recipe
 from tests.conftest import TINY_BENCH, tiny_recipe
@@ -59,6 +71,77 @@ def test_derived_recipes_keep_the_teacher_and_the_data(tmp_path):
     seeded = seed_raw(recipe, run_dir, manifest, seed=2)
     assert seeded["stages"][0] == {"stage": "load", "path": str(run_dir / "01-train/model")}
     assert [s["stage"] for s in seeded["stages"][1:]] == ["distill", "prune", "export"]
+
+
+TEACHER = {"hidden_size": 64, "num_layers": 2, "num_heads": 1, "num_kv_heads": 1, "head_dim": 64,
+           "intermediate_size": 128, "item_dim": 64, "dropout": 0.5}
+
+
+def float_bytes(shape: dict, num_items: int = 500, max_len: int = 20) -> int:
+    return 4 * SequentialRecommender(RecommenderConfig(**shape, num_items=num_items, max_len=max_len)).num_parameters()
+
+
+def test_size_matched_shape_is_the_widest_narrowing_that_fits():
+    budget = float_bytes(TEACHER) // 3
+    shape = size_matched_shape(TEACHER, 500, 20, budget)
+    width = shape["hidden_size"]
+    assert width % 8 == 0 and 8 <= width < 64 and float_bytes(shape) <= budget
+    assert shape["item_dim"] == width and shape["num_layers"] == 2 and shape["num_heads"] == 1
+    assert shape["head_dim"] == width and shape["intermediate_size"] == 2 * width  # scaled like the hidden width
+    wider = size_matched_shape(TEACHER, 500, 20, float_bytes(TEACHER) - 1)  # brute force: every width that fits
+    fits = [w for w in range(8, 64, 8) if float_bytes({**shape, "hidden_size": w, "item_dim": w, "head_dim": w,
+                                                         "intermediate_size": 2 * w}) <= budget]
+    assert width == max(fits) and wider["hidden_size"] == 56
+    assert size_matched_shape(TEACHER, 500, 20, 1000) is None  # not even width 8 fits
+
+
+def table_recipe(tmp_path) -> dict:
+    raw = tiny_recipe(tmp_path, epochs=1, model={**TINY_MODEL_WIDE})
+    raw["name"] = "tab"
+    raw["stages"] += [{"stage": "item_table", "method": "rowwise", "bits": 4}, {"stage": "export", "top_k": 5}]
+    raw["bench"] = dict(TINY_BENCH)
+    return raw
+
+
+TINY_MODEL_WIDE = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 32}
+
+
+def test_size_matched_scratch_repeats_the_teacher_stage_narrower(tmp_path):
+    recipe = validate_recipe(table_recipe(tmp_path))
+    assert student_budget(recipe) is None  # no distill or prune: the shape control does not apply
+    run_dir = tmp_path / "artifacts" / "tab"
+    model = run_dir / "01-train" / "model"
+    model.mkdir(parents=True)
+    teacher = {**TEACHER, "num_items": 500, "max_len": 20}
+    (model / "config.json").write_text(json.dumps(teacher))
+    final = float_bytes(TEACHER) // 2
+    manifest = {"stages": [{"output": "01-train/model"}, {"output": "02-item_table/model"},
+                           {"output": "03-export/onnx", "size_bytes": final}]}
+    raw, why = size_matched_raw(recipe, run_dir, manifest, seed=2)
+    train, export = raw["stages"]
+    assert train["stage"] == "train" and export == recipe.stages[2].model_dump(mode="json")
+    assert {k: v for k, v in train.items() if k != "model"} == {
+        k: v for k, v in recipe.stages[0].model_dump(mode="json").items() if k != "model"}  # the teacher's recipe
+    assert float_bytes(train["model"]) <= final < float_bytes(TEACHER)
+    assert raw["name"] == "tab-scratch-seed2" and raw["seed"] == 2
+    assert "size-matched" in why and f"{final:,} bytes" in why and f"width {train['model']['hidden_size']}" in why
+    load = LoadConfig.model_construct(stage="load", path=model)  # a loaded teacher: no train stage to repeat
+    loaded = recipe.model_copy(update={"stages": [load, *recipe.stages[1:]]})
+    raw, why = size_matched_raw(loaded, run_dir, manifest, seed=0)
+    assert raw is None and why.startswith("not run: the teacher was loaded")
+
+
+@pytest.mark.slow
+def test_an_item_table_run_gets_a_size_matched_scratch_no_larger_than_it(tmp_path):
+    recipe = validate_recipe(table_recipe(tmp_path))
+    runs = run_controls(recipe, RunOptions(show_progress=False), seeds=1)
+    assert set(runs.scratch) == {0} and "size-matched" in runs.notes["scratch"]
+    main = json.loads((runs.run_dir / "manifest.json").read_text())["stages"]
+    scratch = json.loads((runs.scratch[0] / "manifest.json").read_text())["stages"]
+    assert [s["name"] for s in scratch] == ["train", "export"]
+    assert scratch[-1]["size_bytes"] <= main[-1]["size_bytes"]
+    shape = json.loads((runs.scratch[0] / scratch[0]["output"] / "config.json").read_text())
+    assert shape["hidden_size"] < 32 and shape["item_dim"] == shape["hidden_size"]
 
 
 def _headline_module():
