@@ -5,13 +5,15 @@ to benchmarks/runs/).
 
     python benchmarks/headline.py --recipe recipes/ml1m.yaml
     python benchmarks/headline.py --recipe recipes/beauty.yaml --data ../shared/datasets/Beauty.txt
+    python benchmarks/headline.py --recipe recipes/beauty_distill.yaml --data ../shared/datasets/Beauty.txt
     python benchmarks/headline.py --recipe recipes/ml1m.yaml --seeds 1 --no-controls   # the bare table
 
 Controls (compress/controls.py), each a derived recipe run into a sibling run folder (the teacher
 is reused through the stage cache): `teacher-onnx` (the teacher exported to ONNX fp32) and
 `scratch` (the final student's shape trained from scratch with cross-entropy alone for the
 student's distill + prune-recovery epochs, `--scratch-epochs` for more, then the same export and
-quantize stages). `--seeds N` reruns the student stages (and scratch) under N training seeds
+quantize stages; for a recipe that compresses only the item table, the teacher's train stage at the
+widest width whose float model fits in the final artifact). `--seeds N` reruns the student stages (and scratch) under N training seeds
 with the teacher fixed: quality is mean ± std over them. The pipeline runs with bench off; then
 one BenchSession measures all stages and both controls, so every ratio to the teacher comes from
 numbers taken in this same process. Finally every stage and control is ranked on the test users:
