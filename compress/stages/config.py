@@ -133,10 +133,14 @@ class ItemTableConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check_method(self) -> "ItemTableConfig":
+        # a field counts as given when it was set to something other than its default, so a dumped
+        # config (every field present) validates again
+        given = {name for name in self.model_fields_set
+                 if getattr(self, name) != type(self).model_fields[name].get_default(call_default_factory=True)}
         stray = set().union(*TABLE_METHOD_FIELDS.values()) - TABLE_METHOD_FIELDS[self.method]
-        if stray & self.model_fields_set:
-            raise ValueError(f"{', '.join(sorted(stray & self.model_fields_set))} do not apply to method {self.method}")
-        if self.bits_per_weight is not None and "coverage" in self.model_fields_set:
+        if stray & given:
+            raise ValueError(f"{', '.join(sorted(stray & given))} do not apply to method {self.method}")
+        if self.bits_per_weight is not None and "coverage" in given:
             raise ValueError("give coverage or bits_per_weight, not both")
         return self
 

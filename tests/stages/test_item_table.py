@@ -41,6 +41,19 @@ def test_impossible_recipes_fail_before_any_work(tmp_path, stages, message):
         validate_recipe(recipe_with(tmp_path, *stages))
 
 
+@pytest.mark.parametrize("stage", [
+    {"stage": "item_table", "method": "mixed", "coverage": 0.9, "low_bits": 3},
+    {"stage": "item_table", "method": "mixed", "bits_per_weight": 4.0, "allocation": "error"},
+    {"stage": "item_table", "method": "lowrank", "rank": 8, "recovery": None},
+    {"stage": "item_table", "method": "rowwise", "bits": 4},
+])
+def test_a_dumped_item_table_stage_validates_again(tmp_path, stage):
+    """Derived recipes (seeds, controls) re-validate every field of a stage: defaults must not count as stray."""
+    recipe = validate_recipe(recipe_with(tmp_path, stage))
+    raw = recipe.model_dump(mode="json")
+    assert validate_recipe(raw).stages[1] == recipe.stages[1]
+
+
 def test_a_rank_wider_than_the_table_is_one_clear_error(tmp_path):
     recipe = validate_recipe(recipe_with(tmp_path, {"stage": "item_table", "method": "lowrank", "rank": 64, "recovery": None}))
     with pytest.raises(RecipeError, match="rank must be between 1 and the table width"):
