@@ -63,10 +63,41 @@ class QuantizedTable(nn.Module):
     def weight(self) -> torch.Tensor:
         """The dequantized [num_rows, dim] float table."""
         parts = [dequantize(codes, scale, offset, bits, self.dim) for bits, codes, scale, offset in self.groups()]
-        return parts[0] if len(parts) == 1 else torch.cat(parts)[row_order(self.group_of_row(), len(parts))]
+        if len(parts) == 1:
+            return parts[0]
+        if _tracing():
+            return torch.cat(parts)[row_order(self.group_of_row(), len(parts))]  # traced from the membership
+        return torch.cat(parts)[self._locations()[2]]
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return F.embedding(ids, self.weight)
+        """The float rows of `ids`: in eager mode only those rows are dequantized (a history of 50
+        events, not the whole catalogue); an export traces the whole table, which the exporter folds."""
+        if _tracing():
+            return F.embedding(ids, self.weight)
+        flat = ids.reshape(-1)
+        group_of_row, index_in_group, _ = self._locations()
+        groups, rows = group_of_row[flat], index_in_group[flat]
+        out = torch.empty(flat.numel(), self.dim, dtype=torch.float32, device=ids.device)
+        for group, (bits, codes, scale, offset) in enumerate(self.groups()):
+            where = (groups == group).nonzero().squeeze(1)
+            if where.numel():
+                picked = rows[where]
+                out[where] = dequantize(codes[picked], scale[picked], offset[picked], bits, self.dim)
+        return out.reshape(*ids.shape, self.dim)
+
+    def _locations(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """[num_rows] each: the group of every row, its index within the group and its place in the
+        concatenated groups; cached until the membership buffer changes (load_state_dict,
+        set_group_of_row, a move to another device)."""
+        membership = getattr(self, "membership", self.codes_0)
+        key = (membership.data_ptr(), membership._version, membership.device)
+        if getattr(self, "_located", (None,))[0] != key:
+            groups = self.group_of_row()
+            sizes = torch.bincount(groups, minlength=len(self.group_bits))
+            starts = torch.cumsum(sizes, 0) - sizes
+            order = row_order(groups, len(self.group_bits))
+            self._located = (key, groups, order - starts[groups], order)
+        return self._located[1:]
 
     def score(self, states: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
         return states @ self.weight[start:stop].t()
@@ -111,6 +142,11 @@ def build_table(spec: TableSpec, num_rows: int, dim: int) -> nn.Module:
     return QuantizedTable(num_rows, dim, spec.group_bits, spec.group_rows)
 
 
+def _tracing() -> bool:
+    """True while torch.onnx, torch.jit or torch.compile traces the model: compute from the buffers alone."""
+    return torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or torch.compiler.is_compiling()
+
+
 def pack_codes(codes: torch.Tensor, bits: int) -> torch.Tensor:
     """[rows, dim] integer codes in 0..2^bits-1 -> [rows, packed_width(dim, bits)] uint8. Codes are packed in
     little-endian words (word_layout): code p of a word sits at bits p*bits .. (p+1)*bits - 1 of it."""
@@ -125,6 +161,9 @@ def unpack_codes(packed: torch.Tensor, bits: int, dim: int) -> torch.Tensor:
     """Inverse of pack_codes: [rows, dim] int32 codes."""
     per_word, nbytes = word_layout(bits)
     device = packed.device
+    if nbytes == 1:  # 1, 2, 4 or 8 bits: whole codes within a byte, shifted out in uint8
+        shifts = torch.arange(0, 8, bits, dtype=torch.uint8, device=device)
+        return ((packed[..., None] >> shifts) & ((1 << bits) - 1)).reshape(packed.shape[0], dim).to(torch.int32)
     parts = packed.to(torch.int64).reshape(packed.shape[0], -1, nbytes)
     words = (parts << (torch.arange(nbytes, dtype=torch.int64, device=device) * 8)).sum(-1)
     codes = (words[..., None] >> (torch.arange(per_word, dtype=torch.int64, device=device) * bits)) & ((1 << bits) - 1)

@@ -185,3 +185,18 @@ def test_a_mixed_table_saved_with_a_row_order_still_loads(tiny_model, tiny_data)
     loaded.load_state_dict(state)
     assert torch.equal(loaded.weight, table.weight)
     assert table_bytes(table) < table_bytes(quantized_table(weight, [8], np.zeros(len(groups), dtype=np.int64)))
+
+
+def test_a_lookup_dequantizes_its_rows_exactly_and_follows_a_new_membership(tiny_model, tiny_data):
+    """forward(ids) dequantizes only the looked-up rows, through a cached row -> (group, index) map."""
+    weight = tiny_model.item_embeddings.weight.detach()
+    groups = frequency_groups(training_counts(tiny_data), 0.6)
+    first = quantized_table(weight, [8, 4], groups)
+    ids = torch.tensor([[0, 3, 7, 9], [1, 2, 3, len(groups) - 1]])
+    assert torch.equal(first(ids), first.weight[ids])  # the same arithmetic as the whole table
+    shuffled = groups[np.random.default_rng(0).permutation(len(groups))]  # same group sizes, other rows
+    second = quantized_table(weight, [8, 4], shuffled)
+    assert not torch.equal(second.weight[ids], first.weight[ids])
+    first.load_state_dict(second.state_dict())  # the cached map is of the old membership
+    assert torch.equal(first(ids), second.weight[ids]) and torch.equal(first.weight, second.weight)
+    assert torch.equal(first(ids[:0]), torch.empty(0, 4, weight.shape[1]))
