@@ -67,7 +67,10 @@ class QuantizedTable(nn.Module):
             return parts[0]
         if _tracing():
             return torch.cat(parts)[row_order(self.group_of_row(), len(parts))]  # traced from the membership
-        return torch.cat(parts)[self._locations()[2]]
+        table = torch.empty(self.num_rows, self.dim, dtype=parts[0].dtype, device=parts[0].device)
+        for rows, part in zip(self._locations()[2], parts):
+            table.index_copy_(0, rows, part)
+        return table
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """The float rows of `ids`: in eager mode only those rows are dequantized (a history of 50
@@ -85,18 +88,19 @@ class QuantizedTable(nn.Module):
                 out[where] = dequantize(codes[picked], scale[picked], offset[picked], bits, self.dim)
         return out.reshape(*ids.shape, self.dim)
 
-    def _locations(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """[num_rows] each: the group of every row, its index within the group and its place in the
-        concatenated groups; cached until the membership buffer changes (load_state_dict,
-        set_group_of_row, a move to another device)."""
+    def _locations(self) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """The group of every row, its index within the group, and each group's rows (ids in order);
+        cached until the membership buffer changes (load_state_dict, set_group_of_row, a move to
+        another device)."""
         membership = getattr(self, "membership", self.codes_0)
         key = (membership.data_ptr(), membership._version, membership.device)
         if getattr(self, "_located", (None,))[0] != key:
             groups = self.group_of_row()
             sizes = torch.bincount(groups, minlength=len(self.group_bits))
             starts = torch.cumsum(sizes, 0) - sizes
-            order = row_order(groups, len(self.group_bits))
-            self._located = (key, groups, order - starts[groups], order)
+            index = row_order(groups, len(self.group_bits)) - starts[groups]
+            members = [(groups == group).nonzero().squeeze(1) for group in range(len(self.group_bits))]
+            self._located = (key, groups, index, members)
         return self._located[1:]
 
     def score(self, states: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
@@ -161,13 +165,20 @@ def unpack_codes(packed: torch.Tensor, bits: int, dim: int) -> torch.Tensor:
     """Inverse of pack_codes: [rows, dim] int32 codes."""
     per_word, nbytes = word_layout(bits)
     device = packed.device
-    if nbytes == 1:  # 1, 2, 4 or 8 bits: whole codes within a byte, shifted out in uint8
-        shifts = torch.arange(0, 8, bits, dtype=torch.uint8, device=device)
-        return ((packed[..., None] >> shifts) & ((1 << bits) - 1)).reshape(packed.shape[0], dim).to(torch.int32)
+    if nbytes == 1:
+        return _byte_codes(packed, bits, dim).to(torch.int32)
     parts = packed.to(torch.int64).reshape(packed.shape[0], -1, nbytes)
     words = (parts << (torch.arange(nbytes, dtype=torch.int64, device=device) * 8)).sum(-1)
     codes = (words[..., None] >> (torch.arange(per_word, dtype=torch.int64, device=device) * bits)) & ((1 << bits) - 1)
     return codes.reshape(packed.shape[0], dim).to(torch.int32)
+
+
+def _byte_codes(packed: torch.Tensor, bits: int, dim: int) -> torch.Tensor:
+    """[rows, dim] uint8 codes of 1, 2, 4 or 8 bits (whole codes within a byte), shifted out in uint8."""
+    if bits == 8:
+        return packed
+    shifts = torch.arange(0, 8, bits, dtype=torch.uint8, device=packed.device)
+    return ((packed[..., None] >> shifts) & ((1 << bits) - 1)).reshape(packed.shape[0], dim)
 
 
 def row_order(groups: torch.Tensor, count: int) -> torch.Tensor:
@@ -183,4 +194,6 @@ def row_order(groups: torch.Tensor, count: int) -> torch.Tensor:
 
 def dequantize(packed: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor, bits: int, dim: int) -> torch.Tensor:
     """codes * scale + offset, in float32, row by row."""
-    return unpack_codes(packed, bits, dim).float() * scale.float()[:, None] + offset.float()[:, None]
+    whole_bytes = word_layout(bits)[1] == 1 and not _tracing()  # skip the int32 copy (not in exported graphs)
+    codes = _byte_codes(packed, bits, dim) if whole_bytes else unpack_codes(packed, bits, dim)
+    return codes.float() * scale.float()[:, None] + offset.float()[:, None]
