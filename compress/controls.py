@@ -143,9 +143,16 @@ def scratch_raw(
     """Train the last training stage's model shape from scratch (CE only), then the stages after it."""
     last = training_stage_indices(recipe)[-1]
     train = {"stage": "train", "model": student_shape(run_dir, manifest, last), **student_optim(recipe), "epochs": budget.epochs}
-    tail = [stage.model_dump(mode="json") for stage in recipe.stages[last + 1:]]
-    name = f"{recipe.name}-scratch" if seed == recipe.seed else f"{recipe.name}-scratch-seed{seed}"
-    return derived_raw(recipe, name, [train, *tail], seed)
+    return derived_raw(recipe, _scratch_name(recipe, seed), [train, *_stages_after(recipe, last)], seed)
+
+
+def _scratch_name(recipe: Recipe, seed: int) -> str:
+    return f"{recipe.name}-scratch" if seed == recipe.seed else f"{recipe.name}-scratch-seed{seed}"
+
+
+def _stages_after(recipe: Recipe, index: int) -> list[dict[str, Any]]:
+    """The recipe's stages after `index` (the deployment stages a control runs too), as raw dicts."""
+    return [stage.model_dump(mode="json") for stage in recipe.stages[index + 1:]]
 
 
 def table_stage_index(recipe: Recipe) -> int | None:
@@ -195,15 +202,13 @@ def size_matched_raw(
     shape = size_matched_shape(teacher, teacher["num_items"], teacher["max_len"], final_bytes)
     if shape is None:
         return None, f"not run: no width of the teacher's shape fits in the final artifact's {final_bytes:,} bytes"
-    tail = [stage.model_dump(mode="json") for stage in recipe.stages[table_stage_index(recipe) + 1:]]
-    name = f"{recipe.name}-scratch" if seed == recipe.seed else f"{recipe.name}-scratch-seed{seed}"
-    stages = [{**train.model_dump(mode="json"), "model": shape}, *tail]
+    stages = [{**train.model_dump(mode="json"), "model": shape}, *_stages_after(recipe, table_stage_index(recipe))]
     why = (
         f"size-matched: the teacher's train stage ({train.epochs} epochs, early stopping on validation NDCG@10) "
         f"at hidden and item width {shape['hidden_size']} instead of {teacher['hidden_size']}, the widest whose "
         f"float32 parameters fit in the final artifact's {final_bytes:,} bytes, then the same deployment stages"
     )
-    return derived_raw(recipe, name, stages, seed), why
+    return derived_raw(recipe, _scratch_name(recipe, seed), stages, seed), why
 
 
 def seed_raw(recipe: Recipe, run_dir: Path, manifest: dict[str, Any], seed: int) -> dict[str, Any]:

@@ -95,6 +95,9 @@ def test_size_matched_shape_is_the_widest_narrowing_that_fits():
     assert size_matched_shape(TEACHER, 500, 20, 1000) is None  # not even width 8 fits
 
 
+TINY_MODEL_WIDE = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 32}
+
+
 def table_recipe(tmp_path) -> dict:
     raw = tiny_recipe(tmp_path, epochs=1, model={**TINY_MODEL_WIDE})
     raw["name"] = "tab"
@@ -102,8 +105,6 @@ def table_recipe(tmp_path) -> dict:
     raw["bench"] = dict(TINY_BENCH)
     return raw
 
-
-TINY_MODEL_WIDE = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 32}
 
 
 def test_size_matched_scratch_repeats_the_teacher_stage_narrower(tmp_path):

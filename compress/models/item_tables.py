@@ -96,10 +96,10 @@ class QuantizedTable(nn.Module):
         key = (membership.data_ptr(), membership._version, membership.device)
         if getattr(self, "_located", (None,))[0] != key:
             groups = self.group_of_row()
-            sizes = torch.bincount(groups, minlength=len(self.group_bits))
-            starts = torch.cumsum(sizes, 0) - sizes
-            index = row_order(groups, len(self.group_bits)) - starts[groups]
             members = [(groups == group).nonzero().squeeze(1) for group in range(len(self.group_bits))]
+            index = torch.empty_like(groups)
+            for rows in members:
+                index[rows] = torch.arange(len(rows), device=rows.device)
             self._located = (key, groups, index, members)
         return self._located[1:]
 
@@ -194,6 +194,5 @@ def row_order(groups: torch.Tensor, count: int) -> torch.Tensor:
 
 def dequantize(packed: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor, bits: int, dim: int) -> torch.Tensor:
     """codes * scale + offset, in float32, row by row."""
-    whole_bytes = word_layout(bits)[1] == 1 and not _tracing()  # skip the int32 copy (not in exported graphs)
-    codes = _byte_codes(packed, bits, dim) if whole_bytes else unpack_codes(packed, bits, dim)
+    codes = _byte_codes(packed, bits, dim) if word_layout(bits)[1] == 1 else unpack_codes(packed, bits, dim)
     return codes.float() * scale.float()[:, None] + offset.float()[:, None]
