@@ -25,7 +25,9 @@ from typing import Callable
 
 import numpy as np
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+)
 
 from compress.runtime import distributed
 from compress.runs.artifacts import atomic_write
@@ -116,6 +118,7 @@ def fit(
                 f"epoch {state.epoch}/{config.epochs}  loss {record['loss']:.4f}  "
                 f"valid ndcg@10 {record['ndcg@10']:.4f}  hr@10 {record['hr@10']:.4f}"
                 + ("  (best)" if state.best_epoch == state.epoch else "")
+                + f"  {_clock(state.seconds)} elapsed, eta {_clock(_eta(state, config.epochs))}"
             )
             if distributed.is_main():
                 _save_checkpoint(ctx.checkpoint, model, optimizer, scheduler, state)
@@ -189,6 +192,17 @@ def _warmup_cosine(total_steps: int, warmup_ratio: float) -> Callable[[int], flo
     return factor
 
 
+def _eta(state: _LoopState, epochs: int) -> float:
+    """Seconds left if the remaining epochs run at the mean pace so far (early stopping may end sooner)."""
+    return state.seconds / max(1, state.epoch) * (epochs - state.epoch)
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
 def _mean(losses: list[torch.Tensor]) -> float:
     """Mean of per-step losses (one device sync); NaN for none, as np.mean."""
     return torch.stack(losses).double().mean().item() if losses else float("nan")
@@ -210,6 +224,8 @@ def _progress(enabled: bool) -> Progress:
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
         TextColumn("{task.fields[info]}"),
         disable=not enabled,
         transient=False,

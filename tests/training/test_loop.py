@@ -95,3 +95,14 @@ def test_full_softmax_loss_is_cross_entropy_over_the_items_without_padding(tiny_
     log_probs = torch.log_softmax(logits[picked][:, 1:], dim=-1)  # padding (column 0) is no candidate
     expected = -log_probs.gather(1, (targets[picked] - 1)[:, None]).mean()
     torch.testing.assert_close(next_item_loss(tiny_model, states, targets), expected)
+
+
+def test_each_epoch_line_gives_the_elapsed_time_and_an_eta(tmp_path, tiny_data, tiny_model):
+    lines: list[str] = []
+    ctx = context(tmp_path)
+    ctx.log = lines.append
+    fit(tiny_model, ce_loss, tiny_data, OptimConfig(epochs=2, batch_size=32, lr=0.01, patience=0), ctx)
+    epoch_lines = [line for line in lines if line.startswith("epoch ")]
+    assert [line.split()[1] for line in epoch_lines] == ["1/2", "2/2"]
+    assert all(" elapsed, eta " in line for line in epoch_lines)
+    assert epoch_lines[-1].endswith("eta 0:00:00")  # nothing left after the last epoch
