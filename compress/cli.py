@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from compress.runs.artifacts import human_bytes
+from compress.runs.files import human_bytes
 from compress.errors import CompressError, RecipeError
 
 if TYPE_CHECKING:
@@ -128,7 +128,8 @@ def bench(
 
       compress bench artifacts/ml1m --iterations 200 --threads 1 --rounds 3
     """
-    from compress.bench import BenchConfig, bench_run
+    from compress.bench.config import BenchConfig
+    from compress.bench.runs import bench_run
     from compress.runs.locking import run_lock
     from compress.runs.layout import read_manifest
     from compress.runtime.environment import resolve_device
@@ -149,9 +150,9 @@ def bench(
 
 def _print_incremental(run_dir: Path, manifest: dict[str, Any]) -> None:
     """The per-event serving table of every stage whose bench.json has an `incremental` key."""
-    from compress.bench_results import BENCH_FILE
-    from compress.bench_incremental import ROW_COLUMNS, incremental_rows
-    from compress.runs.artifacts import read_json
+    from compress.bench.results import BENCH_FILE
+    from compress.bench.incremental import ROW_COLUMNS, incremental_rows
+    from compress.runs.files import read_json
     from compress.runs.layout import stage_folder
 
     for entry in manifest["stages"]:
@@ -240,7 +241,7 @@ def ablate(
 
       compress ablate recipes/ablation_example.yaml
     """
-    from compress.ablation import plan_variants, run_ablation
+    from compress.studies.ablation import plan_variants, run_ablation
     from compress.recipe import read_raw_recipe
 
     plan_variants(read_raw_recipe(recipe, override or []), str(recipe))  # mistakes in any variant, before torch
@@ -428,9 +429,9 @@ def predict(
 def _predict_stateful(
     folder: Path, input_file: Path, top_k: Optional[int], device: str, max_users: int, refresh_every: int,
 ) -> None:
-    """`compress predict --stateful`: events in, one JSON line per event out, in chunks of 256 lines."""
+    """`compress predict --stateful`: events in, one JSON line per event out (compress/serve/stateful.py)."""
     from compress.serve.predict import InputError
-    from compress.serve.stateful import StatefulRecommender, parse_event
+    from compress.serve.stateful import StatefulRecommender, event_records
 
     if str(input_file) != "-" and not input_file.is_file():
         raise InputError(f"input file not found: {input_file}")
@@ -440,41 +441,15 @@ def _predict_stateful(
         raise InputError(str(exc), "re-export with a larger top_k") from None
     stream = sys.stdin if str(input_file) == "-" else input_file.open()
     with stream:
-        chunk: list[tuple[int, str]] = []
-        for number, line in enumerate(stream, start=1):
-            if line.strip():
-                chunk.append((number, line))
-            if len(chunk) == 256:
-                _emit_events(server, chunk, parse_event)
-                chunk = []
-        _emit_events(server, chunk, parse_event)
+        for record in event_records(server, stream):
+            if "error" in record:
+                errors.print(f"[yellow]warning:[/] line {record['line']}: {escape(record['error'])}", highlight=False)
+            typer.echo(json.dumps(record))
     stats = server.stats()
     errors.print(f"users in memory {stats['users']:,} (max {stats['max_users']:,}), evicted {stats['evictions']:,}; "
                  f"state {human_bytes(int(stats['state_bytes_per_user_mean']))} per user on average, "
                  f"{human_bytes(stats['state_bytes_per_user_at_max_len'])} at max_len, "
                  f"{human_bytes(stats['state_bytes_total'])} in all", highlight=False)
-
-
-def _emit_events(server: Any, chunk: list[tuple[int, str]], parse_event: Any) -> None:
-    events, numbers, records = [], [], {}
-    for number, line in chunk:
-        try:
-            events.append(parse_event(line))
-            numbers.append(number)
-        except ValueError as exc:
-            records[number] = {"line": number, "error": f"malformed event: {exc}"}
-    for number, result in zip(numbers, server.observe(events)):
-        record = {"line": number, "user": result.user, "item": result.item}
-        if result.error:
-            record["error"] = result.error
-        else:
-            record |= {"items": result.items, "scores": [round(s, 6) for s in result.scores],
-                       "state": result.state, "positions": result.positions}
-        records[number] = record
-    for number in sorted(records):
-        if "error" in records[number]:
-            errors.print(f"[yellow]warning:[/] line {number}: {escape(records[number]['error'])}", highlight=False)
-        typer.echo(json.dumps(records[number]))
 
 
 def main() -> None:

@@ -36,23 +36,24 @@ import torch
 
 from compress.runtime import distributed
 from compress.runs.code_version import code_fingerprint
-from compress.runs.artifacts import dir_size_bytes, link_or_copy, read_json, stable_hash, write_json
-from compress.bench import BenchSession, bench_stage
+from compress.runs.files import dir_size_bytes, link_or_copy, read_json, stable_hash, write_json
+from compress.bench.runs import bench_stage
+from compress.bench.session import BenchSession
 from compress.data import load_data
 from compress.data.sequences import SequenceData
 from compress.runtime.environment import describe_device, resolve_device, versions
-from compress.evaluation.metrics import evaluate_model, evaluate_onnx, evaluate_popularity
+from compress.evaluation.metrics import evaluate_popularity
 from compress.errors import ArtifactError
 from compress.runs.failures import resource_errors
 from compress.runs.integrity import clear_unfinished, verify_folder, write_file_list
 from compress.runs.locking import LOCK_FILE, holder_alive, read_lock, run_lock
-from compress.models import load_model
-from compress.serve.onnx_model import OnnxRecommender
 from compress.recipe import Recipe
 from compress.runs.layout import ITEM_IDS_FILE, LOG_FILE, MANIFEST_FILE
 from compress.runs.stage_log import stage_logger, warnings_to_log
 from compress.stages.registry import spec_of
-from compress.stages.base import CHECKPOINT_FILE, Artifact, StageContext
+from compress.artifacts import Artifact, artifact_of_entry
+from compress.stages.base import CHECKPOINT_FILE, StageContext
+from compress.stages.runners import run_stage
 
 STAGE_FILE = "stage.json"
 PENDING_FILE = "pending.json"
@@ -155,9 +156,9 @@ def _run_locked(
             with resource_errors(f"stage {folder.name}", folder, device), _quiet(folder, main, options):
                 if not main and spec_of(config).data_parallel:
                     torch.manual_seed(ctx.seed)  # as _run_stage does on rank 0
-                    spec_of(config).run(ctx, config, source)  # this rank's part of the training; rank 0 saves
+                    run_stage(ctx, config, source)  # this rank's part of the training; rank 0 saves
                 entry = distributed.on_main(_run_stage, ctx, config, source, config_hash, index)
-        source = Artifact.of_entry(run_dir, entry)
+        source = artifact_of_entry(run_dir, entry)
         teacher = teacher or source
         if bench is not None:
             with resource_errors(f"benchmark of stage {folder.name}", folder, device), _quiet(folder, main, options):
@@ -195,9 +196,9 @@ def _manifest_writer(run_dir: Path, manifest: dict[str, Any], previous: list[dic
 def _run_stage(ctx: StageContext, config: Any, source: Artifact | None, config_hash: str, index: int) -> dict[str, Any]:
     torch.manual_seed(ctx.seed)
     started = time.perf_counter()
-    result = spec_of(config).run(ctx, config, source)
+    result = run_stage(ctx, config, source)
     seconds = time.perf_counter() - started
-    params, metrics = measure_artifact(result.artifact, ctx)
+    params, metrics = result.artifact.evaluate(ctx.data, ctx.eval_config, ctx.device)
     entry = {
         "name": config.stage,
         "index": index,
@@ -216,15 +217,6 @@ def _run_stage(ctx: StageContext, config: Any, source: Artifact | None, config_h
     _remove_resume_files(ctx.folder)
     ctx.log(f"{config.stage}: test ndcg@10 {metrics['ndcg@10']:.4f}  hr@10 {metrics['hr@10']:.4f}  ({seconds:.1f}s)")
     return entry
-
-
-def measure_artifact(artifact: Artifact, ctx: StageContext) -> tuple[int, dict[str, float]]:
-    """Parameter count and full-ranking test metrics of a stage's output (PyTorch or onnxruntime)."""
-    if artifact.kind == "onnx":
-        exported = OnnxRecommender(artifact.path, "cpu" if ctx.device.type == "cpu" else "auto")
-        return exported.num_parameters(), evaluate_onnx(exported, ctx.data, "test", ctx.eval_config)
-    model = load_model(artifact.path, ctx.device)
-    return model.num_parameters(), evaluate_model(model, ctx.data, "test", ctx.eval_config, ctx.device)
 
 
 def _cached_entry(folder: Path, config_hash: str) -> dict[str, Any] | None:

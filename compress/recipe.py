@@ -8,10 +8,11 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from compress.bench_config import BenchConfig
+from compress.bench.config import BenchConfig
 from compress.data.config import DataConfig
 from compress.errors import RecipeError
 from compress.evaluation.config import EvalConfig
+from compress.stages.config import DistillConfig, TrainConfig
 from compress.stages.registry import STAGES, spec_of
 
 StageConfig = Annotated[Union[tuple(spec.config for spec in STAGES.values())], Field(discriminator="stage")]
@@ -170,6 +171,6 @@ def _check_files(recipe: Recipe) -> None:
     if recipe.data.source == "file" and not Path(recipe.data.path).is_file():
         raise RecipeError(f"data.path: file not found: {recipe.data.path}", "paths are relative to the current folder")
     for index, stage in enumerate(recipe.stages):
-        checkpoint = getattr(stage, "init_from", None)
+        checkpoint = stage.init_from if isinstance(stage, (TrainConfig, DistillConfig)) else None
         if checkpoint is not None and not Path(checkpoint).is_dir():
             raise RecipeError(f"stages.{index}.init_from: folder not found: {checkpoint}")

@@ -3,11 +3,11 @@ import os
 import pytest
 import yaml
 
-from compress.ablation import plan_variants, run_ablation
-from compress.compare import MIN_ROUNDS
+from compress.studies.ablation import plan_variants, run_ablation
+from compress.studies.compare import MIN_ROUNDS
 from compress.errors import RecipeError
 from compress.pipeline import RunOptions
-from compress.runs.artifacts import read_json
+from compress.runs.files import read_json
 from tests.conftest import tiny_distill_recipe
 
 

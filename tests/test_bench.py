@@ -4,25 +4,19 @@ import numpy as np
 import pytest
 import torch
 
-from compress.runs.artifacts import read_json
-from compress.bench import (
-    BenchConfig,
-    BenchSession,
-    bench_run,
-    headline,
-    latency_stats,
-    make_batch,
-    onnx_predictor,
-    ratios,
-    time_calls,
-)
+from compress.runs.files import read_json
+from compress.bench.config import BenchConfig
+from compress.bench.results import headline
+from compress.bench.runs import bench_run
+from compress.bench.session import BenchSession, ratios
+from compress.bench.timing import latency_stats, make_batch, time_calls
 from compress.export.onnx_export import ExportSettings, export_onnx
 from compress.models import load_model, save_model
 from compress.models.flops import flops_per_sequence
 from compress.methods.surgery import keep_layers
 from compress.pipeline import RunOptions, run_recipe
 from compress.recipe import validate_recipe
-from compress.stages.base import Artifact
+from compress.artifacts import OnnxArtifact, TorchArtifact
 from tests.conftest import TINY_BENCH, tiny_distill_recipe
 
 CPU = torch.device("cpu")
@@ -45,19 +39,18 @@ def test_make_batch_fixed_and_realistic_lengths():
 
 
 def test_time_calls_times_only_after_warmup():
-    calls = []
-    cpu = []
-    ms = time_calls(lambda ids, mask: calls.append(ids.shape), [(np.zeros((1, 2)), np.zeros((1, 2)))] * 5, warmup=2,
-                    cpu=cpu)
-    assert len(calls) == 5 and len(ms) == 3 and (ms >= 0).all()
-    assert len(cpu) == 3 and min(cpu) >= 0  # one CPU time per timed call
+    calls, rolled_back = [], []
+    timings = time_calls(calls.append, list(range(5)), warmup=2, after=rolled_back.append)
+    assert calls == [0, 1, 2, 3, 4] and rolled_back == calls  # `after` follows every call, warm-up included
+    assert len(timings.wall_ms) == 3 and (timings.wall_ms >= 0).all()
+    assert len(timings.cpu_ms) == 3 and timings.cpu_ms.min() >= 0  # one CPU time per timed call
 
 
 @pytest.fixture
 def teacher_and_student(tmp_path, tiny_model):
     save_model(tiny_model, tmp_path / "teacher")
     save_model(keep_layers(tiny_model, [0]), tmp_path / "student")
-    return Artifact(tmp_path / "teacher", "torch"), Artifact(tmp_path / "student", "torch")
+    return TorchArtifact(tmp_path / "teacher"), TorchArtifact(tmp_path / "student")
 
 
 def test_session_result_structure_and_same_session_ratios(tiny_data, teacher_and_student):
@@ -123,12 +116,12 @@ def test_run_benches_stages_and_cached_teacher_is_remeasured(tmp_path):
 def test_onnx_adapter_measures_an_exported_model(tmp_path, tiny_data, tiny_model):
     folder = tmp_path / "onnx"
     export_onnx(tiny_model, folder, ExportSettings(), list(range(1, tiny_data.num_items + 1)), {})
-    predictor = onnx_predictor(folder, CPU, threads=1)
+    predictor = OnnxArtifact(folder).predictor(CPU, threads=1)
     ids, mask = make_batch([np.array([1, 2, 3])], "realistic", predictor.max_len)
     assert np.asarray(predictor.predict(ids, mask)).shape == (1, tiny_data.num_items + 1)
 
     session = BenchSession(BenchConfig(**TINY_BENCH), CPU, tiny_data, 20)
-    result = session.measure(Artifact(folder, "onnx"))
+    result = session.measure(OnnxArtifact(folder))
     assert result["engine"] == "onnxruntime-cpu" and result["params"] > 0
     assert result["latency_ms"]["realistic"]["p50"] > 0
     # the export records the shape, so the ONNX engine is credited with the same FLOPs as PyTorch
@@ -138,13 +131,12 @@ def test_onnx_adapter_measures_an_exported_model(tmp_path, tiny_data, tiny_model
 
 def test_onnx_without_a_cuda_provider_is_measured_as_a_cpu_engine(monkeypatch):
     ort = pytest.importorskip("onnxruntime")
-    from compress.bench import engine_device
-
     cuda = torch.device("cuda")
+    onnx, model = OnnxArtifact(Path("onnx")), TorchArtifact(Path("model"))
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
-    assert engine_device("onnx", cuda).type == "cpu" and engine_device("torch", cuda) == cuda
+    assert onnx.device(cuda).type == "cpu" and model.device(cuda) == cuda
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
-    assert engine_device("onnx", cuda) == cuda and engine_device("onnx", CPU) == CPU
+    assert onnx.device(cuda) == cuda and onnx.device(CPU) == CPU
 
 
 def test_rounds_interleave_the_teacher_and_take_medians(tiny_data, teacher_and_student, monkeypatch):
@@ -172,12 +164,12 @@ def test_rounds_interleave_the_teacher_and_take_medians(tiny_data, teacher_and_s
 
 
 def test_interleaved_rounds_measure_teachers_first_and_each_artifact_once(tiny_data, monkeypatch):
-    from compress.bench import TEACHER_PREFIX, bench_interleaved
+    from compress.bench.session import TEACHER_PREFIX, bench_interleaved
 
     session = BenchSession(BenchConfig(**TINY_BENCH), CPU, tiny_data, 20, log=lambda _: None)
-    teacher = Artifact(Path("/runs/a/teacher"), "torch")
-    finals = {"a": Artifact(Path("/runs/a/student"), "torch"), "b": Artifact(Path("/runs/a/student"), "torch"),
-              "c": Artifact(Path("/runs/c/student"), "torch"), "only-teacher": teacher}
+    teacher = TorchArtifact(Path("/runs/a/teacher"))
+    finals = {"a": TorchArtifact(Path("/runs/a/student")), "b": TorchArtifact(Path("/runs/a/student")),
+              "c": TorchArtifact(Path("/runs/c/student")), "only-teacher": teacher}
     p50 = {"teacher": [10.0, 20.0, 10.0], "/runs/a/student": [5.0, 9.0, 4.0], "/runs/c/student": [6.0, 6.0, 50.0]}
     calls = []
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from compress.data.sequences import SequenceData
-from compress.serve.padding import left_pad
+from compress.data.padding import left_pad
 
 Split = Literal["valid", "test"]
 

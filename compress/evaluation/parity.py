@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from compress.runs.artifacts import write_json
+from compress.runs.files import write_json
 from compress.data.batching import eval_batches, history_and_target
 from compress.data.sequences import SequenceData
 from compress.errors import ParityError

@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from compress.runs.artifacts import atomic_write
+from compress.runs.files import atomic_write
 
 
 def share_transposed_initializers(path: Path) -> int:

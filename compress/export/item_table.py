@@ -25,7 +25,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from compress.errors import ArtifactError
 from compress.models.packing import membership_bits, word_layout
-from compress.runs.artifacts import atomic_write
+from compress.runs.files import atomic_write
 
 PREFIX = "item_table."
 METADATA_KEY = "compress.item_table"

@@ -17,7 +17,7 @@ import onnx
 import torch
 from torch import nn
 
-from compress.runs.artifacts import CONFIG_FILE, atomic_write, read_json, write_json
+from compress.runs.files import CONFIG_FILE, atomic_write, read_json, write_json
 from compress.data.sequences import SequenceData
 from compress.runtime.environment import versions
 from compress.errors import ArtifactError, RecipeError

@@ -18,7 +18,7 @@ from typing import Any, Iterable
 import numpy as np
 import onnx
 
-from compress.runs.artifacts import read_json, write_json
+from compress.runs.files import read_json, write_json
 from compress.errors import ArtifactError
 from compress.export.config import ActivationType, CalibrateMethod, OnnxMode
 from compress.export.graph import share_transposed_initializers, sort_nodes

@@ -26,7 +26,7 @@ from compress.errors import ArtifactError, ParityError
 from compress.export.graph import share_transposed_initializers
 from compress.models import SequentialRecommender
 from compress.models.step import STEP_INPUTS, STEP_OUTPUTS, StepGraph, new_names, past_names
-from compress.serve.padding import left_pad
+from compress.data.padding import left_pad
 from compress.serve.step_model import STEP_FILE, OnnxStepModel
 
 MAX_ABS_DIFF = 1e-4

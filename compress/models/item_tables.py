@@ -38,6 +38,12 @@ class QuantizedTable(nn.Module):
         if len(group_bits) > 1:  # the group of every row, packed (1 bit a row for two groups)
             width = membership_bits(len(group_bits))
             self.register_buffer("membership", torch.zeros(1, packed_width(padded(num_rows, width), width), dtype=torch.uint8))
+        self._located: tuple | None = None  # (membership version key, groups, index, members): _locations' cache
+
+    def _membership_key(self) -> tuple:
+        """What changes when the row -> group map may have changed (one group: the codes' storage)."""
+        source = self.membership if len(self.group_bits) > 1 else self.codes_0
+        return (source.data_ptr(), source._version, source.device)
 
     def groups(self) -> list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]:
         """(bits, packed codes, scale, offset) of every row group."""
@@ -92,9 +98,8 @@ class QuantizedTable(nn.Module):
         """The group of every row, its index within the group, and each group's rows (ids in order);
         cached until the membership buffer changes (load_state_dict, set_group_of_row, a move to
         another device)."""
-        membership = getattr(self, "membership", self.codes_0)
-        key = (membership.data_ptr(), membership._version, membership.device)
-        if getattr(self, "_located", (None,))[0] != key:
+        key = self._membership_key()
+        if self._located is None or self._located[0] != key:
             groups = self.group_of_row()
             members = [(groups == group).nonzero().squeeze(1) for group in range(len(self.group_bits))]
             index = torch.empty_like(groups)
@@ -109,15 +114,6 @@ class QuantizedTable(nn.Module):
     def float_parameters(self) -> int:
         """The float weights this table stands for (for parameter counts)."""
         return self.num_rows * self.dim
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001 (torch's signature)
-        order = state_dict.pop(prefix + "order", None)  # tables saved before `membership`: an int32 row order
-        if order is not None and len(self.group_bits) > 1:
-            sizes = torch.tensor([getattr(self, f"scale_{i}").shape[0] for i in range(len(self.group_bits))])
-            groups = torch.bucketize(order.long(), sizes.cumsum(0), right=True)
-            self.set_group_of_row(groups)
-            state_dict[prefix + "membership"] = self.membership.clone()
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 class FactorizedTable(nn.Module):

@@ -19,6 +19,7 @@ stage logs them).
 
 from __future__ import annotations
 
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -85,6 +86,13 @@ def four_bit_skipped(model: nn.Module) -> list[str]:
             if layer.out_features % FOUR_BIT_BLOCK or layer.in_features % FOUR_BIT_GROUP]
 
 
+@runtime_checkable
+class StandsForFloats(Protocol):
+    """A module of integer buffers (a compressed item table) that counts the float weights it replaces."""
+
+    def float_parameters(self) -> int: ...
+
+
 def count_parameters(model: nn.Module) -> int:
     """Weights of the architecture; quantized layers count the float weights they stand for."""
     total = 0
@@ -92,7 +100,7 @@ def count_parameters(model: nn.Module) -> int:
         if isinstance(module, torch.ao.nn.quantized.dynamic.Linear):
             bias = module.bias()
             total += module.weight().numel() + (bias.numel() if bias is not None else 0)
-        if hasattr(module, "float_parameters"):  # a quantized item table: integer buffers, no parameters
+        if isinstance(module, StandsForFloats):  # a quantized item table: integer buffers, no parameters
             total += module.float_parameters()
         for param in module.parameters(recurse=False):
             shape = getattr(getattr(param, "quant_state", None), "shape", None)  # bitsandbytes 4-bit packs 2 per byte

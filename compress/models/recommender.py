@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import LlamaConfig, LlamaModel
 
-from compress.runs.artifacts import CONFIG_FILE, WEIGHTS_FILE, atomic_write
+from compress.runs.files import CONFIG_FILE, WEIGHTS_FILE, atomic_write
 from compress.errors import ArtifactError, RecipeError
 from compress.models.config import ModelShape, RecommenderConfig
 from compress.models.item_tables import build_table

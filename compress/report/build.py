@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from compress.runs.artifacts import atomic_write, write_json
+from compress.runs.files import atomic_write, write_json
 from compress.evaluation.bootstrap import describe
 from compress.report.collect import RunSummary, StageRow, collect_run, sessions
 from compress.report.document import Block, Code, Heading, Image, Text, to_html, to_markdown

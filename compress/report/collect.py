@@ -3,7 +3,7 @@
 Ratios are `stage / teacher` (the run's first stage). Quality, parameter and size ratios are
 computed here from the manifest (deterministic numbers); speed and memory ratios are taken
 as recorded in each bench.json, where the teacher was measured in the same process.
-A run with a `controls.json` (benchmarks/headline.py, compress/controls.py) also gets its control
+A run with a `controls.json` (benchmarks/headline.py, compress/studies/controls.py) also gets its control
 rows (scratch, teacher-onnx: their runs' final stages), the quality of its student rows over
 several training seeds (mean, std), and the paired-bootstrap NDCG@10 differences to the teacher.
 """
@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from compress.runs.artifacts import read_json
-from compress.bench_results import BENCH_FILE, headline
+from compress.runs.files import read_json
+from compress.bench.results import BENCH_FILE, headline
 from compress.runs.integrity import verify_folder
 from compress.runs.layout import read_manifest, stage_folder
 
-CONTROLS_FILE = "controls.json"  # written by compress.controls.write_controls
+CONTROLS_FILE = "controls.json"  # written by compress.studies.controls.write_controls
 
 QUALITY = ("ndcg@10", "hr@10", "mrr@10")
 STATIC = ("params", "size_bytes")

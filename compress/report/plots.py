@@ -22,7 +22,8 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return sorted(front, key=lambda i: points[i][0])
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
+    """matplotlib's pyplot on the file-only Agg backend (no screen needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -59,7 +60,7 @@ def plot_quality_latency(
 ) -> Path:
     """NDCG@10 against batch-1 p50 latency, one numbered point per stage (a key beside the plot names
     them; points drawn on top of each other share one label), the Pareto front drawn and ringed."""
-    plt = _pyplot()
+    plt = pyplot()
     names = labels or [_label(row, with_run) for row in rows]
     timed = [(row, name) for row, name in zip(rows, names) if "latency_p50_ms" in row.values]
     points = [(row.values["latency_p50_ms"], row.values["ndcg@10"]) for row, _ in timed]
@@ -97,12 +98,12 @@ def _short(text: str, width: int = 34) -> str:
 
 def plot_cost_per_stage(rows: list[StageRow], path: Path, with_run: bool = False) -> Path:
     """Size on disk and batch-1 latency per stage, side by side."""
-    plt = _pyplot()
+    plt = pyplot()
     labels = [_label(row, with_run) for row in rows]
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.8), dpi=110)
     _bars(left, labels, [row.values["size_bytes"] / 2**20 for row in rows], "Size on disk", "MiB")
     _bars(right, labels, [row.values.get("latency_p50_ms", 0.0) for row in rows], "Batch-1 latency p50", "ms")
-    return _save(plt, fig, path)
+    return save_png(plt, fig, path)
 
 
 def plot_variants(
@@ -111,7 +112,7 @@ def plot_variants(
     """Ablation: each variant's final stage, NDCG@10 (whiskers: the 95% interval of its difference to
     the first variant, placed on its bar) and batch-1 latency (bars: the median over bench rounds,
     whiskers: the lowest and highest round)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.8), dpi=110)
     ndcg = [row.values["ndcg@10"] for row in rows]
     _bars(left, names, ndcg, "NDCG@10 (whiskers: 95% CI vs the first)", "NDCG@10")
@@ -127,7 +128,7 @@ def plot_variants(
         low = [value - min(r) for value, r in zip(latency, rounds)]
         high = [max(r) - value for value, r in zip(latency, rounds)]
         right.errorbar(range(len(rows)), latency, yerr=[low, high], fmt="none", ecolor="#333", capsize=3)
-    return _save(plt, fig, path)
+    return save_png(plt, fig, path)
 
 
 def _bars(ax: Any, labels: list[str], values: list[float], title: str, unit: str) -> None:
@@ -138,7 +139,8 @@ def _bars(ax: Any, labels: list[str], values: list[float], title: str, unit: str
     ax.grid(axis="y", alpha=0.3)
 
 
-def _save(plt: Any, fig: Any, path: Path) -> Path:
+def save_png(plt: Any, fig: Any, path: Path) -> Path:
+    """Write `fig` to `path` as a PNG and close it."""
     fig.tight_layout()
     fig.savefig(path, format="png")
     plt.close(fig)

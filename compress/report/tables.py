@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from compress.runs.artifacts import human_bytes
+from compress.runs.files import human_bytes
 from compress.report.collect import RunSummary, StageRow
 from compress.report.document import Table
 from compress.evaluation.bootstrap import describe, excludes_zero
@@ -152,7 +152,7 @@ def bench_table(runs: list[RunSummary], shared: bool = False) -> Table:
 
 def incremental_table(runs: list[RunSummary]) -> Table | None:
     """Per-event serving cost of stages with a step model (bench.json `incremental`); None if none has one."""
-    from compress.bench_incremental import ROW_COLUMNS, incremental_rows
+    from compress.bench.incremental import ROW_COLUMNS, incremental_rows
 
     with_run = len(runs) > 1
     rows = [

@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from compress.runs.artifacts import read_json, sha256_file, write_json
+from compress.runs.files import read_json, sha256_file, write_json
 from compress.errors import ArtifactError
 from compress.runs.layout import LOG_FILE
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from compress.runs.artifacts import read_json
+from compress.runs.files import read_json
 from compress.errors import RunFolderError
 
 MANIFEST_FILE = "manifest.json"

@@ -18,7 +18,7 @@ from compress.data.config import DataConfig
 from compress.data.loading import load_data
 from compress.data.sequences import SequenceData
 from compress.errors import DataError
-from compress.runs.artifacts import read_json
+from compress.runs.files import read_json
 from compress.runs.layout import ITEM_IDS_FILE, read_manifest
 
 HINT = "restore the data file the run was made from, or rerun `compress run` on the recipe"

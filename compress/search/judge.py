@@ -18,7 +18,7 @@ import torch
 from compress.data.sequences import SequenceData
 from compress.evaluation.bootstrap import PairedDifference, paired_bootstrap, per_user_ndcg
 from compress.evaluation.config import EvalConfig
-from compress.evaluation.paired import artifact_ranks
+from compress.artifacts import artifact_of
 from compress.search.spec import Constraints
 
 K = 10
@@ -29,7 +29,7 @@ def validation_ranks(
     path: Path, kind: str, data: SequenceData, eval_config: EvalConfig, device: torch.device
 ) -> np.ndarray:
     """0-based validation ranks of every evaluated user for a stage's artifact (PyTorch or ONNX)."""
-    return artifact_ranks(path, kind, data, eval_config, device, split="valid")
+    return artifact_of(path, kind).ranks(data, eval_config, device, split="valid")
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 
 from compress.report.document import Block, Code, Heading, Image, Table, Text, to_html, to_markdown
-from compress.report.plots import _pyplot, _save
-from compress.runs.artifacts import atomic_write, human_bytes
+from compress.report.plots import pyplot, save_png
+from compress.runs.files import atomic_write, human_bytes
 from compress.search.frontier import LABELS, base_line, objective_value, unique
 from compress.search.law import LawFit, fit_law
 from compress.search.spec import SearchSpec
@@ -54,7 +54,7 @@ def bench_sessions_note(records: list[dict[str, Any]]) -> str | None:
 
 def plot_pareto(records: list[dict[str, Any]], summary: dict[str, Any], objective: str, path: Path) -> Path:
     """Validation NDCG@10 against the objective: every candidate (pass / fail), the frontier ringed, the budget line."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.6, 4.4), dpi=110)
     for passed, colour, label in ((True, "#55a868", "passes"), (False, "#c44e52", "misses a constraint")):
         group = [r for r in records if r["passed"] == passed]
@@ -78,11 +78,11 @@ def plot_pareto(records: list[dict[str, Any]], summary: dict[str, Any], objectiv
     ax.set_title(f"{len(records)} candidates")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
-    return _save(plt, fig, path)
+    return save_png(plt, fig, path)
 
 
 def plot_law(records: list[dict[str, Any]], fit: LawFit, path: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     params = np.array([r["student_params"] for r in records], dtype=np.float64)
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
     ax.scatter(params, [r["valid_ndcg@10"] for r in records], color="#4c72b0", zorder=3, label="candidates")
@@ -92,7 +92,7 @@ def plot_law(records: list[dict[str, Any]], fit: LawFit, path: Path) -> Path:
     ax.set_ylabel("NDCG@10 (validation)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(plt, fig, path)
+    return save_png(plt, fig, path)
 
 
 def write_report(out: Path, spec: SearchSpec, summary: dict[str, Any], records: list[dict[str, Any]]) -> Path:

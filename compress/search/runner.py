@@ -33,7 +33,7 @@ from compress.errors import ArtifactError, ParityError, RecipeError, RunFolderEr
 from compress.evaluation.bootstrap import per_user_ndcg
 from compress.pipeline import RunOptions, run_recipe
 from compress.recipe import Recipe, validate_recipe
-from compress.runs.artifacts import stable_hash, write_json
+from compress.runs.files import stable_hash, write_json
 from compress.runs.locking import LOCK_FILE, holder_alive, read_lock
 from compress.runtime.environment import resolve_device
 from compress.search.frontier import base_line, describe_miss, summarise

@@ -4,7 +4,7 @@ Each trial benches its candidate when it runs, and a candidate found in the stag
 bench of the run that made it, so trial latencies come from different sessions and machine loads
 (on the ML-1M search three sessions disagreed by 1.5x on the same teacher). Before the answer is
 written, the passing candidates and the frontier are timed again in one interleaved session
-(`compress.compare.bench_finals`: every teacher, then every final stage, in each round), and those
+(`compress.studies.compare.bench_finals`: every teacher, then every final stage, in each round), and those
 numbers replace the trials' in the frontier, the pick and the report. The base recipe, when the
 space contains it, is re-timed with them: the pick is then compared with it in the same session.
 `settled.json` keeps them. A `max_p99_ms` limit is judged again on the settled p99, and candidates
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from compress.recipe import Recipe
-from compress.runs.artifacts import read_json, write_json
+from compress.runs.files import read_json, write_json
 from compress.runs.layout import MANIFEST_FILE, read_manifest
 
 SETTLED_FILE = "settled.json"
@@ -37,7 +37,7 @@ def to_settle(summary: dict[str, Any], records: list[dict[str, Any]]) -> list[st
 def settle(recipe: Recipe, runs: Path, candidates: list[str], log: Callable[[str], None]) -> dict[str, Any] | None:
     """Time the candidates' final stages (and their teacher) in one session; return settled.json's content.
     Candidates run by a worker on another machine have no run folder here: they keep their trial numbers."""
-    from compress.compare import bench_finals
+    from compress.studies.compare import bench_finals
 
     missing = [name for name in candidates if not (runs / name / MANIFEST_FILE).is_file()]
     if missing:

@@ -12,7 +12,7 @@ from typing import Any
 import optuna
 
 from compress.errors import RecipeError
-from compress.runs.artifacts import stable_hash
+from compress.runs.files import stable_hash
 from compress.search.spec import DROP_STAGES, Range, SearchSpec, objective_key
 
 NO_STAGES = "none"

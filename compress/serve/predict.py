@@ -22,7 +22,7 @@ import numpy as np
 
 from compress.errors import CompressError
 from compress.serve.onnx_model import OnnxRecommender
-from compress.serve.padding import left_pad
+from compress.data.padding import left_pad
 
 BATCH_SIZE = 256
 

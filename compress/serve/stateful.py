@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
@@ -129,3 +129,36 @@ def parse_event(line: str) -> tuple[str, str]:
     if len(fields) not in (2, 3):
         raise ValueError(f"expected `user item`, got {line.strip()!r}")
     return fields[0], fields[1]
+
+
+def event_records(server: StatefulRecommender, lines: Iterable[str], chunk_size: int = 256) -> Iterator[dict[str, Any]]:
+    """One JSON-ready record per non-blank line, in line order, observed `chunk_size` lines at a time:
+    the top-K after the event, or `error` (a malformed line or an unknown item; no state changes)."""
+    chunk: list[tuple[int, str]] = []
+    for number, line in enumerate(lines, start=1):
+        if line.strip():
+            chunk.append((number, line))
+        if len(chunk) == chunk_size:
+            yield from _chunk_records(server, chunk)
+            chunk = []
+    yield from _chunk_records(server, chunk)
+
+
+def _chunk_records(server: StatefulRecommender, chunk: list[tuple[int, str]]) -> list[dict[str, Any]]:
+    events, numbers, records = [], [], {}
+    for number, line in chunk:
+        try:
+            events.append(parse_event(line))
+            numbers.append(number)
+        except ValueError as exc:
+            records[number] = {"line": number, "error": f"malformed event: {exc}"}
+    for number, result in zip(numbers, server.observe(events)):
+        record: dict[str, Any] = {"line": number, "user": result.user, "item": result.item}
+        if result.error:
+            record["error"] = result.error
+        else:
+            record |= {"items": result.items, "scores": [round(s, 6) for s in result.scores],
+                       "state": result.state, "positions": result.positions}
+        records[number] = record
+    return [records[number] for number in sorted(records)]
+

@@ -27,7 +27,7 @@ import numpy as np
 from compress.errors import ArtifactError
 from compress.serve.kv_store import KVStore
 from compress.serve.onnx_model import import_onnxruntime, providers_for, read_metadata
-from compress.serve.padding import left_pad
+from compress.data.padding import left_pad
 
 STEP_FILE = "step.onnx"
 

@@ -9,25 +9,12 @@ from typing import Any, Callable
 
 import torch
 
+from compress.artifacts import Artifact, TorchArtifact
 from compress.data.sequences import SequenceData
 from compress.evaluation.config import EvalConfig
-from compress.stages.config import ArtifactKind
 from compress.training.loop import TrainContext
 
 CHECKPOINT_FILE = "checkpoint.pt"
-
-
-@dataclass(frozen=True)
-class Artifact:
-    """A model a stage wrote: a torch model folder (config.json + model.safetensors) or an ONNX folder."""
-
-    path: Path
-    kind: ArtifactKind
-
-    @classmethod
-    def of_entry(cls, run_dir: Path, entry: dict[str, Any]) -> "Artifact":
-        """The artifact a manifest (or stage.json) entry of the run in `run_dir` points to."""
-        return cls(Path(run_dir) / entry["output"], entry["kind"])
 
 
 @dataclass
@@ -105,4 +92,4 @@ def save_result(ctx: StageContext, model: torch.nn.Module, info: dict[str, Any])
 
     if distributed.is_main():
         save_model(model, ctx.model_folder)
-    return StageResult(Artifact(ctx.model_folder, "torch"), {"history": [], **info})
+    return StageResult(TorchArtifact(ctx.model_folder), {"history": [], **info})

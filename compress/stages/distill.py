@@ -16,7 +16,8 @@ from compress.training.losses import BlockMap, distillation_objective
 from compress.models import SequentialRecommender, init_backbone_from_llama, load_model, save_model
 from compress.methods.surgery import keep_layers
 from compress.stages.config import DistillConfig
-from compress.stages.base import Artifact, StageContext, StageResult
+from compress.artifacts import TorchArtifact
+from compress.stages.base import StageContext, StageResult
 from compress.training.loop import fit
 
 
@@ -63,4 +64,4 @@ def run(ctx: StageContext, config: DistillConfig, source: Artifact) -> StageResu
         "epochs_run": result.epochs_run,
         "train_seconds": round(result.seconds, 2),
     }
-    return StageResult(Artifact(ctx.model_folder, "torch"), {**info, "history": result.history})
+    return StageResult(TorchArtifact(ctx.model_folder), {**info, "history": result.history})

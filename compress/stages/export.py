@@ -13,7 +13,8 @@ from __future__ import annotations
 from compress.export.onnx_export import ExportSettings, export_and_check
 from compress.models import load_model
 from compress.stages.config import ExportConfig
-from compress.stages.base import Artifact, StageContext, StageResult
+from compress.artifacts import Artifact, OnnxArtifact
+from compress.stages.base import StageContext, StageResult
 
 
 def run(ctx: StageContext, config: ExportConfig, source: Artifact) -> StageResult:
@@ -24,4 +25,4 @@ def run(ctx: StageContext, config: ExportConfig, source: Artifact) -> StageResul
     report = export_and_check(
         model, folder, settings, config.parity, ctx.data, ctx.data.item_ids.tolist(), provenance, ctx.log
     )
-    return StageResult(Artifact(folder, "onnx"), {"parity": report})
+    return StageResult(OnnxArtifact(folder), {"parity": report})

@@ -27,7 +27,8 @@ from compress.methods.item_table import (
 )
 from compress.models import SequentialRecommender, load_model
 from compress.models.item_tables import QuantizedTable
-from compress.stages.base import Artifact, StageContext, StageResult, recover, save_result
+from compress.artifacts import Artifact
+from compress.stages.base import StageContext, StageResult, recover, save_result
 from compress.stages.config import ItemTableConfig
 from compress.training.losses import BlockMap
 

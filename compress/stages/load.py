@@ -7,11 +7,12 @@ reruns the chain while a plain rerun reuses it.
 
 from __future__ import annotations
 
-from compress.runs.artifacts import CONFIG_FILE, WEIGHTS_FILE, link_or_copy
+from compress.runs.files import CONFIG_FILE, WEIGHTS_FILE, link_or_copy
 from compress.errors import RecipeError
 from compress.models import load_model
 from compress.stages.config import LoadConfig
-from compress.stages.base import Artifact, StageContext, StageResult
+from compress.artifacts import TorchArtifact
+from compress.stages.base import StageContext, StageResult
 
 
 def run(ctx: StageContext, config: LoadConfig, source: Artifact | None) -> StageResult:
@@ -26,5 +27,5 @@ def run(ctx: StageContext, config: LoadConfig, source: Artifact | None) -> Stage
         (ctx.model_folder / name).unlink(missing_ok=True)
         link_or_copy(config.path / name, ctx.model_folder / name)
     ctx.log(f"loaded {model.num_parameters():,} parameters from {config.path}")
-    return StageResult(Artifact(ctx.model_folder, "torch"), {"source": str(config.path)})
+    return StageResult(TorchArtifact(ctx.model_folder), {"source": str(config.path)})
 

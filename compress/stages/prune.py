@@ -23,7 +23,8 @@ from compress.models import SequentialRecommender, load_model
 from compress.methods.surgery import CalibrationLosses, keep_layers, prune_width
 from compress.methods.pruning import PrunePlan, plan_pruning
 from compress.stages.config import PruneConfig, Recovery
-from compress.stages.base import Artifact, StageContext, StageResult, recover_and_save
+from compress.artifacts import Artifact
+from compress.stages.base import StageContext, StageResult, recover_and_save
 
 
 def run(ctx: StageContext, config: PruneConfig, source: Artifact) -> StageResult:

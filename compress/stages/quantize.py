@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from compress.runs.artifacts import dir_size_bytes
-from compress.serve.padding import left_pad
+from compress.runs.files import dir_size_bytes
+from compress.data.padding import left_pad
 from compress.data.sequences import SequenceData
 from compress.errors import RecipeError
 from compress.models import load_model, save_model
@@ -26,7 +26,8 @@ from compress.export.quantize import quantize_onnx
 from compress.evaluation.parity import check_parity, ranking_parity
 from compress.evaluation.scoring import onnx_scores, torch_scores
 from compress.stages.config import QuantizeConfig
-from compress.stages.base import Artifact, StageContext, StageResult
+from compress.artifacts import Artifact, OnnxArtifact, TorchArtifact
+from compress.stages.base import StageContext, StageResult
 
 
 def run(ctx: StageContext, config: QuantizeConfig, source: Artifact) -> StageResult:
@@ -51,7 +52,7 @@ def _quantize_onnx(ctx: StageContext, config: QuantizeConfig, source: Artifact):
         config.item_table, calibration if config.mode == "static" else None, config.calibrate_method,
     )
     quantized = OnnxRecommender(folder, "cpu")
-    return onnx_scores(reference), onnx_scores(quantized), Artifact(folder, "onnx"), reference.max_len
+    return onnx_scores(reference), onnx_scores(quantized), OnnxArtifact(folder), reference.max_len
 
 
 def _quantize_torch(ctx: StageContext, config: QuantizeConfig, source: Artifact):
@@ -70,7 +71,7 @@ def _quantize_torch(ctx: StageContext, config: QuantizeConfig, source: Artifact)
     save_model(model, ctx.model_folder, spec)
     reference = load_model(source.path, ctx.device)
     quantized = load_model(ctx.model_folder, ctx.device)
-    return torch_scores(reference), torch_scores(quantized), Artifact(ctx.model_folder, "torch"), ctx.max_len
+    return torch_scores(reference), torch_scores(quantized), TorchArtifact(ctx.model_folder), ctx.max_len
 
 
 def calibration_feeds(data: SequenceData, max_len: int, users: int, seed: int, batch: int = 32) -> list[dict]:

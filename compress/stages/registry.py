@@ -5,20 +5,20 @@ A spec says what the recipe and the pipeline need to know about a stage without 
 come first) and gives, whether it trains data parallel under torchrun (every rank runs it,
 rank 0 alone saves; the other stages run on rank 0 only), a chain check that rejects a
 place in the recipe where it cannot work, the decoder depth of its output when its config
-alone says so, and what it reads besides its input artifact (for the cache id). `run`
-imports the stage's module (train.py, ...) on first call.
-Adding a stage means adding its config (config.py), its module with `run`, and a spec here.
+alone says so, and what it reads besides its input artifact (for the cache id). The stage's
+`run` is in its module (train.py, ...), listed in runners.py, which imports torch.
+Adding a stage means adding its config (config.py), its module with `run`, a spec here and
+its line in runners.py.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib import import_module
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from pydantic import BaseModel
 
-from compress.runs.artifacts import CONFIG_FILE, WEIGHTS_FILE, folder_sha256, sha256_file
+from compress.runs.files import CONFIG_FILE, WEIGHTS_FILE, folder_sha256, sha256_file
 from compress.stages.config import (
     ArtifactKind,
     DistillConfig,
@@ -30,10 +30,6 @@ from compress.stages.config import (
     TrainConfig,
 )
 
-if TYPE_CHECKING:
-    from compress.stages.base import Artifact, StageContext, StageResult
-
-RunFn = Callable[["StageContext", Any, "Artifact | None"], "StageResult"]
 ChainCheck = Callable[[Any, int, list[Any]], None]  # (config, index, all stage configs); ValueError if misplaced
 
 
@@ -49,22 +45,12 @@ def _nothing(config: Any) -> None:
 class StageSpec:
     name: str
     config: type[BaseModel]
-    run: RunFn
     accepts: Callable[[Any], ArtifactKind | None]
     produces: Callable[[Any], ArtifactKind]
     data_parallel: bool = False
     check_chain: ChainCheck = _fits_anywhere
     depth_after: Callable[[Any], int | None] = _nothing
     content_id: Callable[[Any], str | None] = _nothing
-
-
-def _module_run(name: str) -> RunFn:
-    """`compress.stages.<name>.run`, imported when first called (so the registry needs no torch)."""
-
-    def run(ctx: StageContext, config: Any, source: Artifact | None) -> StageResult:
-        return import_module(f"compress.stages.{name}").run(ctx, config, source)
-
-    return run
 
 
 def _always(kind: ArtifactKind | None) -> Callable[[Any], ArtifactKind | None]:
@@ -129,17 +115,17 @@ def _check_item_table(config: ItemTableConfig, index: int, stages: list[Any]) ->
 STAGES: dict[str, StageSpec] = {
     spec.name: spec
     for spec in (
-        StageSpec("train", TrainConfig, _module_run("train"), _always(None), _always("torch"), data_parallel=True,
+        StageSpec("train", TrainConfig, _always(None), _always("torch"), data_parallel=True,
                   depth_after=lambda config: config.model.num_layers, content_id=_init_from_files),
-        StageSpec("load", LoadConfig, _module_run("load"), _always(None), _always("torch"),
+        StageSpec("load", LoadConfig, _always(None), _always("torch"),
                   check_chain=_check_load, content_id=_load_files),
-        StageSpec("distill", DistillConfig, _module_run("distill"), _always("torch"), _always("torch"),
+        StageSpec("distill", DistillConfig, _always("torch"), _always("torch"),
                   data_parallel=True, check_chain=_check_distill, depth_after=lambda config: config.num_layers),
-        StageSpec("prune", PruneConfig, _module_run("prune"), _always("torch"), _always("torch"), data_parallel=True),
-        StageSpec("item_table", ItemTableConfig, _module_run("item_table"), _always("torch"), _always("torch"),
+        StageSpec("prune", PruneConfig, _always("torch"), _always("torch"), data_parallel=True),
+        StageSpec("item_table", ItemTableConfig, _always("torch"), _always("torch"),
                   data_parallel=True, check_chain=_check_item_table),
-        StageSpec("export", ExportConfig, _module_run("export"), _always("torch"), _always("onnx")),
-        StageSpec("quantize", QuantizeConfig, _module_run("quantize"), _quantize_kind, _quantize_kind,
+        StageSpec("export", ExportConfig, _always("torch"), _always("onnx")),
+        StageSpec("quantize", QuantizeConfig, _quantize_kind, _quantize_kind,
                   check_chain=_check_quantize),
     )
 }

@@ -13,7 +13,8 @@ from compress.models import (
     shape_from_llama,
 )
 from compress.stages.config import TrainConfig
-from compress.stages.base import Artifact, StageContext, StageResult
+from compress.artifacts import TorchArtifact
+from compress.stages.base import StageContext, StageResult
 from compress.training.loop import fit
 
 
@@ -41,4 +42,4 @@ def run(ctx: StageContext, config: TrainConfig, source: Artifact | None) -> Stag
     if distributed.is_main():
         save_model(model, ctx.model_folder)
     info = {"best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "train_seconds": round(result.seconds, 2)}
-    return StageResult(Artifact(ctx.model_folder, "torch"), {**info, "history": result.history})
+    return StageResult(TorchArtifact(ctx.model_folder), {**info, "history": result.history})

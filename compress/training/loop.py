@@ -30,7 +30,7 @@ from rich.progress import (
 )
 
 from compress.runtime import distributed
-from compress.runs.artifacts import atomic_write
+from compress.runs.files import atomic_write
 from compress.data.batching import TrainBatch, train_batches, training_windows
 from compress.data.sequences import SequenceData
 from compress.evaluation.metrics import EvalConfig, evaluate_model, evaluation_users, metrics_from_ranks, model_ranks

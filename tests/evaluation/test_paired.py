@@ -1,10 +1,12 @@
 import numpy as np
+import torch
 import pytest
 
 from compress.evaluation.config import EvalConfig
 from compress.evaluation.metrics import evaluate_model, metrics_from_ranks
 from compress.evaluation.bootstrap import describe, excludes_zero
-from compress.evaluation.paired import artifact_ranks, ndcg_difference
+from compress.artifacts import OnnxArtifact, TorchArtifact
+from compress.evaluation.paired import ndcg_difference
 from compress.models import save_model
 
 
@@ -12,8 +14,8 @@ def test_artifact_ranks_give_the_pipelines_metrics_for_torch_and_onnx(tiny_data,
     model, onnx_folder = tiny_onnx
     config = EvalConfig(ks=[5, 10])
     save_model(model, tmp_path / "model")
-    torch_ranks = artifact_ranks(tmp_path / "model", "torch", tiny_data, config)
-    onnx_ranks = artifact_ranks(onnx_folder, "onnx", tiny_data, config)
+    torch_ranks = TorchArtifact(tmp_path / "model").ranks(tiny_data, config, torch.device("cpu"))
+    onnx_ranks = OnnxArtifact(onnx_folder).ranks(tiny_data, config, torch.device("cpu"))
 
     assert torch_ranks.shape == onnx_ranks.shape == (tiny_data.num_users,)
     expected = evaluate_model(model, tiny_data, "test", config, "cpu")

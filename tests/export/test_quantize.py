@@ -5,7 +5,7 @@ import onnx
 import pytest
 
 from compress.export.quantize import quantize_onnx
-from compress.runs.artifacts import read_json
+from compress.runs.files import read_json
 from compress.serve.onnx_model import OnnxRecommender
 
 

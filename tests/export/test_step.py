@@ -9,8 +9,8 @@ from compress.errors import ParityError
 from compress.evaluation.parity import ParityConfig
 from compress.export.onnx_export import ExportSettings, export_and_check
 from compress.export.step import check_step_parity, step_parity
-from compress.runs.artifacts import read_json
-from compress.serve.padding import left_pad
+from compress.runs.files import read_json
+from compress.data.padding import left_pad
 from compress.serve.step_model import OnnxStepModel
 
 

@@ -172,21 +172,6 @@ def test_fake_quant_table_trains_the_float_table_and_freezes_to_exactly_what_it_
     assert torch.equal(fake(ids), frozen(ids)) and torch.equal(fake(ids)[0, 0], torch.zeros(weight.shape[1]))
 
 
-def test_a_mixed_table_saved_with_a_row_order_still_loads(tiny_model, tiny_data):
-    weight = tiny_model.item_embeddings.weight.detach()
-    groups = frequency_groups(training_counts(tiny_data), 0.6)
-    table = quantized_table(weight, [8, 2], groups)
-    state = {k: v for k, v in table.state_dict().items() if k != "membership"}
-    members = [np.flatnonzero(groups == g) for g in (0, 1)]
-    order = np.empty(len(groups), dtype=np.int32)
-    order[np.concatenate(members)] = np.arange(len(groups))  # the earlier format: row -> place in the groups
-    state["order"] = torch.from_numpy(order)
-    loaded = QuantizedTable(table.num_rows, table.dim, [8, 2], [len(m) for m in members])
-    loaded.load_state_dict(state)
-    assert torch.equal(loaded.weight, table.weight)
-    assert table_bytes(table) < table_bytes(quantized_table(weight, [8], np.zeros(len(groups), dtype=np.int64)))
-
-
 def test_a_lookup_dequantizes_its_rows_exactly_and_follows_a_new_membership(tiny_model, tiny_data):
     """forward(ids) dequantizes only the looked-up rows, through a cached row -> (group, index) map."""
     weight = tiny_model.item_embeddings.weight.detach()

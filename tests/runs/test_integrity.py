@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from compress.runs.artifacts import read_json
+from compress.runs.files import read_json
 from compress.errors import ArtifactError
 from compress.runs.integrity import FILES_FILE, list_files, verify_artifact, verify_folder, write_file_list
 from compress.models import load_model

@@ -18,7 +18,7 @@ import pytest
 import torch
 import yaml
 
-from compress.runs.artifacts import read_json
+from compress.runs.files import read_json
 from compress.cli import main
 from compress.runs.faults import KILL_ENV
 from compress.pipeline import RunOptions, run_recipe

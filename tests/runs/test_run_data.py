@@ -55,7 +55,7 @@ def test_relabelled_items_are_an_error_though_the_sequences_match(run, tmp_path,
 
 
 def test_bench_and_export_reload_through_the_check(run, tmp_path, monkeypatch):
-    from compress.bench import bench_run
+    from compress.bench.runs import bench_run
     from compress.evaluation.parity import ParityConfig
     from compress.export.onnx_export import ExportSettings, export_path
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from compress.runs.artifacts import read_json
+from compress.runs.files import read_json
 from compress.data.batching import train_batches
 from compress.runtime.launch import without_option
 from compress.pipeline import RunOptions, run_recipe

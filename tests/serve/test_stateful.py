@@ -11,8 +11,8 @@ import torch
 from compress.errors import ArtifactError
 from compress.serve.locate import resolve_artifact
 from compress.serve.onnx_model import OnnxRecommender
-from compress.serve.padding import left_pad
-from compress.serve.stateful import StatefulRecommender, parse_event
+from compress.data.padding import left_pad
+from compress.serve.stateful import EventResult, StatefulRecommender, event_records, parse_event
 from compress.models.step import StepGraph, append, empty_past
 from compress.serve.step_model import OnnxStepModel, next_items
 from tests.serve.test_predict import NO_TORCH_CLI
@@ -180,3 +180,22 @@ def test_predict_finds_the_artifact_from_a_run_or_stage_folder(tiny_step_onnx, t
         resolve_artifact(tmp_path)
     result = cli("predict", str(run / "02-export"), "--stateful", "--input", "/no/such/file")
     assert result.returncode == 2 and "input file not found" in result.stderr
+
+
+def test_event_records_keep_line_order_across_chunks_and_errors():
+    class EchoServer:  # the top-K is the event's own item; item "x" is unknown
+        def __init__(self):
+            self.batches = []
+
+        def observe(self, events):
+            self.batches.append(len(events))
+            return [EventResult(u, i, error="unknown item x") if i == "x" else EventResult(u, i, [i], [1.0])
+                    for u, i in events]
+
+    server = EchoServer()
+    lines = ["u1 10\n", "\n", "garbage\n", "u2 x\n", "u1 11\n"]
+    records = list(event_records(server, lines, chunk_size=2))
+    assert [r["line"] for r in records] == [1, 3, 4, 5]  # the blank line 2 gives no record
+    assert records[0]["items"] == ["10"] and records[3]["items"] == ["11"]
+    assert records[1]["error"].startswith("malformed event") and records[2]["error"] == "unknown item x"
+    assert server.batches == [1, 2, 0]  # chunks of two lines (1, 3) and (4, 5), then the empty rest; line 3 is not observed

@@ -2,7 +2,7 @@ import numpy as np
 import onnx
 import pytest
 
-from compress.runs.artifacts import read_json
+from compress.runs.files import read_json
 from compress.errors import ArtifactError, ParityError
 from compress.export.onnx_export import ExportSettings, export_path
 from compress.runs.integrity import verify_artifact

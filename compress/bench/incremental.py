@@ -24,39 +24,24 @@ user), as a server holds them in memory. Torch-free.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from compress.bench.timing import THREAD_CPU, time_calls
+from compress.data.padding import left_pad
 from compress.serve.onnx_model import OnnxRecommender
-from compress.serve.padding import left_pad
 from compress.serve.kv_store import COUNTERS, KVStore
 from compress.serve.step_model import OnnxStepModel
 
 MODES = ("full_padded", "full_real", "step", "step_graph")
 
 
-def _percentiles(ms: list[float], cpu_ms: list[float]) -> dict[str, float]:
+def _percentiles(ms: np.ndarray, cpu_ms: np.ndarray) -> dict[str, float]:
     p50, p99 = np.percentile(ms, [50, 99])
     return {"p50_ms": float(p50), "p99_ms": float(p99), "mean_ms": float(np.mean(ms)),
             "cpu_p50_ms": float(np.median(cpu_ms))}
-
-
-def _time(call: Any, inputs: list[Any], warmup: int, after: Any = None) -> tuple[list[float], list[float]]:
-    """Wall and calling-thread CPU milliseconds per call (with one onnxruntime thread, the CPU time is the
-    work done, whatever else the machine runs); `after(item)`, untimed, follows every call."""
-    wall, cpu = [], []
-    for index, item in enumerate(inputs):
-        start, start_cpu = time.perf_counter(), time.thread_time()
-        call(item)
-        if index >= warmup:
-            cpu.append((time.thread_time() - start_cpu) * 1000.0)
-            wall.append((time.perf_counter() - start) * 1000.0)
-        if after is not None:
-            after(item)
-    return wall, cpu
 
 
 def _prefill(step: OnnxStepModel, histories: list[np.ndarray], chunk: int = 64) -> KVStore:
@@ -123,9 +108,9 @@ def incremental_bench(
             ("step", lambda k: step.advance(store, picks[k], news[k]), list(range(calls)), lambda k: restore(picks[k])),
             ("step_graph", lambda f: step.session.run(step.run_names, f), feeds, None),
         ):
-            ms, cpu_ms = _time(call, inputs, warm, after)
-            stats = _percentiles(ms, cpu_ms)
-            entry[mode] = {**stats, "events_per_s": batch * len(ms) / (sum(ms) / 1000.0),
+            timings = time_calls(call, inputs, warm, THREAD_CPU, after)
+            stats = _percentiles(timings.wall_ms, timings.cpu_ms)
+            entry[mode] = {**stats, "events_per_s": batch * len(timings.wall_ms) / (timings.wall_ms.sum() / 1000.0),
                            "events_per_s_median": batch / (stats["p50_ms"] / 1000.0),
                            "events_per_cpu_s": batch / (stats["cpu_p50_ms"] / 1000.0)}
         real_positions = sum(int(lengths[p].sum()) for p in picks[warm:])

@@ -1,4 +1,4 @@
-"""Left padding of item-id sequences (numpy only: shared by training batches and torch-free serving)."""
+"""Left padding of item-id sequences (numpy only: shared by training batches, the bench and torch-free serving)."""
 
 from __future__ import annotations
 

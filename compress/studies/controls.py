@@ -32,12 +32,13 @@ import torch
 
 from compress.data import load_data
 from compress.errors import RecipeError
-from compress.evaluation.paired import artifact_ranks, ndcg_difference
+from compress.artifacts import artifact_of_entry
+from compress.evaluation.paired import ndcg_difference
 from compress.models.config import ModelShape
 from compress.pipeline import RunOptions, run_recipe
 from compress.recipe import Recipe, validate_recipe
 from compress.report.collect import CONTROLS_FILE
-from compress.runs.artifacts import CONFIG_FILE, read_json, write_json
+from compress.runs.files import CONFIG_FILE, read_json, write_json
 from compress.runs.layout import read_manifest
 from compress.training.config import OptimConfig
 
@@ -273,7 +274,7 @@ def paired_differences(
 
     def ranks(run_dir: Path, entry: dict[str, Any]):
         log(f"paired: ranking the test users with {run_dir.name}/{entry['output']}")
-        return artifact_ranks(run_dir / entry["output"], entry["kind"], data, recipe.eval, device)
+        return artifact_of_entry(run_dir, entry).ranks(data, recipe.eval, device)
 
     teacher = ranks(runs.run_dir, manifest["stages"][0])
     stages = {entry["name"]: ranks(runs.run_dir, entry) for entry in manifest["stages"][1:]}

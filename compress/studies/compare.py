@@ -14,15 +14,16 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-from compress.bench import TEACHER_PREFIX, BenchSession, bench_interleaved, summary
-from compress.bench_results import BENCH_FILE
+from compress.bench.runs import summary
+from compress.bench.session import BenchSession, TEACHER_PREFIX, bench_interleaved
+from compress.bench.results import BENCH_FILE
 from compress.data import load_data
-from compress.evaluation.paired import artifact_ranks, ndcg_difference
+from compress.evaluation.paired import ndcg_difference
 from compress.recipe import Recipe
-from compress.runs.artifacts import write_json
+from compress.runs.files import write_json
 from compress.runs.layout import MANIFEST_FILE, read_manifest, stage_folder
 from compress.runtime.environment import resolve_device
-from compress.stages.base import Artifact
+from compress.artifacts import Artifact, artifact_of_entry
 
 MIN_ROUNDS = 3  # rounds the ablation's bench session takes at least: the spread between them is the noise
 
@@ -41,10 +42,10 @@ def bench_finals(recipe: Recipe, runs: dict[str, Path], log: Callable[[str], Non
     by_stage: dict[str, Artifact] = {}  # stage cache id -> the one artifact measured for it
     for name, manifest in manifests.items():
         first, last = manifest["stages"][0], manifest["stages"][-1]
-        teachers.setdefault(first["config_hash"], Artifact(runs[name] / first["output"], first["kind"]))
+        teachers.setdefault(first["config_hash"], artifact_of_entry(runs[name], first))
         by_stage.setdefault(first["config_hash"], teachers[first["config_hash"]])
         teacher_of[name] = first["config_hash"]
-        finals[name] = by_stage.setdefault(last["config_hash"], Artifact(runs[name] / last["output"], last["kind"]))
+        finals[name] = by_stage.setdefault(last["config_hash"], artifact_of_entry(runs[name], last))
     distinct = {artifact.path for artifact in finals.values()}
     log(f"bench: {len(distinct)} distinct final stage(s) of {len(finals)} variant(s) and {len(teachers)} teacher(s) "
         f"in one session, {config.rounds} rounds")
@@ -80,7 +81,7 @@ def final_differences(
         last = manifests[name]["stages"][-1]
         if last["config_hash"] not in cache:
             log(f"paired: ranking the test users with variant {name} ({last['output']})")
-            cache[last["config_hash"]] = artifact_ranks(runs[name] / last["output"], last["kind"], data, recipe.eval, device)
+            cache[last["config_hash"]] = artifact_of_entry(runs[name], last).ranks(data, recipe.eval, device)
         return cache[last["config_hash"]]
 
     base = ranks(names[0])

@@ -7,7 +7,7 @@ so e.g. a teacher common to all variants trains once.
 
 The variants run with their per-stage benchmark off; then one bench session times every variant's
 final stage and each distinct teacher, round by round, and each final stage's NDCG@10 difference to
-the first variant gets a paired-bootstrap interval (compress/compare.py).
+the first variant gets a paired-bootstrap interval (compress/studies/compare.py).
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def _variant_raw(raw: dict[str, Any], base_name: str, name: str, variant: Varian
 def run_ablation(path: Path, overrides: list[str], options: RunOptions, out: Path | None = None) -> AblationResult:
     """Run every variant of the recipe at `path`, time and compare their final stages, then write the
     comparison report (default `<output_dir>/<name>-ablation`)."""
-    from compress.compare import bench_finals, final_differences
+    from compress.studies.compare import bench_finals, final_differences
     from compress.pipeline import run_recipe
     from compress.report import build_report
 
