@@ -2,8 +2,9 @@
 
 A stage's cache id hashes this fingerprint, so after editing a loss, a model or a stage the next
 run retrains the stages instead of reusing what the old code wrote. Files that cannot change a
-stage's output (the command line, reports, `compress search`, which only orchestrates runs through
-the pipeline and is imported by no stage) are left out: editing them keeps the cache.
+stage's output (the command line, reports, `compress search` and the studies, which only
+orchestrate runs through the pipeline and are imported by no stage) are left out: editing them
+keeps the cache.
 The fingerprint is computed once per process (about 80 small files).
 """
 
@@ -14,7 +15,7 @@ import hashlib
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1]  # the `compress` folder
-NOT_RESULTS = frozenset({"cli.py", "__main__.py", "report", "search"})  # top-level names that never change a stage's output
+NOT_RESULTS = frozenset({"cli.py", "__main__.py", "report", "search", "studies"})  # top-level names that never change a stage's output
 
 
 def source_fingerprint(root: Path) -> str:

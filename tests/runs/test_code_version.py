@@ -1,6 +1,6 @@
 import shutil
 
-from compress.runs.code_version import PACKAGE, code_fingerprint, source_fingerprint
+from compress.runs.code_version import NOT_RESULTS, PACKAGE, code_fingerprint, source_fingerprint
 
 
 def copy_package(tmp_path):
@@ -20,6 +20,7 @@ def test_a_source_edit_changes_the_fingerprint_and_cli_or_report_edits_do_not(tm
     (package / "cli.py").write_text("# the command line only\n")
     (package / "report" / "extra.py").write_text("X = 1\n")
     (package / "search" / "runner.py").write_text("# the search orchestrates runs; no stage imports it\n")
+    (package / "studies" / "controls.py").write_text("# a study orchestrates runs too\n")
     (package / "__pycache__").mkdir()
     (package / "__pycache__" / "x.cpython-311.pyc").write_bytes(b"\0")
     assert source_fingerprint(package) == before
@@ -32,10 +33,11 @@ def test_no_stage_imports_what_the_fingerprint_leaves_out():
     """A package left out of the fingerprint must not be imported by code that makes stage outputs."""
     for path in PACKAGE.rglob("*.py"):
         top = path.relative_to(PACKAGE).parts[0]
-        if top in ("cli.py", "__main__.py", "search", "report"):
+        if top in NOT_RESULTS:
             continue
         text = path.read_text()
-        assert "compress.search" not in text and "from compress import search" not in text, path
+        for package in ("search", "studies"):
+            assert f"compress.{package}" not in text and f"from compress import {package}" not in text, path
 
 
 def test_the_cached_fingerprint_is_the_installed_package():
