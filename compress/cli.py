@@ -239,7 +239,7 @@ def ablate(
 
     Examples:
 
-      compress ablate recipes/ablation_example.yaml
+      compress ablate recipes/examples/ablation_example.yaml
     """
     from compress.studies.ablation import plan_variants, run_ablation
     from compress.recipe import read_raw_recipe
@@ -256,7 +256,7 @@ def ablate(
 
 @app.command()
 def search(
-    spec: Path = typer.Argument(..., help="Search spec YAML, e.g. recipes/quickstart_search.yaml."),
+    spec: Path = typer.Argument(..., help="Search spec YAML, e.g. recipes/examples/quickstart_search.yaml."),
     override: Optional[list[str]] = typer.Option(
         None, "-o", "--set", help="Override a spec value: key.path=value (repeatable), e.g. budget.trials=10."
     ),
@@ -273,7 +273,7 @@ def search(
 
     Examples:
 
-      compress search recipes/quickstart_search.yaml
+      compress search recipes/examples/quickstart_search.yaml
 
       compress search spec.yaml -o budget.trials=40 --storage postgresql://host/db --worker 1
     """

@@ -51,7 +51,7 @@ from compress.recipe import Recipe
 from compress.runs.layout import ITEM_IDS_FILE, LOG_FILE, MANIFEST_FILE
 from compress.runs.stage_log import stage_logger, warnings_to_log
 from compress.stages.registry import spec_of
-from compress.artifacts import Artifact, artifact_of_entry
+from compress.handlers import Artifact, artifact_of_entry
 from compress.stages.base import CHECKPOINT_FILE, StageContext
 from compress.stages.runners import run_stage
 

@@ -16,7 +16,7 @@ from compress.models.flops import flops_per_sequence
 from compress.methods.surgery import keep_layers
 from compress.pipeline import RunOptions, run_recipe
 from compress.recipe import validate_recipe
-from compress.artifacts import OnnxArtifact, TorchArtifact
+from compress.handlers import OnnxArtifact, TorchArtifact
 from tests.conftest import TINY_BENCH, tiny_distill_recipe
 
 CPU = torch.device("cpu")

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-from compress.artifacts import Artifact, artifact_of_entry
+from compress.handlers import Artifact, artifact_of_entry
 from compress.bench.config import BenchConfig
 from compress.bench.results import BENCH_FILE, headline
 from compress.bench.session import BenchSession

@@ -1,6 +1,6 @@
 """A bench session: latency, throughput and peak memory of artifacts, measured in this process.
 
-Anything that scores batches can be measured: an artifact handler (compress/artifacts/) gives a
+Anything that scores batches can be measured: an artifact handler (compress/handlers/) gives a
 *predictor* whose function takes int64 `item_ids` and `attention_mask` arrays [B, L] and returns
 scores; compress/bench/timing.py times it.
 
@@ -19,7 +19,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from compress.artifacts import Artifact
+from compress.handlers import Artifact
 from compress.bench.config import BenchConfig
 from compress.bench.results import headline
 from compress.bench.timing import (

@@ -1,5 +1,5 @@
 """Paired comparisons of two stage artifacts on the same test users: per-user ranks (each artifact
-handler's `ranks`, compress/artifacts/), then the bootstrap interval of the NDCG@K difference
+handler's `ranks`, compress/handlers/), then the bootstrap interval of the NDCG@K difference
 (compress/evaluation/bootstrap.py).
 """
 

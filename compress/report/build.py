@@ -19,10 +19,12 @@ from compress.report.tables import bench_table, incremental_table, key_value_tab
 RATIO_NOTE = (
     "Ratios in parentheses are stage / teacher (the run's first stage): latency 0.50x is twice as fast, "
     "throughput 2.00x serves twice as many sequences. Quality, parameter and size ratios come from the "
-    "manifest; latency, throughput and memory ratios are taken from each stage's bench.json, where the "
-    "teacher was measured in the same process as the stage. With bench rounds > 1, a stage's numbers are "
-    "medians over its rounds and its ratio is the median of per-round ratios against a teacher measured "
-    "just before it, so a ratio can differ from the quotient of the medians shown."
+    "manifest. A latency or throughput ratio is the row's number divided by the teacher's number in the "
+    "row's own \"teacher ..., same rounds\" column: the teacher measured in the same process (bench "
+    "session), just before the row in each bench round. With bench rounds > 1 both are medians over the "
+    "rounds (each round's p50 is under Benchmark details); the teacher's own row shows the median of all its "
+    "rounds, so it can differ from the teacher column of another row when the machine drifts. bench.json's "
+    "`ratios` also keeps the median of the per-round ratios."
 )
 
 INCREMENTAL_NOTE = (
@@ -171,9 +173,7 @@ def _control_notes(runs: list[RunSummary]) -> list[Block]:
                 f"{prefix}ΔNDCG@10 vs teacher: the row minus the teacher on the same {paired['users']:,} test users, "
                 "mean and 95% paired-bootstrap interval (2,000 resamples over users, seed 0)."
             )
-            versus = paired.get("final_vs_scratch")
-            if versus:
-                lines.append(f"{prefix}final stage ({versus['stage']}) minus the scratch control: {describe(versus)}.")
+            lines += [prefix + line for line in _what_the_stack_buys(paired, run.extras.get("training") or {})]
         onnx = next((row for row in run.controls if row.stage == "teacher-onnx" and row.bench), None)
         final = run.final
         if onnx is not None and final.onnx_ratios and "latency_p50_ms" in final.ratios:
@@ -186,6 +186,40 @@ def _control_notes(runs: list[RunSummary]) -> list[Block]:
             )
         notes += [Text(line) for line in lines]
     return notes
+
+
+CONTROLS_VERSUS = (("scratch", "final_vs_scratch"), ("scratch-converged", "final_vs_scratch_converged"))
+
+
+def _what_the_stack_buys(paired: dict, training: dict) -> list[str]:
+    """The final stage against each scratch control: its NDCG@10 difference (paired bootstrap), the
+    training each took, and what the stack buys against it: accuracy, training time, both or neither."""
+    lines = []
+    student = training.get("student")
+    for name, key in CONTROLS_VERSUS:
+        versus = paired.get(key)
+        if not versus:
+            continue
+        control = training.get(name)
+        accuracy = versus["low"] > 0  # the interval of final minus control lies above 0
+        cost, faster = "", None
+        if student and control:
+            best = f" (best {control['best_epoch']})" if "best_epoch" in control else ""
+            cost = (f"; training: the student's {' + '.join(student['stages'])} {student['epochs_run']} epochs in "
+                    f"{student['train_seconds']:,.0f} s (after the teacher's own training), the control "
+                    f"{control['epochs_run']} epochs{best} in {control['train_seconds']:,.0f} s")
+            faster = student["train_seconds"] < control["train_seconds"]
+        if accuracy:
+            verdict = "accuracy and training time" if faster else "accuracy"
+        elif faster:
+            verdict = "training time, not accuracy"
+        else:
+            verdict = "neither accuracy nor training time" if faster is False else "no accuracy"
+        if versus["high"] < 0:
+            verdict += " (the control is more accurate)"
+        lines.append(f"final stage ({versus['stage']}) minus the {name} control: {describe(versus)}{cost}. "
+                     f"Against {name} the stack buys {verdict}.")
+    return lines
 
 
 def _summary(runs: list[RunSummary]) -> str:

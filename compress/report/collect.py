@@ -1,10 +1,13 @@
 """Gather what a report shows from run folders: manifests, metrics and bench.json files.
 
 Ratios are `stage / teacher` (the run's first stage). Quality, parameter and size ratios are
-computed here from the manifest (deterministic numbers); speed and memory ratios are taken
-as recorded in each bench.json, where the teacher was measured in the same process.
+computed here from the manifest (deterministic numbers). Latency and throughput ratios are the
+stage's number over the teacher's number of the same bench session and rounds (bench.json's
+`reference`, the teacher measured just before the stage in each round): both numbers are shown, so a
+reader can recompute the ratio (bench.json's `ratios` keeps the median of per-round ratios, which
+can differ from it when the machine drifts between rounds). Memory ratios are taken as recorded.
 A run with a `controls.json` (benchmarks/headline.py, compress/studies/controls.py) also gets its control
-rows (scratch, teacher-onnx: their runs' final stages), the quality of its student rows over
+rows (scratch, scratch-converged, teacher-onnx: their runs' final stages), the quality of its student rows over
 several training seeds (mean, std), and the paired-bootstrap NDCG@10 differences to the teacher.
 """
 
@@ -26,6 +29,7 @@ QUALITY = ("ndcg@10", "hr@10", "mrr@10")
 STATIC = ("params", "size_bytes")
 TIMED = ("latency_p50_ms", "throughput_seq_per_s", "peak_memory_bytes")
 PHYSICAL = ("flops_per_sequence", "gflops_batch1", "gflops_throughput")  # counted FLOPs and the rate achieved
+SAME_ROUNDS = ("latency_p50_ms", "throughput_seq_per_s")  # ratios = row / the teacher of the same rounds, both shown
 
 
 @dataclass
@@ -42,6 +46,14 @@ class StageRow:
     difference: dict[str, Any] | None = None  # paired bootstrap of NDCG@10 minus the teacher's
     onnx_ratios: dict[str, float] | None = None  # timed numbers / the ONNX teacher's (same bench session)
     note: str = ""
+    training: dict[str, Any] | None = None  # a control's epochs run and training seconds (controls.json)
+
+    @property
+    def teacher_timing(self) -> dict[str, float]:
+        """The teacher's latency and throughput in this row's bench session and rounds: what its
+        timed ratios divide by ({} when it was not benchmarked against a teacher)."""
+        reference = (self.bench or {}).get("reference") or {}
+        return {key: reference[key] for key in SAME_ROUNDS if reference.get(key)}
 
 
 @dataclass
@@ -93,7 +105,9 @@ def _stage_row(
         values.update({key: numbers[key] for key in TIMED})
         ratios.update({key: bench["ratios"][key] for key in TIMED})
         values.update({key: numbers[key] for key in PHYSICAL if numbers.get(key) is not None})
-    return StageRow(run, entry["name"], values, ratios, bench, key=entry.get("config_hash"))
+    row = StageRow(run, entry["name"], values, ratios, bench, key=entry.get("config_hash"))
+    row.ratios.update({key: values[key] / teacher_value for key, teacher_value in row.teacher_timing.items()})
+    return row
 
 
 def _add_controls(run: RunSummary, record: dict[str, Any], teacher: dict[str, float]) -> None:
@@ -106,7 +120,7 @@ def _add_controls(run: RunSummary, record: dict[str, Any], teacher: dict[str, fl
             continue
         entry = read_manifest(folder)["stages"][-1]
         row = _stage_row(folder, run.name, entry, teacher)
-        row.stage, row.note = control["name"], control.get("note", "")
+        row.stage, row.note, row.training = control["name"], control.get("note", ""), control.get("training")
         row.difference = (paired.get("controls") or {}).get(control["name"])
         run.controls.append(row)
     seeds = record.get("seeds") or {}
@@ -123,7 +137,7 @@ def _add_controls(run: RunSummary, record: dict[str, Any], teacher: dict[str, fl
         for row in [*run.rows, *run.controls]:
             if row.bench and row.bench.get("session") == onnx_teacher.bench["session"]:
                 row.onnx_ratios = {k: row.values[k] / onnx_teacher.values[k] for k in TIMED[:2] if onnx_teacher.values[k]}
-    run.extras = {k: v for k, v in record.items() if k in ("seeds", "paired", "skipped")}
+    run.extras = {k: v for k, v in record.items() if k in ("seeds", "paired", "skipped", "training")}
 
 
 def _seed_statistics(rows: list[StageRow], folders: list[Path], indices: list[int]) -> None:

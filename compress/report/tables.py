@@ -2,6 +2,8 @@
 
 A cell shows a stage's number and, in parentheses, its ratio to the run's teacher
 (`stage / teacher`: latency 0.50x is twice as fast, throughput 2.00x twice as many sequences).
+A timed ratio divides by the teacher's number of the same bench session and rounds, shown in the
+row's "teacher ..., same rounds" columns, so every ratio can be recomputed from its row.
 """
 
 from __future__ import annotations
@@ -25,6 +27,12 @@ HEADLINE: list[tuple[str, str, Formatter]] = [
     ("size", "size_bytes", human_bytes),
     ("latency p50 (ms, batch 1)", "latency_p50_ms", lambda v: f"{v:.2f}"),
     ("throughput (seq/s)", "throughput_seq_per_s", lambda v: f"{v:,.0f}"),
+]
+
+# the teacher's timing in each row's own bench rounds: what the row's timed ratios divide by
+TEACHER_COLUMNS: list[tuple[str, str, Formatter]] = [
+    ("teacher p50 (ms), same rounds", "teacher latency_p50_ms", lambda v: f"{v:.2f}"),
+    ("teacher seq/s, same rounds", "teacher throughput_seq_per_s", lambda v: f"{v:,.0f}"),
 ]
 
 # the physical-limit columns, shown when a stage's bench counted its FLOPs (compress/models/flops.py)
@@ -51,6 +59,12 @@ def cell(row: StageRow, key: str, fmt: Formatter) -> str:
     return fmt(row.values[key]) + (f" ({ratio:.2f}x)" if ratio is not None else "")
 
 
+def teacher_cell(row: StageRow, key: str, fmt: Formatter) -> str:
+    """The teacher's number (key 'teacher <name>') of the row's bench rounds, or '-'."""
+    value = row.teacher_timing.get(key.removeprefix("teacher "))
+    return "-" if value is None else fmt(value)
+
+
 def difference_cell(row: StageRow) -> str:
     """'+0.0012 [-0.0030, +0.0051]': NDCG@10 minus the teacher's and its 95% paired-bootstrap interval."""
     return describe(row.difference) if row.difference else "-"
@@ -71,6 +85,8 @@ def stage_table(runs: list[RunSummary], baseline: bool = True, shared: bool = Fa
     headline = list(HEADLINE)
     if with_difference:
         headline.insert(1, ("ΔNDCG@10 vs teacher [95% CI]", DIFFERENCE, lambda v: ""))
+    if any(row.teacher_timing for row in every):
+        headline += TEACHER_COLUMNS
     if any("flops_per_sequence" in row.values for row in every):
         headline += PHYSICAL_COLUMNS
     columns = (["run"] if with_run else []) + ["stage"] + [title for title, _, _ in headline]
@@ -93,7 +109,11 @@ def stage_table(runs: list[RunSummary], baseline: bool = True, shared: bool = Fa
                 shown_keys.add(row.key)
             lead = [_run_label(run.name, owners.get(row.key), runs)] if with_run else []
             label = f"{row.stage} (control)" if row in run.controls else row.stage
-            cells = [difference_cell(row) if key == DIFFERENCE else cell(row, key, fmt) for _, key, fmt in headline]
+            cells = [
+                difference_cell(row) if key == DIFFERENCE
+                else teacher_cell(row, key, fmt) if key.startswith("teacher ") else cell(row, key, fmt)
+                for _, key, fmt in headline
+            ]
             if with_onnx:
                 onnx = row.onnx_ratios or {}
                 cells += [f"{onnx[k]:.2f}x" if k in onnx else "-" for k in ("latency_p50_ms", "throughput_seq_per_s")]
@@ -127,7 +147,7 @@ def bench_table(runs: list[RunSummary], shared: bool = False) -> Table:
     With `shared`, a stage shared by several runs (same cache id) is listed once."""
     with_run = len(runs) > 1
     columns = (["run"] if with_run else []) + [
-        "stage", "engine", "device", "p50 / p95 / p99 ms (max len)", "p50 ms (test lengths)",
+        "stage", "engine", "device", "p50 / p95 / p99 ms (max len)", "p50 ms per round", "p50 ms (test lengths)",
         "seq/s (max len)", "seq/s (test lengths)", "peak memory added", "session",
     ]
     rows = []
@@ -143,7 +163,8 @@ def bench_table(runs: list[RunSummary], shared: bool = False) -> Table:
             label = f"{row.stage} (control)" if row in run.controls else row.stage
             rows.append(([run.name] if with_run else []) + [
                 label, b["engine"], b["device"],
-                f"{fixed['p50']:.2f} / {fixed['p95']:.2f} / {fixed['p99']:.2f}", f"{real['p50']:.2f}",
+                f"{fixed['p50']:.2f} / {fixed['p95']:.2f} / {fixed['p99']:.2f}",
+                " / ".join(f"{p50:.2f}" for p50 in b.get("round_latency_p50_ms") or []) or "-", f"{real['p50']:.2f}",
                 f"{b['throughput_seq_per_s']['fixed']:,.0f}", f"{b['throughput_seq_per_s']['realistic']:,.0f}",
                 f"{human_bytes(b['memory']['increase_bytes'])} ({b['memory']['kind']})", b["session"],
             ])
@@ -196,7 +217,7 @@ def variant_table(
     reference_name, reference = variants[0][0], runs[0].final
     columns = ["#", "variant", "changes", "final stage", "NDCG@10", f"ΔNDCG@10 vs {reference_name} [95% CI]",
                "HR@10", "MRR@10", "params", "size", "latency p50 (ms, batch 1) [round range]",
-               f"p50 vs {reference_name}", "throughput (seq/s)"]
+               f"p50 vs {reference_name}", "throughput (seq/s)", "its teacher: p50 ms / seq/s, same rounds"]
     fmt = {key: f for _, key, f in HEADLINE}
     rows = []
     for number, (run, (name, changes)) in enumerate(zip(runs, variants), start=1):
@@ -214,6 +235,7 @@ def variant_table(
             shown_difference, cell(row, "hr@10", fmt["hr@10"]), cell(row, "mrr@10", fmt["mrr@10"]),
             cell(row, "params", fmt["params"]), cell(row, "size_bytes", fmt["size_bytes"]), latency,
             latency_versus(row, reference), cell(row, "throughput_seq_per_s", fmt["throughput_seq_per_s"]),
+            " / ".join(teacher_cell(row, key, f) for _, key, f in TEACHER_COLUMNS),
         ])
     return Table(columns, rows)
 

@@ -18,7 +18,7 @@ import torch
 from compress.data.sequences import SequenceData
 from compress.evaluation.bootstrap import PairedDifference, paired_bootstrap, per_user_ndcg
 from compress.evaluation.config import EvalConfig
-from compress.artifacts import artifact_of
+from compress.handlers import artifact_of
 from compress.search.spec import Constraints
 
 K = 10

@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import torch
 
-from compress.artifacts import Artifact, TorchArtifact
+from compress.handlers import Artifact, TorchArtifact
 from compress.data.sequences import SequenceData
 from compress.evaluation.config import EvalConfig
 from compress.training.loop import TrainContext

@@ -16,7 +16,7 @@ from compress.training.losses import BlockMap, distillation_objective
 from compress.models import SequentialRecommender, init_backbone_from_llama, load_model, save_model
 from compress.methods.surgery import keep_layers
 from compress.stages.config import DistillConfig
-from compress.artifacts import TorchArtifact
+from compress.handlers import TorchArtifact
 from compress.stages.base import StageContext, StageResult
 from compress.training.loop import fit
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from compress.export.onnx_export import ExportSettings, export_and_check
 from compress.models import load_model
 from compress.stages.config import ExportConfig
-from compress.artifacts import Artifact, OnnxArtifact
+from compress.handlers import Artifact, OnnxArtifact
 from compress.stages.base import StageContext, StageResult
 
 

@@ -27,7 +27,7 @@ from compress.methods.item_table import (
 )
 from compress.models import SequentialRecommender, load_model
 from compress.models.item_tables import QuantizedTable
-from compress.artifacts import Artifact
+from compress.handlers import Artifact
 from compress.stages.base import StageContext, StageResult, recover, save_result
 from compress.stages.config import ItemTableConfig
 from compress.training.losses import BlockMap

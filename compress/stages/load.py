@@ -11,7 +11,7 @@ from compress.runs.files import CONFIG_FILE, WEIGHTS_FILE, link_or_copy
 from compress.errors import RecipeError
 from compress.models import load_model
 from compress.stages.config import LoadConfig
-from compress.artifacts import TorchArtifact
+from compress.handlers import TorchArtifact
 from compress.stages.base import StageContext, StageResult
 
 

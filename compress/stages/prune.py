@@ -23,7 +23,7 @@ from compress.models import SequentialRecommender, load_model
 from compress.methods.surgery import CalibrationLosses, keep_layers, prune_width
 from compress.methods.pruning import PrunePlan, plan_pruning
 from compress.stages.config import PruneConfig, Recovery
-from compress.artifacts import Artifact
+from compress.handlers import Artifact
 from compress.stages.base import StageContext, StageResult, recover_and_save
 
 

@@ -26,7 +26,7 @@ from compress.export.quantize import quantize_onnx
 from compress.evaluation.parity import check_parity, ranking_parity
 from compress.evaluation.scoring import onnx_scores, torch_scores
 from compress.stages.config import QuantizeConfig
-from compress.artifacts import Artifact, OnnxArtifact, TorchArtifact
+from compress.handlers import Artifact, OnnxArtifact, TorchArtifact
 from compress.stages.base import StageContext, StageResult
 
 

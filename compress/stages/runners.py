@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from compress.artifacts import Artifact
+from compress.handlers import Artifact
 from compress.stages import distill, export, item_table, load, prune, quantize, train
 from compress.stages.base import StageContext, StageResult
 

@@ -13,7 +13,7 @@ from compress.models import (
     shape_from_llama,
 )
 from compress.stages.config import TrainConfig
-from compress.artifacts import TorchArtifact
+from compress.handlers import TorchArtifact
 from compress.stages.base import StageContext, StageResult
 from compress.training.loop import fit
 

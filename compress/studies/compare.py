@@ -23,7 +23,7 @@ from compress.recipe import Recipe
 from compress.runs.files import write_json
 from compress.runs.layout import MANIFEST_FILE, read_manifest, stage_folder
 from compress.runtime.environment import resolve_device
-from compress.artifacts import Artifact, artifact_of_entry
+from compress.handlers import Artifact, artifact_of_entry
 
 MIN_ROUNDS = 3  # rounds the ablation's bench session takes at least: the spread between them is the noise
 

@@ -11,11 +11,17 @@
   gets a size-matched scratch instead: the teacher's own train stage at the widest width whose
   float model is no larger than the run's final artifact, then the same deployment stages:
   is a quantized table better than a narrower float model of the same bytes?
+- `scratch-converged`: the `scratch` recipe again with a large epoch cap (max(CONVERGED_FACTOR x the
+  student's budget, CONVERGED_MIN_EPOCHS)) and early stopping (the larger of the student's and the
+  teacher's `patience`), so it stops when validation NDCG@10 stops improving, not when the budget
+  runs out: with `scratch` it says whether the stack buys accuracy or only training time. Its epochs
+  run, best epoch and training seconds are recorded beside the student's. One seed (the recipe's).
 - seeds: the student's stages again under other training seeds, the teacher fixed (a `load`
   stage of the run's teacher), and the scratch control under the same seeds: mean ± std.
 
 Each is a recipe derived from the run's recipe and run by the pipeline into a sibling folder
-(`<run>-teacher-onnx`, `<run>-scratch`, `<run>-seed<N>`, `<run>-scratch-seed<N>`), so a
+(`<run>-teacher-onnx`, `<run>-scratch`, `<run>-scratch-converged`, `<run>-seed<N>`,
+`<run>-scratch-seed<N>`), so a
 finished stage with the same id (the teacher) is reused through the stage cache. Then every
 stage and control is ranked on the test users and its NDCG@10 difference to the teacher gets a
 paired-bootstrap interval. `controls.json` in the run folder records all of it; the report reads it.
@@ -32,7 +38,7 @@ import torch
 
 from compress.data import load_data
 from compress.errors import RecipeError
-from compress.artifacts import artifact_of_entry
+from compress.handlers import artifact_of_entry
 from compress.evaluation.paired import ndcg_difference
 from compress.models.config import ModelShape
 from compress.pipeline import RunOptions, run_recipe
@@ -44,20 +50,33 @@ from compress.training.config import OptimConfig
 
 TRAINING_STAGES = ("distill", "prune")  # the student's own training: its epochs are the scratch budget
 WIDTH_STEP = 8  # the size-matched scratch narrows the teacher in steps of this many hidden units
+CONVERGED_FACTOR = 4  # scratch-converged may train this many times the student's epochs ...
+CONVERGED_MIN_EPOCHS = 40  # ... and at least this many: the cap is not what stops it, early stopping is
+CONVERGED = "scratch-converged"
 
 
 @dataclass
 class Budget:
-    """The scratch control's epochs and where the student's budget came from."""
+    """A scratch control's epochs and where the student's budget came from."""
 
     epochs: int
     parts: dict[str, int]  # e.g. {"distill": 10, "prune recovery": 2}
+    patience: int | None = None  # early stopping; None: the student's optimisation settings' own
+    converged: bool = False  # scratch-converged: the cap is large, early stopping ends the training
 
     def describe(self) -> str:
         student = " + ".join(f"{name} {epochs}" for name, epochs in self.parts.items())
         total = sum(self.parts.values())
+        stopping = "early stopping on validation NDCG@10"
+        if self.converged:
+            return (f"to convergence: {stopping} after {self.patience} evaluations without improvement, "
+                    f"at most {self.epochs} epochs (the student's budget: {student} = {total})")
         extra = "" if self.epochs == total else f" (student's budget {total}, raised)"
-        return f"at most {self.epochs} epochs = {student}{extra}, early stopping on validation NDCG@10"
+        return f"at most {self.epochs} epochs = {student}{extra}, {stopping}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"epochs": self.epochs, "student": self.parts,
+                **({"patience": self.patience, "converged": True} if self.converged else {})}
 
 
 @dataclass
@@ -71,6 +90,8 @@ class ControlRuns:
     scratch: dict[int, Path] = field(default_factory=dict)  # seed -> run folder
     students: dict[int, Path] = field(default_factory=dict)  # seed -> run folder (the first seed: the run itself)
     budget: Budget | None = None
+    converged: Path | None = None  # scratch-converged's run folder (the recipe's seed only)
+    converged_budget: Budget | None = None
     notes: dict[str, str] = field(default_factory=dict)
 
 
@@ -98,6 +119,22 @@ def student_budget(recipe: Recipe, epochs: int | None = None) -> Budget | None:
             "the scratch control trains at least as long as the student",
         )
     return Budget(epochs or total, parts)
+
+
+def converged_budget(recipe: Recipe, budget: Budget, epochs: int | None = None) -> Budget:
+    """scratch-converged's budget: at most `epochs` (default max(CONVERGED_FACTOR x the student's,
+    CONVERGED_MIN_EPOCHS)), stopped by early stopping with the larger of the student's and the teacher's
+    patience (the default patience when both are 0, "never stop")."""
+    total = sum(budget.parts.values())
+    cap = epochs if epochs is not None else max(CONVERGED_FACTOR * total, CONVERGED_MIN_EPOCHS)
+    if cap < budget.epochs:
+        raise RecipeError(
+            f"--converged-epochs {cap} is below the scratch control's {budget.epochs} epochs",
+            "scratch-converged trains at least as long as scratch",
+        )
+    teacher = getattr(recipe.stages[0], "patience", 0) if recipe.stages[0].stage == "train" else 0
+    patience = max(student_optim(recipe)["patience"], teacher) or OptimConfig().patience
+    return Budget(cap, dict(budget.parts), patience, converged=True)
 
 
 def _unique(parts: dict[str, int], name: str) -> str:
@@ -141,14 +178,18 @@ def teacher_onnx_raw(recipe: Recipe) -> dict[str, Any]:
 def scratch_raw(
     recipe: Recipe, run_dir: Path, manifest: dict[str, Any], budget: Budget, seed: int
 ) -> dict[str, Any]:
-    """Train the last training stage's model shape from scratch (CE only), then the stages after it."""
+    """Train the last training stage's model shape from scratch (CE only), then the stages after it
+    (a converged budget: the `scratch-converged` control, same recipe, its own cap and patience)."""
     last = training_stage_indices(recipe)[-1]
     train = {"stage": "train", "model": student_shape(run_dir, manifest, last), **student_optim(recipe), "epochs": budget.epochs}
-    return derived_raw(recipe, _scratch_name(recipe, seed), [train, *_stages_after(recipe, last)], seed)
+    if budget.patience is not None:
+        train["patience"] = budget.patience
+    name = _scratch_name(recipe, seed, CONVERGED if budget.converged else "scratch")
+    return derived_raw(recipe, name, [train, *_stages_after(recipe, last)], seed)
 
 
-def _scratch_name(recipe: Recipe, seed: int) -> str:
-    return f"{recipe.name}-scratch" if seed == recipe.seed else f"{recipe.name}-scratch-seed{seed}"
+def _scratch_name(recipe: Recipe, seed: int, control: str = "scratch") -> str:
+    return f"{recipe.name}-{control}" if seed == recipe.seed else f"{recipe.name}-{control}-seed{seed}"
 
 
 def _stages_after(recipe: Recipe, index: int) -> list[dict[str, Any]]:
@@ -224,11 +265,15 @@ def run_controls(
     options: RunOptions,
     seeds: int = 3,
     scratch_epochs: int | None = None,
+    converged: bool = True,
+    converged_epochs: int | None = None,
 ) -> ControlRuns:
-    """Run the recipe (if not done), its controls and its extra seeds through the pipeline; return the folders."""
+    """Run the recipe (if not done), its controls and its extra seeds through the pipeline; return the folders.
+    With `converged`, a shape-matched scratch control also runs to convergence (`scratch-converged`)."""
     if seeds < 1:
         raise RecipeError(f"--seeds must be at least 1, got {seeds}")
     budget = student_budget(recipe, scratch_epochs)  # checked before anything runs
+    long_budget = converged_budget(recipe, budget, converged_epochs) if converged and budget else None
     run_dir = recipe.output_dir / recipe.name
     manifest = run_recipe(recipe, options)
     seed_list = [recipe.seed + offset for offset in range(seeds)]
@@ -258,6 +303,19 @@ def run_controls(
             "the final student's shape trained from scratch with cross-entropy alone, "
             f"{budget.describe()}, then the same deployment stages"
         )
+    if long_budget is not None:
+        runs.converged_budget = long_budget
+        runs.converged = run(scratch_raw(recipe, run_dir, manifest, long_budget, recipe.seed),
+                             f"control {CONVERGED} (seed {recipe.seed})")
+        runs.notes[CONVERGED] = (
+            "the scratch control's recipe trained " + long_budget.describe()
+            + f", seed {recipe.seed} only, then the same deployment stages"
+        )
+    elif converged:
+        runs.notes[CONVERGED] = (
+            "not run: the size-matched scratch is already the teacher's own train stage, early stopping included"
+            if runs.scratch else "not run: there is no scratch control to train longer"
+        )
     for seed in seed_list[1:]:
         runs.students[seed] = run(seed_raw(recipe, run_dir, manifest, seed), f"student seed {seed}")
     return runs
@@ -279,7 +337,9 @@ def paired_differences(
     teacher = ranks(runs.run_dir, manifest["stages"][0])
     stages = {entry["name"]: ranks(runs.run_dir, entry) for entry in manifest["stages"][1:]}
     controls = {}
-    for name, folder in (("teacher-onnx", runs.teacher_onnx), ("scratch", runs.scratch.get(recipe.seed))):
+    for name, folder in (
+        ("teacher-onnx", runs.teacher_onnx), ("scratch", runs.scratch.get(recipe.seed)), (CONVERGED, runs.converged)
+    ):
         if folder is not None:
             controls[name] = ranks(folder, read_manifest(folder)["stages"][-1])
     out: dict[str, Any] = {
@@ -289,9 +349,28 @@ def paired_differences(
         "stages": {name: ndcg_difference(r, teacher).as_dict() for name, r in stages.items()},
         "controls": {name: ndcg_difference(r, teacher).as_dict() for name, r in controls.items()},
     }
-    if "scratch" in controls and stages:
-        final = manifest["stages"][-1]["name"]
-        out["final_vs_scratch"] = {"stage": final, **ndcg_difference(stages[final], controls["scratch"]).as_dict()}
+    final = manifest["stages"][-1]["name"]
+    for name, key in (("scratch", "final_vs_scratch"), (CONVERGED, "final_vs_scratch_converged")):
+        if name in controls and stages:
+            out[key] = {"stage": final, **ndcg_difference(stages[final], controls[name]).as_dict()}
+    return out
+
+
+def training_time(run_dir: Path, indices: list[int] | None = None) -> dict[str, Any]:
+    """Epochs run and training seconds of a run's stages `indices` (default: its first, a scratch
+    control's train stage), summed: what a model cost to train, read from the manifest's stage info.
+    A prune stage counts its recovery; `best_epoch` is given for a single stage."""
+    stages = read_manifest(run_dir)["stages"]
+    chosen = [stages[i] for i in (indices if indices is not None else [0])]
+    epochs = seconds = 0.0
+    for entry in chosen:
+        info = entry.get("info", {})
+        epochs += info.get("epochs_run", info.get("recovery_epochs_run", 0))
+        seconds += info.get("train_seconds", info.get("recovery_seconds", 0.0))
+    out: dict[str, Any] = {"stages": [entry["name"] for entry in chosen], "epochs_run": int(epochs),
+                           "train_seconds": round(seconds, 2)}
+    if len(chosen) == 1 and "best_epoch" in chosen[0].get("info", {}):
+        out["best_epoch"] = chosen[0]["info"]["best_epoch"]
     return out
 
 
@@ -299,10 +378,21 @@ def write_controls(runs: ControlRuns, paired: dict[str, Any] | None) -> Path:
     """Record the controls, seeds and paired differences in `<run>/controls.json` (read by the report)."""
     manifest = read_manifest(runs.run_dir)
     controls = []
+    training: dict[str, Any] = {}
+    if runs.budget is not None:  # the student's own training: distill + prune recovery
+        training["student"] = training_time(runs.run_dir, training_stage_indices(runs.recipe))
     if runs.scratch:
+        scratch = runs.scratch[runs.seeds[0]]
+        training["scratch"] = training_time(scratch)
         controls.append({
-            "name": "scratch", "run": runs.scratch[runs.seeds[0]].name, "note": runs.notes["scratch"],
-            "budget": {"epochs": runs.budget.epochs, "student": runs.budget.parts} if runs.budget else None,
+            "name": "scratch", "run": scratch.name, "note": runs.notes["scratch"],
+            "budget": runs.budget.as_dict() if runs.budget else None, "training": training["scratch"],
+        })
+    if runs.converged is not None:
+        training[CONVERGED] = training_time(runs.converged)
+        controls.append({
+            "name": CONVERGED, "run": runs.converged.name, "note": runs.notes[CONVERGED],
+            "budget": runs.converged_budget.as_dict(), "training": training[CONVERGED],
         })
     if runs.teacher_onnx is not None:
         controls.append({"name": "teacher-onnx", "run": runs.teacher_onnx.name, "note": runs.notes["teacher-onnx"]})
@@ -317,6 +407,7 @@ def write_controls(runs: ControlRuns, paired: dict[str, Any] | None) -> Path:
             "scratch": {str(seed): folder.name for seed, folder in runs.scratch.items()},
         },
         "paired": paired,
+        "training": training,
     }
     path = runs.run_dir / CONTROLS_FILE
     write_json(path, record)

@@ -5,7 +5,7 @@ import pytest
 from compress.evaluation.config import EvalConfig
 from compress.evaluation.metrics import evaluate_model, metrics_from_ranks
 from compress.evaluation.bootstrap import describe, excludes_zero
-from compress.artifacts import OnnxArtifact, TorchArtifact
+from compress.handlers import OnnxArtifact, TorchArtifact
 from compress.evaluation.paired import ndcg_difference
 from compress.models import save_model
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 import torch
 
-from compress.artifacts.base import Artifact, Predictor
+from compress.handlers.base import Artifact, Predictor
 
 if TYPE_CHECKING:
     from compress.data.batching import Split

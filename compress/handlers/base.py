@@ -60,8 +60,8 @@ class Artifact(ABC):
 
 
 def _handlers() -> dict[str, type[Artifact]]:
-    from compress.artifacts.onnx import OnnxArtifact
-    from compress.artifacts.pytorch import TorchArtifact
+    from compress.handlers.onnx import OnnxArtifact
+    from compress.handlers.pytorch import TorchArtifact
 
     return {handler.kind: handler for handler in (TorchArtifact, OnnxArtifact)}
 
