@@ -23,6 +23,7 @@ from compress.runtime.environment import versions
 from compress.errors import ArtifactError, RecipeError
 from compress.evaluation.config import EvalConfig, ParityConfig
 from compress.evaluation.metrics import evaluate_onnx
+from compress.handlers import TorchArtifact
 from compress.runs.integrity import FILES_FILE, write_file_list
 from compress.runs.layout import ITEM_IDS_FILE, MANIFEST_FILE
 from compress.runs.run_data import load_run_data
@@ -280,7 +281,7 @@ def export_path(
 def _resolve_model(path: Path) -> tuple[Path, Path | None]:
     """(model folder, its run folder or None) for a run folder or a model folder."""
     if (path / MANIFEST_FILE).is_file():
-        stages = [s for s in read_json(path / MANIFEST_FILE).get("stages", []) if s.get("kind") == "torch"]
+        stages = [s for s in read_json(path / MANIFEST_FILE).get("stages", []) if s.get("kind") == TorchArtifact.kind]
         if not stages:
             raise ArtifactError(f"run {path} has no finished PyTorch stage to export")
         return path / stages[-1]["output"], path

@@ -9,7 +9,6 @@ metrics are never used to decide; they are reported beside.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,18 +17,16 @@ import torch
 from compress.data.sequences import SequenceData
 from compress.evaluation.bootstrap import PairedDifference, paired_bootstrap, per_user_ndcg
 from compress.evaluation.config import EvalConfig
-from compress.handlers import artifact_of
+from compress.handlers import Artifact
 from compress.search.spec import Constraints
 
 K = 10
 MIB = 1 << 20
 
 
-def validation_ranks(
-    path: Path, kind: str, data: SequenceData, eval_config: EvalConfig, device: torch.device
-) -> np.ndarray:
+def validation_ranks(artifact: Artifact, data: SequenceData, eval_config: EvalConfig, device: torch.device) -> np.ndarray:
     """0-based validation ranks of every evaluated user for a stage's artifact (PyTorch or ONNX)."""
-    return artifact_of(path, kind).ranks(data, eval_config, device, split="valid")
+    return artifact.ranks(data, eval_config, device, split="valid")
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from compress.errors import ArtifactError, ParityError, RecipeError, RunFolderError
 from compress.evaluation.bootstrap import per_user_ndcg
+from compress.handlers import TorchArtifact, artifact_of_entry
 from compress.pipeline import RunOptions, run_recipe
 from compress.recipe import Recipe, validate_recipe
 from compress.runs.files import stable_hash, write_json
@@ -223,7 +224,7 @@ class Search:
             ranks, teacher_ranks, self.spec.constraints, last["size_bytes"], bench.get("latency_p99_ms"),
             self.spec.bootstrap.resamples, self.spec.bootstrap.confidence, self.spec.seed,
         )
-        torch_stages = [s for s in stages if s["kind"] == "torch"]
+        torch_stages = [s for s in stages if s["kind"] == TorchArtifact.kind]
         return {
             "trial": number,
             "candidate": candidate,
@@ -246,7 +247,7 @@ class Search:
         }
 
     def _ranks(self, run_dir: Path, entry: dict[str, Any]) -> Any:
-        return validation_ranks(run_dir / entry["output"], entry["kind"], self.data, self.base.eval, self.device)
+        return validation_ranks(artifact_of_entry(run_dir, entry), self.data, self.base.eval, self.device)
 
     # -- after every trial -----------------------------------------------------------------------
     def after_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
