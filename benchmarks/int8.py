@@ -21,12 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import onnx
 
+from compress.bench.timing import PROCESS_CPU, time_calls
 from compress.data import load_data
 from compress.data.batching import history_and_target
 from compress.data.config import DataConfig
@@ -40,7 +40,7 @@ from compress.models import load_model
 from compress.models.flops import flops_per_sequence
 from compress.runtime.environment import describe_device, versions
 from compress.serve.onnx_model import MODEL_FILE, OnnxRecommender, import_onnxruntime
-from compress.serve.padding import left_pad
+from compress.data.padding import left_pad
 from compress.stages.config import QuantizeConfig
 from compress.stages.quantize import calibration_feeds
 
@@ -82,17 +82,11 @@ def inputs(data, max_len: int, users: np.ndarray) -> dict[str, np.ndarray]:
     return {"item_ids": ids, "attention_mask": (ids > 0).astype(np.int64)}
 
 
-def time_calls(session, feeds: list[dict], warmup: int = 1) -> tuple[float, float]:
-    """(median wall ms, median CPU ms) per call over `feeds[warmup:]`."""
-    for feed in feeds[:warmup]:
-        session.run(["top_ids"], feed)
-    wall, cpu = [], []
-    for feed in feeds[warmup:]:
-        w, c = time.perf_counter(), time.process_time()
-        session.run(["top_ids"], feed)
-        wall.append(time.perf_counter() - w)
-        cpu.append(time.process_time() - c)
-    return 1000 * float(np.median(wall)), 1000 * float(np.median(cpu))
+def median_ms(session, feeds: list[dict], warmup: int = 1) -> tuple[float, float]:
+    """(median wall ms, median CPU ms) per call over `feeds[warmup:]` (compress.bench.timing.time_calls,
+    CPU time by time.process_time: all of this process's threads)."""
+    timings = time_calls(lambda feed: session.run(["top_ids"], feed), feeds, warmup, cpu_clock=PROCESS_CPU)
+    return float(np.median(timings.wall_ms)), float(np.median(timings.cpu_ms))
 
 
 def study(name: str, model_folder: Path, data, args) -> dict:
@@ -125,8 +119,8 @@ def study(name: str, model_folder: Path, data, args) -> dict:
                     options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, LEVELS[level])
                     session = ort.InferenceSession(str(folder / MODEL_FILE), options, providers=["CPUExecutionProvider"])
                     timing = rows[variant]["timings"][level]
-                    timing["b1"].append(time_calls(session, singles))
-                    timing["b256"].append(time_calls(session, [big] * (1 + args.big_calls)))
+                    timing["b1"].append(median_ms(session, singles))
+                    timing["b256"].append(median_ms(session, [big] * (1 + args.big_calls)))
                     del session
     flops = flops_per_sequence(config)["total"]
     for row in rows.values():

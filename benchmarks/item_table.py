@@ -1,6 +1,6 @@
 """Item-table compression on a real dataset: size, NDCG@10 and ONNX latency per method.
 
-Starts from the student that `recipes/item_table_<dataset>.yaml` trains (2 layers, hidden 64;
+Starts from the student that `recipes/studies/item_table_<dataset>.yaml` trains (2 layers, hidden 64;
 run it first, or this script runs it), then for every method: the item_table stage
 (compress.stages.item_table.run, with its recovery fine-tune), ONNX export behind the parity
 gate (compress.export.onnx_export.export_and_check), full-ranking test metrics of the ONNX
@@ -91,7 +91,8 @@ def compress_and_export(name: str, spec: dict | None, recipe, data, source: Path
     from compress.runs.code_version import code_fingerprint
     from compress.serve.onnx_model import OnnxRecommender
     from compress.stages import item_table
-    from compress.stages.base import Artifact, StageContext
+    from compress.handlers import TorchArtifact
+    from compress.stages.base import StageContext
     from compress.stages.config import ItemTableConfig
 
     folder = work / name.replace(", ", "_").replace(" ", "_").replace("/", "-").replace("=", "")
@@ -108,7 +109,7 @@ def compress_and_export(name: str, spec: dict | None, recipe, data, source: Path
             ctx = StageContext(data=data, max_len=recipe.data.max_len, eval_config=recipe.eval, device=torch.device("cpu"),
                                seed=recipe.seed, folder=folder, log=lambda m: print(f"  [{name}] {m}", flush=True),
                                show_progress=False)
-            result = item_table.run(ctx, ItemTableConfig(**spec), Artifact(source, "torch"))
+            result = item_table.run(ctx, ItemTableConfig(**spec), TorchArtifact(source))
             done.write_text(json.dumps({k: v for k, v in result.info.items() if k != "history"}, indent=1))
         info = json.loads(done.read_text())
         model_folder = folder / "model"
@@ -143,7 +144,7 @@ def compress_and_export(name: str, spec: dict | None, recipe, data, source: Path
 
 def measure_latency(rows: list[dict], data, max_len: int, rounds: int, iterations: int, threads: int) -> None:
     """Batch-1 p50 and batch-256 throughput of every row's ONNX graph (topk), rounds interleaved; medians."""
-    from compress.bench import make_batch, test_histories, time_calls
+    from compress.bench.timing import make_batch, test_histories, time_calls
     from compress.serve.onnx_model import OnnxRecommender
 
     models = {r["method"]: OnnxRecommender(Path(r["onnx"]), "cpu", threads=threads) for r in rows}
@@ -154,8 +155,8 @@ def measure_latency(rows: list[dict], data, max_len: int, rounds: int, iteration
     rate: dict[str, list[float]] = {r["method"]: [] for r in rows}
     for _ in range(rounds):
         for method, model in models.items():
-            p50[method].append(float(np.median(time_calls(model.topk, singles, warmup=5))))
-            rate[method].append(256 / (float(np.median(time_calls(model.topk, big, warmup=1))) / 1000))
+            p50[method].append(float(np.median(time_calls(lambda b: model.topk(*b), singles, warmup=5).wall_ms)))
+            rate[method].append(256 / (float(np.median(time_calls(lambda b: model.topk(*b), big, warmup=1).wall_ms)) / 1000))
     for row in rows:
         row["p50_ms_batch1"] = round(float(np.median(p50[row["method"]])), 3)
         row["seq_per_s_batch256"] = round(float(np.median(rate[row["method"]])), 1)
@@ -165,9 +166,9 @@ def measure_latency(rows: list[dict], data, max_len: int, rounds: int, iteration
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", required=True, help="ml1m | beauty (recipes/item_table_<dataset>.yaml)")
+    parser.add_argument("--dataset", required=True, help="ml1m | beauty (recipes/studies/item_table_<dataset>.yaml)")
     parser.add_argument("--data", required=True, help="the dataset file")
-    parser.add_argument("--recipe", type=Path, help="default: recipes/item_table_<dataset>.yaml")
+    parser.add_argument("--recipe", type=Path, help="default: recipes/studies/item_table_<dataset>.yaml")
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--iterations", type=int, default=50)
@@ -179,7 +180,7 @@ def main() -> None:
     from compress.data import load_data
 
     torch.set_num_threads(args.threads)
-    recipe, source = student(args.recipe or ROOT / "recipes" / f"item_table_{args.dataset}.yaml", args.data)
+    recipe, source = student(args.recipe or ROOT / "recipes" / "studies" / f"item_table_{args.dataset}.yaml", args.data)
     data = load_data(recipe.data, recipe.seed)
     rows = []
     for name in ["fp32"] + [m for m in args.methods if m != "fp32"]:

@@ -5,7 +5,7 @@ training has run: the teacher's shape from the recipe's train stage, the student
 prune stages (`plan_pruning`, as the prune stage computes it), plus `--student` alternatives
 (`layers,heads,kv_heads,mlp`). Every model is built with random weights, exported with the recipe's export
 settings and quantized with its quantize settings (static modes calibrate on real training sequences);
-then one BenchSession (compress/bench.py) times them all on real test histories, rounds interleaved, the
+then one BenchSession (compress/bench/session.py) times them all on real test histories, rounds interleaved, the
 teacher in PyTorch fp32 and in ONNX fp32 (the `teacher-onnx` control) first in every round.
 
     python benchmarks/large_speed.py --recipe recipes/ml1m_large.yaml -o data.path=../shared/datasets/ml-1m.txt \\
@@ -21,7 +21,8 @@ from pathlib import Path
 
 import torch
 
-from compress.bench import TEACHER_PREFIX, BenchSession, bench_interleaved, headline
+from compress.bench.results import headline
+from compress.bench.session import BenchSession, TEACHER_PREFIX, bench_interleaved
 from compress.data import load_data
 from compress.export.onnx_export import export_onnx
 from compress.export.quantize import quantize_onnx
@@ -29,7 +30,7 @@ from compress.methods.pruning import plan_pruning
 from compress.models import RecommenderConfig, SequentialRecommender, save_model
 from compress.recipe import read_raw_recipe, validate_recipe
 from compress.runtime.environment import resolve_device, versions
-from compress.stages.base import Artifact
+from compress.handlers import OnnxArtifact, TorchArtifact
 from compress.stages.quantize import calibration_feeds
 
 TEACHER, TEACHER_ONNX = "teacher", "teacher-onnx"
@@ -91,14 +92,14 @@ def main() -> None:
         teacher_model = SequentialRecommender(teacher_config).eval()
         save_model(teacher_model, root / "teacher")
         teacher_onnx, _ = onnx_artifacts(teacher_model, root / "teacher", recipe, calibration)
-        teachers = {TEACHER: Artifact(root / "teacher", "torch"), TEACHER_ONNX: Artifact(teacher_onnx, "onnx")}
+        teachers = {TEACHER: TorchArtifact(root / "teacher"), TEACHER_ONNX: OnnxArtifact(teacher_onnx)}
         artifacts, shapes = {}, {TEACHER: teacher_config}
         for name, config in students.items():
             fp32, int8 = onnx_artifacts(SequentialRecommender(config).eval(), root / name.replace(" ", "_"), recipe,
                                         calibration)
-            artifacts[f"{name}: int8 ONNX"] = Artifact(int8, "onnx")
+            artifacts[f"{name}: int8 ONNX"] = OnnxArtifact(int8)
             if args.fp32_students:
-                artifacts[f"{name}: fp32 ONNX"] = Artifact(fp32, "onnx")
+                artifacts[f"{name}: fp32 ONNX"] = OnnxArtifact(fp32)
             shapes[name] = config
         session = BenchSession(recipe.bench, resolve_device("cpu"), data, recipe.data.max_len)
         results = bench_interleaved(session, artifacts, {name: TEACHER for name in artifacts}, teachers,

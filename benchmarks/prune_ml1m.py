@@ -21,13 +21,14 @@ from typing import Any
 
 import torch
 
-from compress.runs.artifacts import write_json
-from compress.bench import BenchConfig, BenchSession
+from compress.runs.files import write_json
+from compress.bench.config import BenchConfig
+from compress.bench.session import BenchSession
 from compress.runs.run_data import load_run_data
 from compress.pipeline import RunOptions, run_recipe
 from compress.recipe import validate_recipe
 from compress.runs.layout import read_manifest
-from compress.stages.base import Artifact
+from compress.handlers import TorchArtifact
 
 HERE = Path(__file__).resolve().parent
 VARIANTS: dict[str, list[str]] = {"depth": ["layers"], "width": ["heads", "mlp"], "both": ["layers", "heads", "mlp"]}
@@ -58,9 +59,9 @@ def main() -> int:
         BenchConfig(iterations=args.iterations, threads=args.threads, batch_size_throughput=8, throughput_iterations=1),
         torch.device("cpu"), data, recipe["data"]["max_len"],
     )
-    teacher_ms = session.measure(Artifact(teacher, "torch"))["latency_ms"]["fixed"]["p50"]
+    teacher_ms = session.measure(TorchArtifact(teacher))["latency_ms"]["fixed"]["p50"]
     for variant, (loaded, pruned, folder) in runs.items():
-        pruned_ms = session.measure(Artifact(folder, "torch"))["latency_ms"]["fixed"]["p50"]
+        pruned_ms = session.measure(TorchArtifact(folder))["latency_ms"]["fixed"]["p50"]
         info = pruned["info"]
         rows += [
             _row(variant, "before pruning", loaded["params"], loaded["metrics"], teacher_ms),

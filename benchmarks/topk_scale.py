@@ -23,7 +23,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from scaling import run_child, status_kib, write_results
@@ -77,26 +76,22 @@ def measure(folder: Path, items: int, iterations: int, threads: int) -> dict:
     """Batch-1 p50, batch-256 seconds and peak RSS growth of `topk` in this process."""
     import numpy as np
 
+    from compress.bench.timing import time_calls
     from compress.serve.onnx_model import OnnxRecommender
 
     model = OnnxRecommender(folder, "cpu", threads=threads)
     one, big = inputs(items, 1), inputs(items, 256)
-    model.topk(*one)  # warm-up (onnxruntime allocates its arenas on first use)
-    times = []
-    for _ in range(iterations):
-        started = time.perf_counter()
-        model.topk(*one)
-        times.append(time.perf_counter() - started)
+    # one warm-up call (onnxruntime allocates its arenas on first use), then `iterations` timed ones
+    batch1 = time_calls(lambda batch: model.topk(*batch), [one] * (1 + iterations), warmup=1)
     before = status_kib("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # peak RSS := current RSS
-    big_times = []
-    for _ in range(3):  # the median of 3 batches (the machine is shared)
-        started = time.perf_counter()
-        _, top_ids = model.topk(*big)
-        big_times.append(time.perf_counter() - started)
-    seconds = float(np.median(big_times))
+    last: dict = {}
+    # the median of 3 batches (the machine is shared); the last call's top ids are kept for recall
+    batch256 = time_calls(lambda batch: last.update(top=model.topk(*batch)), [big] * 3, warmup=0)
+    top_ids = last["top"][1]
+    seconds = float(np.median(batch256.wall_ms)) / 1000
     return {
-        "p50_ms_batch1": round(float(np.median(times)) * 1000, 2),
+        "p50_ms_batch1": round(float(np.median(batch1.wall_ms)), 2),
         "seconds_batch256": round(seconds, 3), "seq_per_s_batch256": round(256 / seconds, 1),
         "peak_rss_growth_mib_batch256": round((status_kib("VmHWM") - before) / 1024, 1),
         "rss_loaded_mib": round(before / 1024, 1),

@@ -7,10 +7,10 @@ compressed item table against its float teacher. Run it once per checkout to com
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
+from compress.bench.timing import latency_stats, time_calls
 from compress.models import load_model
 
 
@@ -20,14 +20,9 @@ def p50_ms(folder: str, iterations: int, threads: int) -> float:
     model = load_model(folder).eval()
     ids = torch.randint(1, model.config.num_items + 1, (1, model.config.max_len), generator=torch.Generator().manual_seed(0))
     mask = torch.ones_like(ids)
-    times = []
     with torch.no_grad():
-        for step in range(10 + iterations):
-            start = time.perf_counter()
-            model.next_item_scores(ids, mask)
-            if step >= 10:
-                times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2] * 1e3
+        timings = time_calls(lambda _: model.next_item_scores(ids, mask), range(10 + iterations), warmup=10)
+    return latency_stats(timings.wall_ms)["p50"]
 
 
 def main() -> None:

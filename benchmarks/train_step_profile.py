@@ -14,11 +14,11 @@ shape is cross_entropy's own backward.
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 from torch.profiler import profile
 
+from compress.bench.timing import time_calls
 from compress.models import RecommenderConfig, SequentialRecommender
 from compress.training.losses import next_item_loss
 
@@ -55,12 +55,8 @@ def main() -> None:
         loss.backward()
         optimizer.step()
 
-    for _ in range(3):
-        step()
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        step()
-    print(f"{(time.perf_counter() - start) / args.steps * 1000:.0f} ms per step, {int((targets > 0).sum()):,} targets, "
+    timings = time_calls(lambda _: step(), range(3 + args.steps), warmup=3)  # 3 warm-up steps, then timed ones
+    print(f"{timings.wall_ms.mean():.0f} ms per step, {int((targets > 0).sum()):,} targets, "
           f"{torch.get_num_threads()} threads")
     with profile(record_shapes=True) as prof:
         for _ in range(2):

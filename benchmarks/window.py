@@ -2,7 +2,7 @@
 
 Made for the serving-window results (`benchmarks/results/search_ml1m_window/`): the teacher exported
 at several windows (`compress export <teacher model> --out <folder> --max-len N --exporter dynamo`)
-and the search's students, all timed in the same interleaved rounds (`compress.bench.bench_interleaved`:
+and the search's students, all timed in the same interleaved rounds (`compress.bench.session.bench_interleaved`:
 every round measures the teacher, then every artifact), so runtime, window and compression gains
 can be told apart. Accuracy comes from each artifact's own metrics (`metrics.json` of
 `compress export`, or the run's manifest); this script only times.
@@ -17,13 +17,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from compress.bench import TEACHER_PREFIX, BenchSession, bench_interleaved
-from compress.bench_results import headline
+from compress.bench.session import BenchSession, TEACHER_PREFIX, bench_interleaved
+from compress.bench.results import headline
 from compress.data import load_data
 from compress.recipe import load_recipe
-from compress.runs.artifacts import write_json
+from compress.runs.files import write_json
 from compress.runtime.environment import resolve_device, versions
-from compress.stages.base import Artifact
+from compress.handlers import OnnxArtifact, TorchArtifact
 
 
 def main() -> None:
@@ -36,9 +36,9 @@ def main() -> None:
     recipe = load_recipe(args.recipe)
     data = load_data(recipe.data, recipe.seed)
     session = BenchSession(recipe.bench, resolve_device("cpu"), data, recipe.data.max_len)
-    artifacts = {name: Artifact(Path(folder), "onnx") for name, folder in (o.split("=", 1) for o in args.onnx)}
+    artifacts = {name: OnnxArtifact(Path(folder)) for name, folder in (o.split("=", 1) for o in args.onnx)}
     results = bench_interleaved(session, artifacts, {name: "teacher" for name in artifacts},
-                                {"teacher": Artifact(args.teacher, "torch")}, max(1, recipe.bench.rounds))
+                                {"teacher": TorchArtifact(args.teacher)}, max(1, recipe.bench.rounds))
     rows = {name: {**headline(result), "round_latency_p50_ms": result["round_latency_p50_ms"],
                    "ratios": result["ratios"]} for name, result in results.items()}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -403,6 +403,8 @@ def predict(
     from compress.serve.predict import InputError, Request, parse_history, read_requests, recommend
 
     device = "cpu" if cpu else "auto"
+    if top_k is not None and top_k < 1:
+        raise InputError(f"--top-k {top_k}: give at least 1 (at most the K of the export)")
     if stateful:
         if input_file is None or history is not None:
             raise InputError("--stateful reads events from --input FILE (or --input - for standard input)")
@@ -439,17 +441,71 @@ def _predict_stateful(
         server = StatefulRecommender(folder, max_users, refresh_every, top_k, device)
     except ValueError as exc:
         raise InputError(str(exc), "re-export with a larger top_k") from None
-    stream = sys.stdin if str(input_file) == "-" else input_file.open()
+    stream = sys.stdin if str(input_file) == "-" else input_file.open(encoding="utf-8")
     with stream:
-        for record in event_records(server, stream):
-            if "error" in record:
-                errors.print(f"[yellow]warning:[/] line {record['line']}: {escape(record['error'])}", highlight=False)
-            typer.echo(json.dumps(record))
+        try:
+            for record in event_records(server, stream):
+                if "error" in record:
+                    errors.print(f"[yellow]warning:[/] line {record['line']}: {escape(record['error'])}", highlight=False)
+                typer.echo(json.dumps(record))
+        except UnicodeDecodeError as exc:
+            raise InputError(f"{input_file}: not UTF-8 text ({exc.reason}); the events before it were applied",
+                             "save the file as UTF-8 (user and item ids are text)") from None
     stats = server.stats()
     errors.print(f"users in memory {stats['users']:,} (max {stats['max_users']:,}), evicted {stats['evictions']:,}; "
                  f"state {human_bytes(int(stats['state_bytes_per_user_mean']))} per user on average, "
                  f"{human_bytes(stats['state_bytes_per_user_at_max_len'])} at max_len, "
                  f"{human_bytes(stats['state_bytes_total'])} in all", highlight=False)
+
+
+@app.command()
+def serve(
+    artifact: Path = typer.Argument(
+        ..., help="A run folder (its last ONNX stage; /events from its last stage with step.onnx), a stage folder, "
+        "or an ONNX artifact folder (onnx/)."
+    ),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback unless told otherwise)."),
+    port: int = typer.Option(8000, "--port", min=0, max=65535, help="TCP port."),
+    max_batch: int = typer.Option(64, "--max-batch", min=1, help="Histories or events per onnxruntime call."),
+    max_wait_ms: float = typer.Option(2.0, "--max-wait-ms", min=0, help="How long a batch waits for more requests."),
+    redis: Optional[str] = typer.Option(
+        None, "--redis", help="Redis URL for the users' state, shared by replicas (default: in this process)."
+    ),
+    workers: int = typer.Option(1, "--workers", min=1, help="uvicorn worker processes (several need --redis)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="onnxruntime threads per worker."),
+    max_users: int = typer.Option(1_000_000, "--max-users", min=1, help="In-process state: users kept (LRU)."),
+    cache_users: int = typer.Option(100_000, "--cache-users", min=1, help="KV cache slots per worker (LRU)."),
+    overflow: str = typer.Option("exact", "--overflow", help="Past max_len: exact (re-prefill, = full pass) or slide."),
+    max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", min=1, help="Largest request body."),
+    max_histories: int = typer.Option(256, "--max-histories", min=1, help="Histories per /recommend request."),
+    max_events: int = typer.Option(1024, "--max-events", min=1, help="Events per /events request."),
+    log_level: str = typer.Option("warning", "--log-level", help="uvicorn log level."),
+) -> None:
+    """Serve an ONNX artifact over HTTP: POST /recommend, POST /events, GET /healthz /readyz /metrics /model.
+
+    Concurrent requests are micro-batched into one onnxruntime call; /events keeps each user's window
+    in Redis (--redis) or in this process. Torch-free. Needs `pip install 'compress[serve]'`.
+
+    Examples:
+
+      compress serve artifacts/quickstart_export --port 8000
+
+      compress serve artifacts/ml1m --redis redis://127.0.0.1:6379/0 --workers 2
+    """
+    try:
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+        import prometheus_client  # noqa: F401
+    except ImportError as exc:
+        raise CompressError(f"compress serve needs {exc.name}", "pip install 'compress[serve]'") from None
+    from compress.serve.requests import Limits
+    from compress.serve.server import serve as run_server
+    from compress.serve.service import ServeConfig
+
+    limits = Limits(max_body_bytes=max_body_bytes, max_histories=max_histories, max_events=max_events)
+    config = ServeConfig(str(artifact), host, port, max_batch, max_wait_ms, redis, workers=workers, threads=threads,
+                         max_users=max_users, cache_users=cache_users, overflow=overflow, limits=limits)
+    run_server(config, log_level)
 
 
 def main() -> None:

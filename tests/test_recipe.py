@@ -70,7 +70,7 @@ def test_load_recipe_file_errors(tmp_path):
 
 def test_shipped_recipes_are_valid(monkeypatch):
     root = Path(__file__).resolve().parents[1]
-    for path in sorted((root / "recipes").glob("*.yaml")):
+    for path in sorted((root / "recipes").rglob("*.yaml")):
         raw = yaml.safe_load(path.read_text())
         if "space" in raw:  # a `compress search` spec: tests/search/test_spec.py validates those
             continue
@@ -95,7 +95,7 @@ def test_recipes_validate_without_torch_transformers_or_pandas(tmp_path):
     code = (
         "import sys, yaml\nfrom pathlib import Path\n"
         "from compress.recipe import validate_recipe\n"
-        f"for path in sorted(Path({str(root / 'recipes')!r}).glob('*.yaml')):\n"
+        f"for path in sorted(Path({str(root / 'recipes')!r}).rglob('*.yaml')):\n"
         "    raw = yaml.safe_load(path.read_text())\n"
         "    if 'space' in raw: continue  # a search spec: see tests/search/test_spec.py\n"
         f"    raw['data']['path'] = {str(root / 'pyproject.toml')!r}\n"

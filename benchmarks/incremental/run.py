@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from compress.bench_incremental import ROW_COLUMNS, incremental_bench, incremental_rows
+from compress.bench.incremental import ROW_COLUMNS, incremental_bench, incremental_rows
 from compress.data import DataConfig, load_data
 from compress.data.batching import history_and_target
 from compress.evaluation.metrics import mask_history_items, metrics_from_ranks, target_ranks
@@ -34,7 +34,7 @@ from compress.runs.layout import read_manifest
 from compress.runtime.environment import versions
 from compress.serve.locate import resolve_artifact
 from compress.serve.onnx_model import OnnxRecommender
-from compress.serve.padding import left_pad
+from compress.data.padding import left_pad
 from compress.serve.step_model import OnnxStepModel, next_items
 
 OUT = Path(__file__).resolve().parents[1] / "results" / "incremental"

@@ -92,7 +92,7 @@ def test_candidate_id_is_the_recipe_the_values_make():
 def test_the_shipped_quickstart_search_is_valid(monkeypatch):
     root = Path(__file__).resolve().parents[2]
     monkeypatch.chdir(root)  # its base recipe path is relative to the repository root
-    spec, base = load_spec(root / "recipes" / "quickstart_search.yaml")
+    spec, base = load_spec(root / "recipes" / "examples" / "quickstart_search.yaml")
     assert grid(spec) is not None and make_sampler(spec, 0)[1].startswith("grid")
     assert base["stages"][0]["epochs"] == 3
 
@@ -104,10 +104,10 @@ def test_the_shipped_ml1m_search_is_valid(monkeypatch):
     if not found:
         pytest.skip("needs shared/datasets/ml-1m.txt")
     monkeypatch.chdir(root)
-    spec, base = load_spec(root / "recipes" / "ml1m_search.yaml", [f"set=['data.path={found[0]}']"])
+    spec, base = load_spec(root / "recipes" / "studies" / "ml1m_search.yaml", [f"set=['data.path={found[0]}']"])
     assert spec.constraints.max_ndcg_drop == 0.02 and make_sampler(spec, 0)[1] == "grid (8 points)"
     assert base["data"]["path"] == str(found[0])
-    for path in sorted((root / "recipes").glob("*search*.yaml")):  # every shipped spec loads
+    for path in sorted((root / "recipes").rglob("*search*.yaml")):  # every shipped spec loads
         sets = [*(yaml.safe_load(path.read_text()).get("set") or []), f"data.path={found[0]}"]
         load_spec(path, [f"set={sets}"] if "ml1m" in path.name else [])
 
