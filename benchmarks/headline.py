@@ -5,19 +5,23 @@ to benchmarks/runs/).
 
     python benchmarks/headline.py --recipe recipes/ml1m.yaml
     python benchmarks/headline.py --recipe recipes/beauty.yaml --data ../shared/datasets/Beauty.txt
-    python benchmarks/headline.py --recipe recipes/beauty_distill.yaml --data ../shared/datasets/Beauty.txt
+    python benchmarks/headline.py --recipe recipes/studies/beauty_distill.yaml --data ../shared/datasets/Beauty.txt
     python benchmarks/headline.py --recipe recipes/ml1m.yaml --seeds 1 --no-controls   # the bare table
 
-Controls (compress/controls.py), each a derived recipe run into a sibling run folder (the teacher
+Controls (compress/studies/controls.py), each a derived recipe run into a sibling run folder (the teacher
 is reused through the stage cache): `teacher-onnx` (the teacher exported to ONNX fp32) and
 `scratch` (the final student's shape trained from scratch with cross-entropy alone for the
 student's distill + prune-recovery epochs, `--scratch-epochs` for more, then the same export and
 quantize stages; for a recipe that compresses only the item table, the teacher's train stage at the
-widest width whose float model fits in the final artifact). `--seeds N` reruns the student stages (and scratch) under N training seeds
-with the teacher fixed: quality is mean ± std over them. The pipeline runs with bench off; then
-one BenchSession measures all stages and both controls, so every ratio to the teacher comes from
-numbers taken in this same process. Finally every stage and control is ranked on the test users:
-NDCG@10 minus the teacher's, with a 95% paired-bootstrap interval.
+widest width whose float model fits in the final artifact), and `scratch-converged` (the same scratch
+recipe with a large epoch cap, max(4x the student's epochs, 40) or `--converged-epochs`, ended by early
+stopping; its epochs run and training seconds are recorded beside the student's: does the stack buy
+accuracy, or training time? `--no-scratch-converged` leaves it out). `--seeds N` reruns the student
+stages (and scratch) under N training seeds with the teacher fixed: quality is mean ± std over them.
+The pipeline runs with bench off; then one BenchSession measures all stages and every control, so
+every ratio to the teacher comes from numbers taken in this same process (the report prints the
+teacher's numbers of each row's own rounds beside its ratios). Finally every stage and control is
+ranked on the test users: NDCG@10 minus the teacher's, with a 95% paired-bootstrap interval.
 """
 
 from __future__ import annotations
@@ -27,15 +31,16 @@ import shutil
 import sys
 from pathlib import Path
 
-from compress.bench import BenchSession, bench_stages, teacher_of
-from compress.controls import paired_differences, run_controls, write_controls
+from compress.bench.runs import bench_stages, teacher_of
+from compress.bench.session import BenchSession
+from compress.studies.controls import paired_differences, run_controls, write_controls
 from compress.data import load_data
 from compress.errors import CompressError
 from compress.pipeline import RunOptions, run_recipe
 from compress.recipe import read_raw_recipe, validate_recipe
 from compress.report import build_report
 from compress.report.collect import CONTROLS_FILE
-from compress.runs.artifacts import read_json, write_json
+from compress.runs.files import read_json, write_json
 from compress.runtime.environment import resolve_device
 
 HERE = Path(__file__).resolve().parent
@@ -51,6 +56,10 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=3, help="training seeds of the student rows and scratch (teacher fixed)")
     parser.add_argument("--scratch-epochs", type=int, default=None,
                         help="epochs of the scratch control (default and minimum: the student's distill + recovery epochs)")
+    parser.add_argument("--converged-epochs", type=int, default=None,
+                        help="epoch cap of scratch-converged (default: max(4 x the student's epochs, 40))")
+    parser.add_argument("--no-scratch-converged", action="store_true",
+                        help="leave out the scratch control trained to convergence")
     parser.add_argument("--no-controls", action="store_true", help="no scratch / teacher-onnx rows, no seeds, no intervals")
     parser.add_argument("--results", type=Path, default=HERE / "results", help="where results are written")
     parser.add_argument(
@@ -75,7 +84,10 @@ def main() -> int:
         (run_dir / CONTROLS_FILE).unlink(missing_ok=True)  # an earlier run's controls would not match
         controls = None
     else:
-        controls = run_controls(recipe, options, args.seeds, args.scratch_epochs)
+        controls = run_controls(
+            recipe, options, args.seeds, args.scratch_epochs,
+            converged=not args.no_scratch_converged, converged_epochs=args.converged_epochs,
+        )
 
     device = resolve_device(args.device)
     bench_config = recipe.bench.model_copy(update={"enabled": True})
@@ -84,7 +96,7 @@ def main() -> int:
     manifest = bench_stages(session, run_dir)
     if controls is not None:
         teacher = teacher_of(run_dir, manifest)
-        for folder in filter(None, [controls.teacher_onnx, controls.scratch.get(recipe.seed)]):
+        for folder in filter(None, [controls.teacher_onnx, controls.scratch.get(recipe.seed), controls.converged]):
             bench_stages(session, folder, teacher, last_only=True)  # same session, ratios to this teacher
         write_controls(controls, paired_differences(controls, device))
 
@@ -105,6 +117,7 @@ def main() -> int:
             "seeds": written.get("seeds"),
             "paired": written.get("paired"),
             "skipped": written.get("skipped", {}),
+            "training": written.get("training", {}),
         }),
     })
     report.json.unlink()

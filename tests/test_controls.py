@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from compress.controls import (
+from compress.studies.controls import (
+    converged_budget,
     run_controls,
     scratch_raw,
     seed_raw,
@@ -71,6 +72,38 @@ def test_derived_recipes_keep_the_teacher_and_the_data(tmp_path):
     seeded = seed_raw(recipe, run_dir, manifest, seed=2)
     assert seeded["stages"][0] == {"stage": "load", "path": str(run_dir / "01-train/model")}
     assert [s["stage"] for s in seeded["stages"][1:]] == ["distill", "prune", "export"]
+
+
+def test_scratch_converged_is_the_scratch_recipe_with_a_large_cap_and_early_stopping(tmp_path):
+    raw = student_recipe(tmp_path, distill_epochs=4, recovery_epochs=2)
+    raw["stages"][0]["patience"] = 5  # the teacher's from-scratch patience is larger than distill's (3)
+    recipe = validate_recipe(raw)
+    budget = student_budget(recipe)
+    long = converged_budget(recipe, budget)
+    assert long.epochs == 40 and long.patience == 5 and long.converged  # max(4 x 6, 40)
+    longer = validate_recipe(student_recipe(tmp_path, distill_epochs=10, recovery_epochs=2))
+    assert converged_budget(longer, student_budget(longer)).epochs == 48  # 4 x the student's budget wins
+    assert converged_budget(recipe, student_budget(recipe, 12)).epochs == 40  # the cap follows the student, not --scratch-epochs
+    assert converged_budget(recipe, budget, 9).epochs == 9
+    with pytest.raises(RecipeError, match="below the scratch control"):
+        converged_budget(recipe, budget, 5)
+    assert "early stopping on validation NDCG@10 after 5 evaluations" in long.describe()
+    assert long.as_dict() == {"epochs": 40, "student": {"distill": 4, "prune recovery": 2}, "patience": 5, "converged": True}
+
+    run_dir = tmp_path / "artifacts" / "ctl"
+    model = run_dir / "03-prune" / "model"
+    model.mkdir(parents=True)
+    (model / "config.json").write_text(json.dumps({"hidden_size": 16, "num_layers": 1, "num_heads": 2,
+                                                   "intermediate_size": 16, "num_items": 60, "max_len": 20}))
+    manifest = {"stages": [{"output": "01-train/model"}, {"output": "02-distill/model"}, {"output": "03-prune/model"}]}
+    scratch = scratch_raw(recipe, run_dir, manifest, budget, seed=0)
+    converged = scratch_raw(recipe, run_dir, manifest, long, seed=0)
+    assert converged["name"] == "ctl-scratch-converged" and scratch["name"] == "ctl-scratch"
+    assert converged["stages"][0] == {**scratch["stages"][0], "epochs": 40, "patience": 5}  # nothing else differs
+    assert converged["stages"][1:] == scratch["stages"][1:] and converged["data"] == scratch["data"]
+    raw["stages"][0]["patience"] = 0  # both "never stop": scratch-converged still stops (the default patience)
+    raw["stages"][1]["patience"] = 0
+    assert converged_budget(validate_recipe(raw), budget).patience == 3
 
 
 TEACHER = {"hidden_size": 64, "num_layers": 2, "num_heads": 1, "num_kv_heads": 1, "head_dim": 64,
@@ -159,18 +192,21 @@ def _headline_module():
 def test_tiny_headline_has_both_control_rows_seeds_and_intervals(tmp_path, monkeypatch):
     raw = tiny_recipe(tmp_path, epochs=1)
     raw["name"] = "tinyhead"
-    raw["stages"] += [{"stage": "distill", "num_layers": 1, "epochs": 1, "batch_size": 32}, {"stage": "export"}]
+    raw["stages"] += [{"stage": "distill", "num_layers": 1, "epochs": 1, "batch_size": 32, "patience": 1},
+                      {"stage": "export"}]
+    raw["stages"][0]["patience"] = 1
     raw["bench"] = dict(TINY_BENCH)
     path = tmp_path / "tiny.yaml"
     path.write_text(json.dumps(raw))
     results = tmp_path / "results"
     monkeypatch.setattr(sys, "argv", ["headline.py", "--recipe", str(path), "--runs", str(tmp_path / "runs"),
-                                      "--results", str(results), "--seeds", "2", "--device", "cpu"])
+                                      "--results", str(results), "--seeds", "2", "--device", "cpu",
+                                      "--converged-epochs", "30"])
     assert _headline_module().main() == 0
 
     out = json.loads((results / "tinyhead" / "headline.json").read_text())
     stages, controls = out["stages"], {c["name"]: c for c in out["controls"]}
-    assert [c["name"] for c in out["controls"]] == ["scratch", "teacher-onnx"]
+    assert [c["name"] for c in out["controls"]] == ["scratch", "scratch-converged", "teacher-onnx"]
     for control in controls.values():
         assert {"run", "stage", "values", "ratios", "bench"} <= set(control)
         assert set(control["values"]) == set(stages[0]["values"])
@@ -195,8 +231,28 @@ def test_tiny_headline_has_both_control_rows_seeds_and_intervals(tmp_path, monke
         assert difference["low"] <= difference["mean"] <= difference["high"] and difference["users"] == 120
     assert paired["controls"]["scratch"]["mean"] == pytest.approx(scratch["values"]["ndcg@10"] - teacher["ndcg@10"])
 
+    # scratch-converged: the scratch recipe, capped at 30 epochs, stopped by early stopping (patience 1)
+    converged = controls["scratch-converged"]
+    assert converged["values"]["params"] == student["params"] and converged["bench"]["session"] == stages[0]["bench"]["session"]
+    trained = out["training"]["scratch-converged"]
+    assert converged["training"] == trained and trained["stages"] == ["train"] and trained["train_seconds"] > 0
+    assert trained["epochs_run"] == trained["best_epoch"] + 1 < 30  # stopped after 1 epoch without improvement
+    own = out["training"]["student"]  # the student's training (distill here), from the run's manifest
+    assert own["stages"] == ["distill"] and own["epochs_run"] == 1 and out["training"]["scratch"]["epochs_run"] == 1
+    runs = tmp_path / "runs"
+    train_info = json.loads((runs / "tinyhead-scratch-converged" / "manifest.json").read_text())["stages"][0]["info"]
+    assert train_info["epochs_run"] == trained["epochs_run"] and train_info["train_seconds"] == trained["train_seconds"]
+    assert "to convergence" in converged["note"] and "at most 30 epochs" in converged["note"]
+    assert paired["controls"]["scratch-converged"]["mean"] == pytest.approx(
+        converged["values"]["ndcg@10"] - teacher["ndcg@10"])
+    versus = paired["final_vs_scratch_converged"]
+    assert versus["mean"] == pytest.approx(student["ndcg@10"] - converged["values"]["ndcg@10"], abs=1e-9)
+
     report = (results / "tinyhead" / "report.md").read_text()
     assert "| scratch (control) |" in report and "| teacher-onnx (control) |" in report
+    assert "| scratch-converged (control) |" in report and "minus the scratch-converged control" in report
+    assert f"the control {trained['epochs_run']} epochs (best {trained['best_epoch']}) in " in report
+    assert "Against scratch-converged the stack buys " in report
     assert "ΔNDCG@10 vs teacher [95% CI]" in report and "p50 / ONNX teacher" in report
     assert f"{seeds['mean']['ndcg@10']:.4f} ± {seeds['std']['ndcg@10']:.4f}" in report
     assert "against the teacher in ONNX fp32" in report

@@ -205,9 +205,9 @@ def _what_the_stack_buys(paired: dict, training: dict) -> list[str]:
         cost, faster = "", None
         if student and control:
             best = f" (best {control['best_epoch']})" if "best_epoch" in control else ""
-            cost = (f"; training: the student's {' + '.join(student['stages'])} {student['epochs_run']} epochs in "
-                    f"{student['train_seconds']:,.0f} s (after the teacher's own training), the control "
-                    f"{control['epochs_run']} epochs{best} in {control['train_seconds']:,.0f} s")
+            cost = (f"; training: the student's {' + '.join(student['stages'])} {_epochs(student)} in "
+                    f"{_seconds(student['train_seconds'])} (after the teacher's own training), the control "
+                    f"{_epochs(control)}{best} in {_seconds(control['train_seconds'])}")
             faster = student["train_seconds"] < control["train_seconds"]
         if accuracy:
             verdict = "accuracy and training time" if faster else "accuracy"
@@ -220,6 +220,14 @@ def _what_the_stack_buys(paired: dict, training: dict) -> list[str]:
         lines.append(f"final stage ({versus['stage']}) minus the {name} control: {describe(versus)}{cost}. "
                      f"Against {name} the stack buys {verdict}.")
     return lines
+
+
+def _epochs(training: dict) -> str:
+    return f"{training['epochs_run']} epoch" + ("" if training["epochs_run"] == 1 else "s")
+
+
+def _seconds(seconds: float) -> str:
+    return f"{seconds:,.0f} s" if seconds >= 10 else f"{seconds:.2g} s"
 
 
 def _summary(runs: list[RunSummary]) -> str:

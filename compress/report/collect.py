@@ -106,8 +106,14 @@ def _stage_row(
         ratios.update({key: bench["ratios"][key] for key in TIMED})
         values.update({key: numbers[key] for key in PHYSICAL if numbers.get(key) is not None})
     row = StageRow(run, entry["name"], values, ratios, bench, key=entry.get("config_hash"))
-    row.ratios.update({key: values[key] / teacher_value for key, teacher_value in row.teacher_timing.items()})
+    row.ratios.update(same_round_ratios(row))
     return row
+
+
+def same_round_ratios(row: StageRow) -> dict[str, float]:
+    """Latency and throughput ratios of a benchmarked row: its number over the teacher's number of the
+    same bench rounds (both shown in a report's row, so the ratio can be recomputed from it)."""
+    return {key: row.values[key] / teacher for key, teacher in row.teacher_timing.items() if key in row.values}
 
 
 def _add_controls(run: RunSummary, record: dict[str, Any], teacher: dict[str, float]) -> None:

@@ -132,7 +132,8 @@ def converged_budget(recipe: Recipe, budget: Budget, epochs: int | None = None) 
             f"--converged-epochs {cap} is below the scratch control's {budget.epochs} epochs",
             "scratch-converged trains at least as long as scratch",
         )
-    teacher = getattr(recipe.stages[0], "patience", 0) if recipe.stages[0].stage == "train" else 0
+    first = recipe.stages[0]
+    teacher = first.patience if first.stage == "train" else 0  # a loaded teacher: no from-scratch setting
     patience = max(student_optim(recipe)["patience"], teacher) or OptimConfig().patience
     return Budget(cap, dict(budget.parts), patience, converged=True)
 
