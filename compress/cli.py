@@ -403,9 +403,9 @@ def predict(
     from compress.serve.predict import InputError, Request, parse_history, read_requests, recommend
 
     device = "cpu" if cpu else "auto"
-    if top_k is not None and top_k < 1:
-        raise InputError(f"--top-k {top_k}: give at least 1 (at most the K of the export)")
     if stateful:
+        if top_k is not None and top_k < 1:  # not taken as the export's K
+            raise InputError(f"top-k {top_k} is out of range: give 1 to the K of the export")
         if input_file is None or history is not None:
             raise InputError("--stateful reads events from --input FILE (or --input - for standard input)")
         _predict_stateful(resolve_artifact(artifact, need_step=True), input_file, top_k, device, max_users,

@@ -56,8 +56,15 @@ def read_requests(path: Path) -> list[Request]:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"input file not found: {path}")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise InputError(f"{path}:{line}: not UTF-8 text ({exc.reason} at byte {exc.start})",
+                         "save the file as UTF-8 (item ids are text)") from None
     requests = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         if line.strip():
             requests.append(_parse_line(line.strip(), number, path))
     if not requests:

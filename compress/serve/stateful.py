@@ -57,7 +57,7 @@ class StatefulRecommender:
         self.store = self.model.new_store(min(max_users, 256))
         self.users = SlotLRU(self.store, max_users)  # user -> slot
         self.refresh_every = refresh_every
-        self.top_k = top_k or self.model.top_k
+        self.top_k = self.model.top_k if top_k is None else top_k  # 0 is refused below, not taken as K
         if not 1 <= self.top_k <= self.model.top_k:
             raise ValueError(f"top-k {self.top_k} is out of range: the artifact was exported with K = {self.model.top_k}")
         table = self.model.metadata["item_ids"]
