@@ -138,7 +138,7 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
 
 
 def _list_index(node: list[Any], part: str, key: str) -> int:
-    if part.lstrip("-").isdigit():
+    if part.lstrip("-").isascii() and part.lstrip("-").isdigit():  # not "²", which isdigit() accepts
         index = int(part)
         if not -len(node) <= index < len(node):
             raise RecipeError(f"override {key!r}: index {index} is out of range (the list has {len(node)} entries)")

@@ -9,11 +9,12 @@ import threading
 import pytest
 import yaml
 
-from compress.runs.artifacts import read_json
+from compress.runs.files import read_json
 from compress import pipeline
 from compress.models import load_model
 from compress.pipeline import RunOptions, run_recipe
 from compress.recipe import validate_recipe
+from compress.stages.runners import RUNNERS
 from tests.conftest import tiny_distill_recipe, tiny_recipe
 
 QUIET = RunOptions(show_progress=False, log=lambda _: None)
@@ -116,7 +117,8 @@ def test_same_seed_same_metrics(tmp_path):
 
 
 def cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "compress", *args], capture_output=True, text=True, cwd=cwd)
+    env = {**os.environ, "COLUMNS": "250"}  # wide enough that rich wraps no path or help line
+    return subprocess.run([sys.executable, "-m", "compress", *args], capture_output=True, text=True, cwd=cwd, env=env)
 
 
 @pytest.mark.slow
@@ -125,11 +127,24 @@ def test_cli_end_to_end(tmp_path):
     recipe.write_text(yaml.safe_dump(tiny_recipe(tmp_path)))
     result = cli("run", str(recipe), "-o", "stages.train.epochs=1", "--quiet")
     assert result.returncode == 0, result.stderr
-    assert "popularity" in result.stdout and "ndcg@10" in result.stdout
-    manifest = json.loads((tmp_path / "artifacts" / "tiny" / "manifest.json").read_text())
+    run_dir = tmp_path / "artifacts" / "tiny"
+    manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["recipe"]["stages"][0]["epochs"] == 1
-    report = tmp_path / "artifacts" / "tiny" / "report"
+    report = run_dir / "report"
     assert (report / "report.md").is_file() and (report / "report.html").is_file()
+    # what the terminal shows: the stage running into its folder, the results table, where the run and report are
+    lines = result.stdout.splitlines()
+    train, baseline = manifest["stages"][0], manifest["baseline"]["metrics"]
+    assert f"[1/1] train: running -> {(run_dir / train['output']).parent}\n" in result.stdout
+    assert f"train: test ndcg@10 {train['metrics']['ndcg@10']:.4f}  hr@10 {train['metrics']['hr@10']:.4f}" in result.stdout
+    table = {cells[0]: cells[1:] for cells in ([c.strip() for c in line.split("│")[1:-1]] for line in lines
+                                               if line.startswith("│"))}
+    assert list(table) == ["popularity", "train"]  # stage, params, size, ndcg@10, hr@10, mrr@10, seconds
+    assert table["popularity"][2:4] == [f"{baseline['ndcg@10']:.4f}", f"{baseline['hr@10']:.4f}"]
+    assert [table["train"][0], *table["train"][2:4]] == [
+        f"{train['params']:,}", f"{train['metrics']['ndcg@10']:.4f}", f"{train['metrics']['hr@10']:.4f}"]
+    assert any(line.startswith(f"run folder: {run_dir}  (") for line in lines)
+    assert f"report: {report / 'report.md'}" in result.stdout and str(report / "report.html") in result.stdout
     assert f"{manifest['stages'][0]['metrics']['ndcg@10']:.4f}" in (report / "report.md").read_text()
 
 
@@ -152,8 +167,19 @@ def test_cli_user_errors_exit_2_without_traceback(tmp_path, content, message):
 
 
 def test_cli_help_lists_commands():
+    import typer
+
+    from compress.cli import app
+
     result = cli("--help")
-    assert result.returncode == 0 and "run" in result.stdout
+    assert result.returncode == 0, result.stderr
+    box = result.stdout.split("─ Commands ─", 1)[1].split("╰", 1)[0]
+    rows = [line.strip("│ ").split(None, 1) for line in box.splitlines()[1:] if line.strip("│ ")]
+    commands = typer.main.get_command(app).commands
+    assert [name for name, _ in rows] == list(commands)  # every command, in order, nothing else
+    assert {"run", "bench", "report", "ablate", "search", "export", "predict"} <= set(commands)
+    for name, text in rows:  # each with the first line of its docstring
+        assert text.strip() == commands[name].help.strip().splitlines()[0], name
 
 
 def test_editing_the_code_reruns_the_stages_and_editing_the_cli_does_not(tmp_path, monkeypatch):
@@ -186,8 +212,6 @@ def test_editing_the_code_reruns_the_stages_and_editing_the_cli_does_not(tmp_pat
 
 
 def test_a_rerun_that_fails_keeps_the_entries_it_did_not_reach(tmp_path, monkeypatch):
-    from compress.stages import train
-
     recipe = {**tiny_distill_recipe(tmp_path), "bench": {"enabled": False}}
     first = run_recipe(validate_recipe(recipe), QUIET)
     manifest_file = tmp_path / "artifacts" / "tiny" / "manifest.json"
@@ -195,7 +219,7 @@ def test_a_rerun_that_fails_keeps_the_entries_it_did_not_reach(tmp_path, monkeyp
     def broken(*args, **kwargs):
         raise RuntimeError("a bug in the new code")
 
-    monkeypatch.setattr(train, "run", broken)
+    monkeypatch.setitem(RUNNERS, "train", broken)
     with pytest.raises(RuntimeError, match="a bug in the new code"):
         run_recipe(validate_recipe(recipe), RunOptions(force=True, show_progress=False, log=lambda _: None))
     kept = read_json(manifest_file)["stages"]
@@ -209,15 +233,13 @@ def test_a_rerun_that_fails_keeps_the_entries_it_did_not_reach(tmp_path, monkeyp
 def test_library_warnings_go_to_the_stage_log_not_the_terminal(tmp_path, monkeypatch):
     import warnings
 
-    from compress.stages import train
-
-    original = train.run
+    original = RUNNERS["train"]
 
     def warning_run(*args, **kwargs):
         warnings.warn("a TracerWarning-like library warning", UserWarning)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(train, "run", warning_run)
+    monkeypatch.setitem(RUNNERS, "train", warning_run)
     recipe = {**tiny_recipe(tmp_path, epochs=1), "bench": {"enabled": False}}
     with warnings.catch_warnings(record=True) as printed:
         warnings.simplefilter("always")

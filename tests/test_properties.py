@@ -4,11 +4,14 @@ the tool's own error (DataError / RecipeError), never anything else."""
 from __future__ import annotations
 
 import copy
+import math
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -72,7 +75,7 @@ def test_any_file_is_a_dataset_or_a_data_error(case, header, kcore, duplicates):
 VALID: dict[str, Any] = {
     "name": "p",
     "device": "cpu",
-    "data": {"synthetic": {"users": 30, "items": 20}},
+    "data": {"synthetic": {"users": 30, "items": 40}},  # items >= the default max_len (30): a valid recipe
     "stages": [
         {"stage": "train", "model": {"hidden_size": 16, "num_layers": 2, "num_heads": 2}, "epochs": 1},
         {"stage": "distill", "num_layers": 1},
@@ -112,6 +115,71 @@ def mutate(raw: Any, path: list[Any], value: Any, delete: bool) -> Any:
     return raw
 
 
+def same(a: Any, b: Any) -> bool:
+    """Equal as plain data, NaN equal to NaN (YAML's .nan)."""
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    return type(a) is type(b) and a == b
+
+
+def expected_recipe_problems(raw: Any) -> list[str]:
+    """The error lines validation must report for problems visible at the top level alone."""
+    if not isinstance(raw, dict):
+        return ["  - (top level): Input should be a valid dictionary or instance of Recipe"]
+    lines = [f"  - {key}: Field required" for key in ("name", "stages") if key not in raw]
+    for key in raw:
+        if not isinstance(key, str):
+            lines.append(f"  - {key}: Keys should be strings")
+        elif key not in Recipe.model_fields:
+            lines.append(f"  - {key}: unknown key")
+    return lines
+
+
+def check_validation(raw: Any) -> None:
+    """validate_recipe(raw) reports the problems it must, names a field in every other problem,
+    and otherwise returns a recipe holding raw's values."""
+    if expected := expected_recipe_problems(raw):
+        with pytest.raises(RecipeError, match=r"^recipe is invalid:\n") as caught:
+            validate_recipe(raw)
+        for line in expected:
+            assert line in caught.value.message, (line, caught.value.message)
+        return
+    try:
+        recipe = validate_recipe(raw)
+    except RecipeError as exc:  # a problem inside a value: each line names where it is
+        if exc.message.startswith(("data.path: ", "stages.")):  # the files checked after validation
+            assert re.match(r"data\.path: (file not found|.* is a folder)|stages\.\d+\.init_from: folder not found",
+                            exc.message), exc.message
+            return
+        head, *lines = exc.message.split("\n  - ")
+        assert head == "recipe is invalid:" and lines, exc.message
+        for line in lines:
+            where = line.split(": ", 1)[0]
+            assert where == "(top level)" or where.split(".")[0] in raw, (where, exc.message)
+        return
+    check_recipe_holds(recipe, raw)
+
+
+def check_recipe_holds(recipe: Recipe, raw: dict[str, Any]) -> None:
+    """The validated recipe has raw's name, stages in order, scalar settings, and defaults for the rest."""
+    assert recipe.name == raw["name"]
+    assert [stage.stage for stage in recipe.stages] == [stage["stage"] for stage in raw["stages"]]
+    for key, default in (("seed", 0), ("device", "auto"), ("report", True)):
+        assert getattr(recipe, key) == raw.get(key, default)
+    for stage, given in zip(recipe.stages, raw["stages"]):
+        for key, value in given.items():
+            if isinstance(value, (bool, int, float)) and not (isinstance(value, float) and math.isnan(value)):
+                assert getattr(stage, key) == value, (stage.stage, key, value)
+
+
+def test_the_unmutated_recipe_is_valid():
+    check_recipe_holds(validate_recipe(copy.deepcopy(VALID)), VALID)
+
+
 @SETTINGS
 @given(
     mutations=st.lists(
@@ -124,41 +192,124 @@ def test_any_mutated_recipe_is_a_recipe_or_a_recipe_error(mutations):
     raw: Any = VALID
     for path, value, delete in mutations:
         raw = mutate(raw, path, value, delete)
-    try:
-        assert isinstance(validate_recipe(raw), Recipe)
-    except RecipeError:
-        pass
+    check_validation(raw)
 
 
 @SETTINGS
-@given(raw=values)
+@given(raw=st.one_of(values, st.dictionaries(st.sampled_from(KEYS), values, max_size=3).map(lambda v: {**VALID, **v})))
 def test_any_yaml_value_is_a_recipe_or_a_recipe_error(raw):
+    check_validation(raw)
+
+
+def override_value(text: str) -> Any:
     try:
-        validate_recipe(raw) if isinstance(raw, dict) else None
-    except RecipeError:
-        pass
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def expected_override(raw: Any, override: str) -> tuple[Any, str | None]:
+    """(raw with `override` applied, None), or (None, the RecipeError message expected), as documented:
+    `a.b.c=value`, value parsed as YAML (its text when it is not YAML); a list step is an index or the
+    name of its one stage; a missing mapping step is created."""
+    key, sep, text = override.partition("=")
+    if not sep or not key:
+        return None, "is not key=value"
+    value = override_value(text)
+    raw = copy.deepcopy(raw)
+    node, parts = raw, key.split(".")
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        if isinstance(node, list):
+            if part.lstrip("-").isdigit():
+                index = int(part)
+                if not -len(node) <= index < len(node):
+                    return None, f"index {index} is out of range"
+            else:
+                matches = [i for i, item in enumerate(node) if isinstance(item, dict) and item.get("stage") == part]
+                if len(matches) != 1:
+                    return None, "stage named"
+                index = matches[0]
+            if last:
+                node[index] = value
+            else:
+                node = node[index]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                node = node.setdefault(part, {})
+        else:
+            return None, "is not a mapping or list"
+    return raw, None
+
+
+def check_override(raw: Any, override: str) -> Any:
+    """Apply `override` to a copy of raw: the documented change and nothing else, or the documented error."""
+    expected, error = expected_override(raw, override)
+    raw = copy.deepcopy(raw)
+    if error is not None:
+        with pytest.raises(RecipeError, match=rf"^override .*{re.escape(error)}"):
+            apply_override(raw, override)
+        return None
+    apply_override(raw, override)
+    assert same(raw, expected), (override, raw, expected)
+    yaml.safe_dump(raw)  # still plain data
+    return raw
+
+
+override_keys = st.one_of(
+    st.sampled_from(["name", "seed", "stages.0.epochs", "stages.train.epochs", "stages.distill.num_layers",
+                     "stages.-1.backend", "stages.-4.stage", "stages.0.model.hidden_size", "data.synthetic.users",
+                     "data.new.deep.key", "bench.iterations", "stages.4.epochs", "stages.-5.epochs", "stages.nope.x",
+                     "name.sub", "seed.0", "stages", "stages.train", "stages.quantize.parity.min_overlap"]),
+    st.lists(st.one_of(st.sampled_from(KEYS), st.sampled_from(["-1", "-5", "9", "train", "export"])),
+             min_size=1, max_size=4).map(".".join),
+)
+override_values = st.one_of(st.sampled_from(["3", "0.5", "[1, 2]", "{a: 1}", "", "null", ".nan", "a: b: c", "x"]),
+                            st.text(alphabet="ab01.-:[]{}, ", max_size=10))
 
 
 @SETTINGS
-@given(text=st.one_of(st.text(max_size=200), st.binary(max_size=200)),
-       overrides=st.lists(st.text(alphabet="stagerinpochlx.=0123-:[]{} ", max_size=24), max_size=3))
+@given(text=st.one_of(st.text(max_size=200), st.binary(max_size=200), st.just(VALID).map(yaml.safe_dump),
+                      st.dictionaries(st.sampled_from(KEYS), values, max_size=4).map(yaml.safe_dump)),
+       overrides=st.lists(st.one_of(st.text(alphabet="stagerinpochlx.=0123-:[]{} ", max_size=24),
+                                    st.tuples(override_keys, override_values).map("=".join)), max_size=3))
 def test_any_recipe_file_and_overrides_are_read_or_a_recipe_error(text, overrides):
+    content = text if isinstance(text, bytes) else text.encode()
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "r.yaml"
-        path.write_bytes(text if isinstance(text, bytes) else text.encode())
+        path.write_bytes(content)
         try:
-            raw = read_raw_recipe(path, overrides)
-        except RecipeError:
+            parsed = yaml.safe_load(path.read_text())
+            error = None if isinstance(parsed, dict) else "a recipe is a YAML mapping"
+        except UnicodeDecodeError:
+            error = "is not a UTF-8 text file"
+        except yaml.YAMLError:
+            error = "is not valid YAML"
+        if error is None:
+            expected = parsed
+            for override in overrides:
+                expected, error = expected_override(expected, override)
+                if error is not None:
+                    break
+        if error is not None:
+            with pytest.raises(RecipeError, match=re.escape(error)):
+                read_raw_recipe(path, overrides)
             return
-    assert isinstance(raw, dict)
+        raw = read_raw_recipe(path, overrides)
+    assert same(raw, expected), (raw, expected)
 
 
 @SETTINGS
-@given(override=st.text(max_size=30), raw=st.just(VALID))
+@given(override=st.one_of(st.text(max_size=30), st.tuples(override_keys, override_values).map("=".join)),
+       raw=st.just(VALID))
 def test_any_override_applies_or_is_a_recipe_error(override, raw):
-    raw = copy.deepcopy(raw)
-    try:
-        apply_override(raw, override)
-    except RecipeError:
-        return
-    yaml.safe_dump(raw)  # still plain data
+    applied = check_override(raw, override)
+    if applied is not None and override.partition("=")[0] in ("stages.train.epochs", "stages.0.epochs"):
+        assert same(applied["stages"][0]["epochs"], override_value(override.partition("=")[2]))  # the train stage
+
+
+def test_an_index_in_non_ascii_digits_is_a_recipe_error():
+    with pytest.raises(RecipeError, match="stages"):
+        apply_override(copy.deepcopy(VALID), "stages.²=1")

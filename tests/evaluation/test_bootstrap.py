@@ -31,9 +31,29 @@ def test_pairing_removes_the_user_to_user_spread():
     assert result.low == pytest.approx(-0.01) and result.high == pytest.approx(-0.01)
 
 
-def test_same_seed_same_interval_and_bad_input_is_an_error():
+def independent_interval(candidate, reference, resamples, seed, confidence=0.95):
+    """The percentile bootstrap written out plainly, one resample at a time, on the draws a seed stands
+    for (one generator: resamples rows of users-many user indices, row after row)."""
+    diff = candidate - reference
+    draws = np.random.default_rng(seed).integers(0, len(diff), size=(resamples, len(diff)))
+    means = [sum(diff[i] for i in draw) / len(diff) for draw in draws]
+    return tuple(np.quantile(means, [(1 - confidence) / 2, (1 + confidence) / 2]))
+
+
+def test_same_seed_same_interval_another_seed_another_and_bad_input_is_an_error():
     a, b = np.random.default_rng(1).uniform(size=(2, 300))
-    assert paired_bootstrap(a, b, seed=3) == paired_bootstrap(a, b, seed=3)
+    first, second = paired_bootstrap(a, b, seed=3), paired_bootstrap(a.copy(), b.copy(), seed=3)
+    assert (first.low, first.high, first.seed) == (second.low, second.high, 3)  # two calls, one answer
+    assert (first.low, first.high) == pytest.approx(independent_interval(a, b, 2000, seed=3), abs=1e-12)
+    other = paired_bootstrap(a, b, seed=4)
+    assert (other.low, other.high) != (first.low, first.high) and other.mean == first.mean  # only the draws moved
+    assert (other.low, other.high) == pytest.approx(independent_interval(a, b, 2000, seed=4), abs=1e-12)
+    # known answers: no difference gives [0, 0]; a constant shift gives that shift, at any seed
+    for seed in (0, 3):
+        same = paired_bootstrap(a, a.copy(), seed=seed)
+        assert (same.mean, same.low, same.high) == (0.0, 0.0, 0.0)
+        shifted = paired_bootstrap(a + 0.25, a, seed=seed)
+        assert (shifted.mean, shifted.low, shifted.high) == pytest.approx((0.25, 0.25, 0.25), abs=1e-12)
     with pytest.raises(ValueError, match="one length"):
         paired_bootstrap(a, b[:10])
     with pytest.raises(ValueError, match="at least one user"):

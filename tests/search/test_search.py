@@ -96,7 +96,7 @@ def test_no_candidate_passes_saves_the_closest_and_exits_1(tmp_path, capsys):
 
 
 def spawn(path: Path, *args: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "250"}  # no line of the log wrapped
     return subprocess.Popen([sys.executable, "-m", "compress", "search", str(path), "-q", *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -105,9 +105,8 @@ def test_a_search_killed_mid_trial_resumes_with_that_trial(tmp_path):
     path = write_spec(tmp_path, tiny_spec(tmp_path))
     runs = tmp_path / "out" / "s" / "runs"
     worker = spawn(path)
-    deadline = time.time() + 240
-    while not (runs.is_dir() and len(os.listdir(runs)) >= 2) and time.time() < deadline and worker.poll() is None:
-        time.sleep(0.05)  # the second trial's run folder: it has started
+    while not (runs.is_dir() and len(os.listdir(runs)) >= 2) and worker.poll() is None:
+        time.sleep(0.05)  # the second trial's run folder: it has started (however long the first took)
     worker.send_signal(signal.SIGKILL)
     worker.wait()
     killed = [t for t in trials(runs.parent) if t["state"] == "COMPLETE"]
@@ -123,16 +122,40 @@ def test_a_search_killed_mid_trial_resumes_with_that_trial(tmp_path):
 
 
 def test_two_workers_share_one_study(tmp_path):
-    path = write_spec(tmp_path, tiny_spec(tmp_path))
-    workers = [spawn(path, "--worker", str(i)) for i in (0, 1)]
-    outputs = [w.communicate(timeout=300)[0] for w in workers]
-    assert [w.returncode for w in workers] == [0, 0], outputs
-    done = [t for t in trials(tmp_path / "out" / "s") if t["state"] == "COMPLETE"]
-    assert len({t["worker"]["pid"] for t in done}) == 2, "both workers ran trials"
-    assert len({t["candidate"] for t in done}) == 4  # the grid split between them
-    assert len(done) in (4, 5)  # a worker may start one trial more while the other finishes the last one
-    summary = json.loads((tmp_path / "out" / "s" / "frontier.json").read_text())
-    assert summary["candidates"] == 4
+    """Workers share a study through its journal. How the trials split between concurrent workers is the
+    scheduler's choice, so none is assumed: a first worker runs 2 trials alone (-o budget.trials=2), then two
+    more run the rest of the budget side by side. Every trial is run by exactly one worker, the one the
+    study records; the grid is covered; and every worker's answer merges all the trials."""
+    # a grid of 4 mlp_ratio values, budget 4; the grid sampler named, as `auto` picks TPE for a budget of 2
+    path = write_spec(tmp_path, tiny_spec(tmp_path, sampler="grid"))
+    first = spawn(path, "--worker", "0", "-o", "budget.trials=2")
+    workers = [first]
+    outputs = [first.communicate()[0]]
+    assert first.returncode == 0, outputs[0]
+    folder = tmp_path / "out" / "s"
+    assert [t["worker"]["pid"] for t in trials(folder)] == [first.pid] * 2
+    workers += [spawn(path, "--worker", str(i)) for i in (1, 2)]
+    outputs += [w.communicate()[0] for w in workers[1:]]
+    assert [w.returncode for w in workers] == [0, 0, 0], outputs
+
+    entries = trials(folder)
+    assert {t["state"] for t in entries} == {"COMPLETE"} and [t["number"] for t in entries] == list(range(len(entries)))
+    assert len(entries) in (4, 5)  # a worker may start one trial more while another finishes the last one
+    for t in entries:  # announced by exactly one worker: the one whose pid the study recorded
+        line = f"-- trial {t['number']}: {t['candidate']} "
+        assert [w.pid for w, out in zip(workers, outputs) if line in out] == [t["worker"]["pid"]], line
+    assert {t["worker"]["pid"] for t in entries[2:]} <= {w.pid for w in workers[1:]}  # the rest: the later two
+    ratios = {t["candidate"]: t["params"]["stages.prune.mlp_ratio"] for t in entries}
+    assert sorted(ratios.values()) == [0.0, 0.25, 0.5, 0.75]  # each grid point, under one candidate id
+    assert {t["candidate"] for t in entries[:4]} == set(ratios)  # the first 4 trials are the 4 points
+    assert sorted(p.name for p in (folder / "runs").iterdir()) == sorted(ratios)  # one run folder each
+    summary = json.loads((folder / "frontier.json").read_text())
+    assert summary["candidates"] == 4 and summary["trials"] == len(entries)
+    recorded = {t["candidate"]: t["record"]["size_bytes"] for t in entries}
+    merged = [*summary["frontier"], *([summary["chosen"]] if summary["chosen"] else [])]
+    assert merged and all(r["size_bytes"] == recorded[r["candidate"]] for r in merged)
+    passing = [t["record"]["size_bytes"] for t in entries if t["record"]["passed"]]
+    assert summary["chosen"]["size_bytes"] == min(passing)  # the smallest passing one of both phases' trials
 
 
 def test_a_changed_spec_does_not_resume_another_study(tmp_path):
