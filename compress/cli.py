@@ -380,8 +380,9 @@ def predict(
         "print the top-K after every event."
     ),
     max_users: int = typer.Option(100_000, "--max-users", min=1, help="--stateful: users kept in memory (LRU)."),
-    refresh_every: int = typer.Option(
-        0, "--refresh-every", min=0, help="--stateful: past max_len, re-prefill the window every k events (0: slide only)."
+    refresh_every: Optional[int] = typer.Option(
+        None, "--refresh-every", min=0, help="--stateful: past max_len, re-prefill the window every k events "
+        "(1: exact, = the full pass; 0: slide only; default: the policy the artifact states, exact)."
     ),
 ) -> None:
     """Recommend the next items from an ONNX artifact with onnxruntime only (no PyTorch).
@@ -429,7 +430,7 @@ def predict(
 
 
 def _predict_stateful(
-    folder: Path, input_file: Path, top_k: Optional[int], device: str, max_users: int, refresh_every: int,
+    folder: Path, input_file: Path, top_k: Optional[int], device: str, max_users: int, refresh_every: Optional[int],
 ) -> None:
     """`compress predict --stateful`: events in, one JSON line per event out (compress/serve/stateful.py)."""
     from compress.serve.predict import InputError
@@ -475,7 +476,9 @@ def serve(
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="onnxruntime threads per worker."),
     max_users: int = typer.Option(1_000_000, "--max-users", min=1, help="In-process state: users kept (LRU)."),
     cache_users: int = typer.Option(100_000, "--cache-users", min=1, help="KV cache slots per worker (LRU)."),
-    overflow: str = typer.Option("exact", "--overflow", help="Past max_len: exact (re-prefill, = full pass) or slide."),
+    overflow: Optional[str] = typer.Option(
+        None, "--overflow", help="Past max_len: exact (re-prefill, = full pass) or slide (default: the artifact's)."
+    ),
     max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", min=1, help="Largest request body."),
     max_histories: int = typer.Option(256, "--max-histories", min=1, help="Histories per /recommend request."),
     max_events: int = typer.Option(1024, "--max-events", min=1, help="Events per /events request."),

@@ -27,7 +27,7 @@ from compress.export.graph import share_transposed_initializers
 from compress.models import SequentialRecommender
 from compress.models.step import STEP_INPUTS, STEP_OUTPUTS, StepGraph, new_names, past_names
 from compress.data.padding import left_pad
-from compress.serve.step_model import STEP_FILE, OnnxStepModel
+from compress.serve.step_model import DEFAULT_OVERFLOW, OVERFLOW_POLICIES, STEP_FILE, OnnxStepModel
 
 MAX_ABS_DIFF = 1e-4
 
@@ -61,6 +61,8 @@ def step_metadata(model: SequentialRecommender, top_k: int, opset: int, seconds:
         "state": "the caller keeps the cache: present = past followed by new (per layer, axis 2); "
                  "cached slots may come in any order (the mask marks the real ones)",
         "state_bytes_per_position": 2 * c.num_layers * c.num_kv_heads * c.head_dim * 4,
+        "overflow": DEFAULT_OVERFLOW,  # what serving does past max_len (compress serve, predict --stateful)
+        "overflow_policies": OVERFLOW_POLICIES,
         "opset": opset,
         "exporter": "legacy",
         "export_seconds": round(seconds, 2),

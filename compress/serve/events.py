@@ -34,14 +34,8 @@ import numpy as np
 from compress.serve.kv_store import SlotLRU
 from compress.serve.requests import Event, RequestError
 from compress.serve.state_store import APPLIED, Commit, StateStore
-from compress.serve.step_model import OnnxStepModel
+from compress.serve.step_model import OVERFLOW_POLICIES, OnnxStepModel
 
-OVERFLOW_POLICIES = {
-    "exact": "past max_len, the last max_len items are re-prefilled when the window slides: every answer "
-             "equals the full pass over the last max_len events (one prefill of max_len positions per event)",
-    "slide": "past max_len, the oldest cached position is overwritten (one position of work per event); "
-             "deeper layers keep context of dropped items, so answers differ slightly from the full pass",
-}
 MAX_RETRIES = 8  # lost compare-and-set races before an event is answered with an error
 
 
@@ -61,14 +55,15 @@ class EventOutcome:
 class EventEngine:
     """Events in, per-user top-K out (see the module doc)."""
 
-    def __init__(self, folder: Path, store: StateStore, cache_users: int = 100_000, overflow: str = "exact",
+    def __init__(self, folder: Path, store: StateStore, cache_users: int = 100_000, overflow: str | None = None,
                  device: str = "cpu", threads: int | None = None) -> None:
-        if overflow not in OVERFLOW_POLICIES:
+        """`overflow` None: the policy the artifact's metadata states."""
+        if overflow is not None and overflow not in OVERFLOW_POLICIES:
             raise ValueError(f"overflow policy {overflow!r}: expected one of {sorted(OVERFLOW_POLICIES)}")
         if cache_users < 1:
             raise ValueError("cache_users must be at least 1")
         self.model = OnnxStepModel(folder, device, threads)
-        self.folder, self.store, self.overflow = Path(folder), store, overflow
+        self.folder, self.store, self.overflow = Path(folder), store, overflow or self.model.overflow
         self.max_len, self.top_k = self.model.max_len, self.model.top_k
         self.kv = self.model.new_store(min(cache_users, 256))
         self.slots = SlotLRU(self.kv, cache_users)

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from compress.errors import ArtifactError, CompressError
-from compress.serve.events import OVERFLOW_POLICIES, EventEngine, EventOutcome
+from compress.serve.events import EventEngine, EventOutcome
+from compress.serve.step_model import OVERFLOW_POLICIES
 from compress.serve.locate import resolve_artifact
 from compress.serve.requests import Event, Limits
 from compress.serve.scoring import Encoded, HistoryScorer
@@ -43,7 +44,7 @@ class ServeConfig:
     threads: int | None = None  # onnxruntime intra-op threads per worker
     max_users: int = 1_000_000  # in-process store: users kept (least recently active forgotten)
     cache_users: int = 100_000  # KV cache slots per replica
-    overflow: str = "exact"
+    overflow: str | None = None  # None: the policy the artifact states (metadata.json)
     limits: Limits = field(default_factory=Limits)
 
     def to_json(self) -> str:
@@ -57,7 +58,7 @@ class ServeConfig:
 
 class Service:
     def __init__(self, config: ServeConfig) -> None:
-        if config.overflow not in OVERFLOW_POLICIES:
+        if config.overflow is not None and config.overflow not in OVERFLOW_POLICIES:
             raise CompressError(f"--overflow {config.overflow!r}: expected one of {', '.join(OVERFLOW_POLICIES)}")
         self.config, self.limits = config, config.limits
         path = Path(config.artifact)

@@ -45,14 +45,18 @@ class StatefulRecommender:
         self,
         folder: Path,
         max_users: int = 100_000,
-        refresh_every: int = 0,
+        refresh_every: int | None = None,
         top_k: int | None = None,
         device: str = "auto",
         threads: int | None = None,
     ) -> None:
+        """`refresh_every` k past max_len: re-prefill the window every k events (1 = the `exact` policy,
+        0 = `slide` only); None: the overflow policy the artifact states (exact unless told otherwise)."""
         if max_users < 1:
             raise ValueError("max_users must be at least 1")
         self.model = OnnxStepModel(folder, device, threads)
+        if refresh_every is None:
+            refresh_every = 1 if self.model.overflow == "exact" else 0
         self.max_users = max_users
         self.store = self.model.new_store(min(max_users, 256))
         self.users = SlotLRU(self.store, max_users)  # user -> slot

@@ -52,6 +52,15 @@ class StepBatch:
     items: np.ndarray  # [N] its item id
 
 
+OVERFLOW_POLICIES = {
+    "exact": "past max_len, the last max_len items are re-prefilled when the window slides: every answer "
+             "equals the full pass over the last max_len events (one prefill of max_len positions per event)",
+    "slide": "past max_len, the oldest cached position is overwritten (one position of work per event); "
+             "deeper layers keep context of dropped items, so answers differ slightly from the full pass",
+}
+DEFAULT_OVERFLOW = "exact"  # what an export states in metadata.json and what serving applies unless told otherwise
+
+
 class OnnxStepModel:
     """The step graph of an ONNX artifact folder, served by onnxruntime."""
 
@@ -65,6 +74,7 @@ class OnnxStepModel:
                 "export with `incremental: true` in the export stage (or `compress export --incremental`)",
             )
         self.step = step
+        self.overflow: str = step.get("overflow", DEFAULT_OVERFLOW)  # the policy the export states
         self.max_len: int = int(self.metadata["max_len"])
         self.top_k: int = int(self.metadata["top_k"])
         self.num_layers: int = int(step["num_layers"])

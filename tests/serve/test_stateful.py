@@ -199,3 +199,20 @@ def test_event_records_keep_line_order_across_chunks_and_errors():
     assert records[0]["items"] == ["10"] and records[3]["items"] == ["11"]
     assert records[1]["error"].startswith("malformed event") and records[2]["error"] == "unknown item x"
     assert server.batches == [1, 2, 0]  # chunks of two lines (1, 3) and (4, 5), then the empty rest; line 3 is not observed
+
+
+def test_the_overflow_policy_is_stated_by_the_export_and_applied_by_default(tiny_step_onnx, tiny_data):
+    """metadata.json states `exact`; StatefulRecommender's default then equals the full pass past max_len."""
+    _, folder = tiny_step_onnx
+    step = json.loads((folder / "metadata.json").read_text())["step"]
+    assert step["overflow"] == "exact" and set(step["overflow_policies"]) == {"exact", "slide"}
+    server = StatefulRecommender(folder)
+    assert server.refresh_every == 1
+    full = OnnxRecommender(folder, "cpu")
+    history = [str(i) for i in range(1, 2 * full.max_len + 3)]  # well past max_len
+    for count, item in enumerate(history, start=1):
+        result = server.observe([("u", item)])[0]
+        window = np.array([server.lookup[i] for i in history[:count]][-full.max_len:])
+        ids = left_pad([window], full.max_len)
+        expected = full.topk(ids, (ids > 0).astype(np.int64))[1][0][: server.top_k]
+        assert [server.lookup[str(i)] for i in result.items] == expected.tolist(), count
