@@ -33,11 +33,61 @@ DEBUG_ENV = "COMPRESS_DEBUG"
 INTERRUPTED = 130
 ModelT = TypeVar("ModelT")
 
+def _stage_exporter() -> str:
+    """The export stage's default exporter (compress/export/config.py is pydantic only: no torch here)."""
+    from compress.export.config import ExportSettings
+
+    return str(ExportSettings.model_fields["exporter"].default)
+
+
+DEFAULT_EXPORTER = _stage_exporter()  # `compress export` exports as the `export` stage does
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("compress")
+    except Exception:  # not installed (run from a checkout): the package's own
+        from compress import __version__
+
+        return __version__
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"compress {_version()}")
+        raise typer.Exit()
+
 
 @app.callback()
-def _global(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")) -> None:
+def _global(
+    debug: bool = typer.Option(False, "--debug/--no-debug", help="Show full tracebacks on errors."),
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
     if debug:
         os.environ[DEBUG_ENV] = "1"
+
+
+def _flags_without_type() -> None:
+    """On/off flags render as `--force  --no-force`, not `--force <bool>` (typer >= 0.2x shows every option's
+    type in the rich help, flags included)."""
+    from typer.core import TyperOption
+
+    shown = getattr(TyperOption, "display_type_rich", None)
+    if shown is None or getattr(shown, "_compress_patched", False):
+        return
+
+    def display_type_rich(self: Any, ctx: Any) -> Any:
+        return None if self.is_flag and not self.count else shown(self, ctx)
+
+    display_type_rich._compress_patched = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_without_type()
 
 
 def _debug() -> bool:
@@ -46,21 +96,28 @@ def _debug() -> bool:
 
 @app.command()
 def run(
-    recipe: Path = typer.Argument(..., help="Recipe YAML file, e.g. recipes/quickstart.yaml."),
+    recipe: Path = typer.Argument(
+        ..., help="Recipe YAML file, e.g. recipes/quickstart.yaml; its `data:` section names the data (see below)."
+    ),
     override: Optional[list[str]] = typer.Option(
         None, "-o", "--set", help="Override a recipe value: key.path=value (repeatable)."
     ),
-    force: bool = typer.Option(False, "--force", help="Rerun every stage, ignoring cached results."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    force: bool = typer.Option(False, "--force/--no-force", help="Rerun every stage, ignoring cached results."),
+    quiet: bool = typer.Option(False, "--quiet/--no-quiet", "-q", help="No progress bars."),
     nproc: int = typer.Option(
         1, "--nproc", min=1, help="Train data parallel in N processes on this machine (torchrun; one per GPU)."
     ),
 ) -> None:
     """Run the pipeline a recipe describes; finished stages with unchanged inputs are reused.
 
+    Data is set in the recipe's `data:` section, or on the command line: -o data.path=FILE (a path alone
+    means source: file). Accepted formats (data.format, default auto): {formats}.
+
     Examples:
 
       compress run recipes/quickstart.yaml
+
+      compress run recipes/quickstart.yaml -o data.source=file -o data.path=my.csv
 
       compress run recipes/ml1m.yaml -o data.path=../shared/datasets/ml-1m.txt -o stages.train.epochs=5
 
@@ -96,8 +153,9 @@ def _run(loaded: Recipe, data: SequenceData, force: bool, quiet: bool) -> None:
     manifest = run_recipe(loaded, options, data)
     if not distributed.is_main():
         return
-    console.print(metrics_table(manifest))
     run_dir = loaded.output_dir / loaded.name
+    console.print(metrics_table(manifest, run_dir))
+    _warn_small_data(manifest)
     console.print(f"run folder: {run_dir}  ({manifest['seconds']:.1f}s)")
     if loaded.report:
         from compress.report import build_report
@@ -144,8 +202,17 @@ def bench(
     config = BenchConfig.model_validate({**read_manifest(run_dir)["recipe"].get("bench", {}), **given})
     with run_lock(run_dir, console.print):  # it rewrites bench.json files and the manifest
         manifest = bench_run(run_dir, config, device, log=console.print)
-    console.print(bench_table(manifest))
+    console.print(bench_table(manifest, run_dir))
     _print_incremental(run_dir, manifest)
+
+
+def _bench_file(run_dir: Path, stage: dict[str, Any]) -> Optional[dict[str, Any]]:
+    from compress.bench.results import BENCH_FILE
+    from compress.runs.files import read_json
+    from compress.runs.layout import stage_folder
+
+    path = stage_folder(run_dir, stage) / BENCH_FILE
+    return read_json(path) if path.is_file() else None
 
 
 def _print_incremental(run_dir: Path, manifest: dict[str, Any]) -> None:
@@ -177,25 +244,35 @@ def validate_options(command: str, model: type[ModelT], values: dict[str, Any], 
     try:
         return model.model_validate(values)
     except ValidationError as exc:
-        raise RecipeError(f"invalid {command} option:\n{format_validation_error(exc, flags)}") from None
+        raise RecipeError(f"invalid {command} option:\n{format_validation_error(exc, flags, model)}") from None
 
 
-def bench_table(manifest: dict[str, Any]) -> Table:
-    """One row per stage: batch-1 latency, throughput, memory and their ratios to the teacher."""
+def bench_table(manifest: dict[str, Any], run_dir: Optional[Path] = None) -> Table:
+    """One row per stage: batch-1 latency, throughput, memory and their ratios to the teacher. With `run_dir`,
+    a latency from fewer than 3 rounds (or rounds that disagree, per the stage's bench.json) is marked ~noisy."""
     table = Table(title=f"run {manifest['name']}: benchmark (ratio = stage / teacher, same process)")
     for column in ("stage", "engine", "p50 ms", "p95 ms", "seq/s", "memory", "params"):
         table.add_column(column, justify="left" if column in ("stage", "engine") else "right")
+    from compress.report.noise import latency_noise
+
+    noisy = False
     for stage in manifest["stages"]:
         b, r = stage["bench"], stage["bench"]["ratios"]
+        recorded = _bench_file(run_dir, stage) if run_dir is not None else None
+        mark = " ~noisy" if recorded is not None and latency_noise(recorded) else ""
+        kind = ((recorded or {}).get("memory") or {}).get("kind")
+        noisy = noisy or bool(mark)
         table.add_row(
             stage["name"],
             b["engine"],
-            f"{b['latency_p50_ms']:.2f} (x{r['latency_p50_ms']:.2f})",
+            f"{b['latency_p50_ms']:.2f} (x{r['latency_p50_ms']:.2f}){mark}",
             f"{b['latency_p95_ms']:.2f}",
             f"{b['throughput_seq_per_s']:,.0f} (x{r['throughput_seq_per_s']:.2f})",
-            human_bytes(b["peak_memory_bytes"]),
+            human_bytes(b["peak_memory_bytes"]) + (f" ({kind})" if kind else ""),
             f"{b['params']:,} (x{r['params']:.2f})",
         )
+    if noisy:
+        table.caption = "~noisy: timed in fewer than 3 rounds, or rounds more than 25% apart (--rounds 3)"
     return table
 
 
@@ -228,8 +305,8 @@ def ablate(
         None, "-o", "--set", help="Override a recipe value for every variant: key.path=value (repeatable)."
     ),
     out: Optional[Path] = typer.Option(None, "--out", help="Report folder (default: <output_dir>/<name>-ablation)."),
-    force: bool = typer.Option(False, "--force", help="Rerun every stage, ignoring cached results."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    force: bool = typer.Option(False, "--force/--no-force", help="Rerun every stage, ignoring cached results."),
+    quiet: bool = typer.Option(False, "--quiet/--no-quiet", "-q", help="No progress bars."),
 ) -> None:
     """Run each variant of the recipe's `ablation:` section (sharing cached stages), then compare them.
 
@@ -264,7 +341,7 @@ def search(
         None, "--storage", help="Optuna storage URL shared by workers (default: a journal file in the search folder)."
     ),
     worker: int = typer.Option(0, "--worker", min=0, help="This worker's index: seeds its sampler apart from the others'."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the trial verdicts, not every stage's log."),
+    quiet: bool = typer.Option(False, "--quiet/--no-quiet", "-q", help="Only the trial verdicts, not every stage's log."),
 ) -> None:
     """Search stage settings for the fastest (or smallest) student within an NDCG@10 budget (Optuna).
 
@@ -301,23 +378,50 @@ def search(
         raise typer.Exit(1)
 
 
-def metrics_table(manifest: dict[str, Any]) -> Table:
-    """One row per stage plus the popularity baseline: quality and cost side by side."""
-    table = Table(title=f"run {manifest['name']}: test split, full ranking")
-    for column in ("stage", "params", "size", "ndcg@10", "hr@10", "mrr@10", "seconds"):
+def metrics_table(manifest: dict[str, Any], run_dir: Optional[Path] = None) -> Table:
+    """One row per stage plus the popularity baseline: quality and cost side by side. `size` is the stage's
+    folder; `model file` (last, with `run_dir`) the scoring model alone (model.onnx / model.safetensors, not
+    step.onnx). On a small test set a `hits@10` column counts the users, with the difference to the teacher."""
+    from compress.report.noise import SMALL_TEST, count_test_users, hits_cell, scoring_model_bytes
+
+    users = count_test_users(manifest)
+    small = 0 < users < SMALL_TEST
+    stages = manifest["stages"]
+    teacher_hr = stages[0]["metrics"]["hr@10"] if stages else None
+    title = f"run {manifest['name']}: test split, full ranking" + (f", {users:,} test users" if users else "")
+    table = Table(title=title)
+    columns = ["stage", "params", "size", "ndcg@10", "hr@10", *(["hits@10 (vs teacher)"] if small else []),
+               "mrr@10", "seconds", *(["model file"] if run_dir else [])]
+    for column in columns:
         table.add_column(column, justify="left" if column == "stage" else "right")
     base = manifest["baseline"]["metrics"]
-    table.add_row("popularity", "-", "-", *(f"{base[k]:.4f}" for k in ("ndcg@10", "hr@10", "mrr@10")), "-")
-    for stage in manifest["stages"]:
+    table.add_row("popularity", "-", "-", f"{base['ndcg@10']:.4f}", f"{base['hr@10']:.4f}",
+                  *([hits_cell(base["hr@10"], teacher_hr, users)] if small else []), f"{base['mrr@10']:.4f}", "-",
+                  *(["-"] if run_dir else []))
+    for index, stage in enumerate(stages):
         metrics = stage["metrics"]
+        model = scoring_model_bytes(Path(run_dir) / stage["output"]) if run_dir and stage.get("output") else None
         table.add_row(
             stage["name"],
             f"{stage['params']:,}",
             human_bytes(stage["size_bytes"]),
-            *(f"{metrics[k]:.4f}" for k in ("ndcg@10", "hr@10", "mrr@10")),
+            f"{metrics['ndcg@10']:.4f}",
+            f"{metrics['hr@10']:.4f}",
+            *([hits_cell(metrics["hr@10"], teacher_hr if index else None, users)] if small else []),
+            f"{metrics['mrr@10']:.4f}",
             f"{stage['seconds']:.1f}",
+            *([human_bytes(model) if model is not None else "-"] if run_dir else []),
         )
     return table
+
+
+def _warn_small_data(manifest: dict[str, Any]) -> None:
+    """After the run summary: a teacher within noise of the popularity baseline."""
+    from compress.report.noise import popularity_warning
+
+    warning = popularity_warning(manifest)
+    if warning:
+        errors.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -325,10 +429,14 @@ def export(
     path: Path = typer.Argument(..., help="A run folder (its last PyTorch model) or a model folder."),
     out: Path = typer.Option(..., "--out", help="Folder for the ONNX artifact (model.onnx + metadata.json)."),
     top_k: int = typer.Option(10, "--top-k", help="K of the top-K computed inside the graph."),
-    exporter: str = typer.Option("legacy", "--exporter", help="torch.onnx exporter: legacy (fast) or dynamo."),
+    exporter: str = typer.Option(
+        DEFAULT_EXPORTER, "--exporter",
+        help="torch.onnx exporter: dynamo (as the export stage: fused attention, faster in onnxruntime) or legacy "
+        "(TorchScript, much faster to export).",
+    ),
     min_overlap: float = typer.Option(0.99, "--min-overlap", help="Parity gate: minimum top-10 overlap with PyTorch."),
     incremental: bool = typer.Option(
-        False, "--incremental", help="Also write step.onnx (append-one-event scoring with a KV cache)."
+        False, "--incremental/--no-incremental", help="Also write step.onnx (append-one-event scoring with a KV cache)."
     ),
     max_len: Optional[int] = typer.Option(
         None, "--max-len", help="Serving window: score the last N events (default: the model's max_len)."
@@ -371,12 +479,14 @@ def predict(
     history: Optional[str] = typer.Option(None, "--history", help='Original item ids, oldest first: "i1 i2 i3".'),
     input_file: Optional[Path] = typer.Option(
         None, "--input", help="One history per line (plain ids, a JSON list, or JSONL with a `history` key); "
-        "with --stateful, `user item` events ('-': standard input)."
+        "with --stateful, `user item` events. '-' reads standard input (both modes)."
     ),
-    top_k: Optional[int] = typer.Option(None, "--top-k", help="How many items (at most the K of the export)."),
-    cpu: bool = typer.Option(False, "--cpu", help="Use the CPU provider even where CUDA is available."),
+    top_k: Optional[int] = typer.Option(
+        None, "--top-k", help="How many items, at most the K of the export.", show_default="the K of the export"
+    ),
+    cpu: bool = typer.Option(False, "--cpu/--no-cpu", help="Use the CPU provider even where CUDA is available."),
     stateful: bool = typer.Option(
-        False, "--stateful", help="Read `user item` events; keep each user's KV state in memory (needs step.onnx); "
+        False, "--stateful/--no-stateful", help="Read `user item` events; keep each user's KV state in memory (needs step.onnx); "
         "print the top-K after every event."
     ),
     max_users: int = typer.Option(100_000, "--max-users", min=1, help="--stateful: users kept in memory (LRU)."),
@@ -387,9 +497,13 @@ def predict(
 ) -> None:
     """Recommend the next items from an ONNX artifact with onnxruntime only (no PyTorch).
 
-    --history prints one recommendation per line; --input prints JSON lines. --stateful reads an
-    event stream and prints one JSON line per event (an unknown item or a malformed line gives a
-    line with `error` and changes no state); memory use goes to stderr at the end.
+    --history prints `rank item score` per line; --input (a file, or - for standard input) prints JSON
+    lines. Scores are the model's raw logits (unnormalised; higher ranks first), not probabilities.
+    --stateful reads an event stream and prints one JSON line per event (an unknown item or a
+    malformed line gives a line with `error` and changes no state); memory use goes to stderr at the end.
+
+    The artifact and engine served go to stderr first: from a run folder, plain mode serves the last
+    ONNX stage (e.g. 06-quantize) and --stateful the last one with step.onnx (e.g. 05-export).
 
     Examples:
 
@@ -414,8 +528,15 @@ def predict(
         return
     if (history is None) == (input_file is None):
         raise InputError("give exactly one of --history or --input")
-    requests = [Request(parse_history(history))] if history is not None else read_requests(input_file)
-    model = OnnxRecommender(resolve_artifact(artifact), "cpu" if cpu else "auto")
+    if history is not None:
+        requests = [Request(parse_history(history))]
+    elif str(input_file) == "-":
+        requests = _stdin_requests()
+    else:
+        requests = read_requests(input_file)
+    folder = resolve_artifact(artifact)
+    model = OnnxRecommender(folder, "cpu" if cpu else "auto")
+    _say_served(folder, "model.onnx", model.session.get_providers())
     for result in recommend(model, requests, top_k):
         if result.dropped:
             where = f"line {result.request.line}: " if result.request.line else ""
@@ -427,6 +548,29 @@ def predict(
             record = {"line": result.request.line, "user": result.request.user, "items": result.items,
                       "scores": [round(s, 6) for s in result.scores]}
             typer.echo(json.dumps(record))
+
+
+def _say_served(folder: Path, graph: str, providers: list[str]) -> None:
+    """stderr: which artifact folder and engine answer, and what the scores are."""
+    engine = f"onnxruntime {providers[0]}" if providers else "onnxruntime"
+    errors.print(f"serving {folder} ({graph}, {engine}); scores are raw logits (higher is better)",
+                 highlight=False, soft_wrap=True)
+
+
+def _stdin_requests() -> list[Any]:
+    """`predict --input -`: histories from standard input, in the formats of an input file."""
+    import tempfile
+
+    from compress.serve.predict import InputError, read_requests
+
+    data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode("utf-8")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "stdin"
+        path.write_bytes(data)
+        try:
+            return read_requests(path)
+        except InputError as exc:  # name standard input, not the temporary file
+            raise InputError(exc.message.replace(str(path), "<stdin>"), exc.hint) from None
 
 
 def _predict_stateful(
@@ -442,6 +586,8 @@ def _predict_stateful(
         server = StatefulRecommender(folder, max_users, refresh_every, top_k, device)
     except ValueError as exc:
         raise InputError(str(exc), "re-export with a larger top_k") from None
+    session = getattr(server.model, "session", None)
+    _say_served(folder, "step.onnx, stateful", session.get_providers() if session is not None else [])
     stream = sys.stdin if str(input_file) == "-" else input_file.open(encoding="utf-8")
     with stream:
         try:
@@ -509,6 +655,29 @@ def serve(
     config = ServeConfig(str(artifact), host, port, max_batch, max_wait_ms, redis, workers=workers, threads=threads,
                          max_users=max_users, cache_users=cache_users, overflow=overflow, limits=limits)
     run_server(config, log_level)
+
+
+def _reflow(doc: str) -> str:
+    """A docstring for the help screen: each prose paragraph on one line (the terminal wraps it), so source
+    line breaks do not come out ragged; indented paragraphs (examples) are kept as written."""
+    import inspect
+
+    paragraphs = inspect.cleandoc(doc).split("\n\n")
+    return "\n\n".join(
+        p if any(line.startswith(" ") for line in p.splitlines()) else " ".join(p.split()) for p in paragraphs
+    )
+
+
+def _help_texts() -> None:
+    from compress.data.config import FORMAT_HELP
+
+    for command in app.registered_commands:
+        callback = command.callback
+        if callback is not None and callback.__doc__:
+            callback.__doc__ = _reflow(callback.__doc__.replace("{formats}", FORMAT_HELP))
+
+
+_help_texts()
 
 
 def main() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class CompressError(Exception):
     """A user-facing error (bad recipe, bad data, bad artifact); the CLI prints it and exits 2."""
@@ -37,3 +39,15 @@ class ParityError(CompressError):
 
 class ResourceError(CompressError):
     """A stage ran out of disk space or memory; finished stages are kept."""
+
+
+def shown(value: Any) -> str:
+    """A value as a user reads it in a message: no numpy repr (`np.float64(1.0)`), whole floats without `.0`,
+    strings quoted."""
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", None) == 0:
+        value = value.item()  # numpy scalar -> Python scalar
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
+        return str(int(value))
+    if isinstance(value, str):
+        return repr(value)
+    return str(value)

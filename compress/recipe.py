@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
+import types
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -143,24 +146,93 @@ def _list_index(node: list[Any], part: str, key: str) -> int:
         if not -len(node) <= index < len(node):
             raise RecipeError(f"override {key!r}: index {index} is out of range (the list has {len(node)} entries)")
         return index
+    names = [item.get("stage") for item in node if isinstance(item, dict)]
     matches = [i for i, item in enumerate(node) if isinstance(item, dict) and item.get("stage") == part]
-    if len(matches) != 1:
-        found = "no" if not matches else f"{len(matches)}"
-        raise RecipeError(f"override {key!r}: {found} stage named {part!r}; use its index instead, e.g. stages.0")
+    if not matches:
+        listed = ", ".join(f"{name} ({i})" for i, name in enumerate(names)) or "none"
+        raise RecipeError(f"override {key!r}: no stage named {part!r}{did_you_mean(part, names)}",
+                          f"the recipe's stages (index): {listed}")
+    if len(matches) > 1:
+        raise RecipeError(f"override {key!r}: {len(matches)} stages are named {part!r} (ambiguous)",
+                          f"use an index instead: {', '.join(f'stages.{i}' for i in matches)}")
     return matches[0]
 
 
-def format_validation_error(exc: ValidationError, names: dict[str, str] | None = None) -> str:
-    """One line per problem, naming the field (or, through `names`, the command-line option it came from)."""
+def did_you_mean(word: Any, choices: Any) -> str:
+    """'; did you mean 'x'?' for the closest of `choices` to `word` (difflib), or ''."""
+    candidates = [str(choice) for choice in choices if choice is not None]
+    close = difflib.get_close_matches(str(word), candidates, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _unwrap(annotation: Any) -> list[Any]:
+    """The concrete types inside Annotated / Optional / Union."""
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        return _unwrap(typing.get_args(annotation)[0])
+    if origin is Union or origin is types.UnionType:
+        return [t for arg in typing.get_args(annotation) for t in _unwrap(arg)]
+    return [annotation]
+
+
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def _step(annotation: Any, part: Any) -> Any:
+    """The type one step (a field name, list index, dict key or union tag) below `annotation`, or None."""
+    for candidate in _unwrap(annotation):
+        origin = typing.get_origin(candidate)
+        if origin in (list, tuple) and isinstance(part, int):
+            return typing.get_args(candidate)[0]
+        if origin is dict:
+            return typing.get_args(candidate)[1]
+        if _is_model(candidate) and isinstance(part, str):
+            if part in candidate.model_fields:
+                return candidate.model_fields[part].annotation
+            stage = candidate.model_fields.get("stage")
+            if stage is not None and stage.default == part:  # a discriminated union's tag in the location
+                return candidate
+    return None
+
+
+def keys_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The field names accepted at `loc` (the location of one key) under `model`, or []."""
+    try:
+        annotation: Any = model
+        for part in loc[:-1]:
+            annotation = _step(annotation, part)
+            if annotation is None:
+                return []
+        models = [t for t in _unwrap(annotation) if _is_model(t)]
+        return list(models[0].model_fields) if len(models) == 1 else []
+    except (IndexError, TypeError):  # an unusual annotation: no suggestion rather than a crash
+        return []
+
+
+def format_validation_error(
+    exc: ValidationError, names: dict[str, str] | None = None, model: type[BaseModel] | None = None
+) -> str:
+    """One line per problem, naming the field (or, through `names`, the command-line option it came from).
+    An unknown key or stage gets a "did you mean" from the fields of `model` (default: Recipe)."""
+    model = model or (Recipe if exc.title == "Recipe" else None)
     lines = []
     for error in exc.errors():
         where = ".".join(str(part) for part in error["loc"]) or "(top level)"
         where = (names or {}).get(where, where)
-        message = error["msg"]
+        message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
-            message = "unknown key (check its spelling and its place in the recipe)"
+            suggestion = did_you_mean(error["loc"][-1], keys_at(model, tuple(error["loc"]))) if model and error["loc"] else ""
+            message = f"unknown key{suggestion or ' (check its spelling and its place in the recipe)'}"
+        elif error["type"] == "union_tag_invalid":
+            context = error.get("ctx") or {}
+            tags = [tag.strip().strip("'") for tag in str(context.get("expected_tags", "")).split(",")]
+            tag = context.get("tag", error.get("input"))
+            message = f"unknown {context.get('discriminator', 'tag').strip(chr(39))} {tag!r}{did_you_mean(tag, tags)} " \
+                      f"(one of: {', '.join(tags)})"
         got = error.get("input")
-        shown = f" (got {got!r})" if error["type"] != "extra_forbidden" and not isinstance(got, (dict, list)) else ""
+        shown = ("" if error["type"] in ("extra_forbidden", "union_tag_invalid") or isinstance(got, (dict, list))
+                 else f" (got {got!r})")
         lines.append(f"  - {where}: {message}{shown}")
     return "\n".join(lines)
 

@@ -155,6 +155,8 @@ def test_bad_input(case, tmp_path, request, monkeypatch, capsys):
     assert code == case.get("code", 2), output
     assert squash(case["expect"]) in squash(output)
     assert "Traceback" not in output
+    if "absent" in case:
+        assert case["absent"] not in output, output
 
 
 def test_corpus_size():

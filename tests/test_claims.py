@@ -1,8 +1,10 @@
-"""Every number README.md quotes from a benchmark is found in committed JSON under benchmarks/results/.
+"""Every number README.md and docs/*.md quote from a benchmark is found in committed JSON under
+benchmarks/results/.
 
-tests/claims.yaml lists the claims: the README line, the number as printed, the JSON file and key it
-comes from (or two keys whose quotient it is) and the rounding. Each claim must appear on exactly one
-README line and its JSON value must round to it; in the headline tables every number is claimed.
+tests/claims.yaml lists the claims: the doc (README.md unless `doc:` names a page under docs/) and its
+line, the number as printed, the JSON file and key it comes from (or two keys whose quotient it is) and
+the rounding. Each claim must appear on exactly one line of its doc and its JSON value must round to
+it; in the headline tables every number is claimed.
 """
 
 from __future__ import annotations
@@ -17,14 +19,18 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-README = ROOT / "README.md"
+README = "README.md"
 CLAIMS = Path(__file__).with_name("claims.yaml")
 RESULTS = ROOT / "benchmarks" / "results"
 NUMBER = re.compile(r"[+-]?\d[\d,]*(?:\.\d+)?")
 
 
-def readme_lines() -> list[str]:
-    return README.read_text(encoding="utf-8").splitlines()
+@cache
+def doc_lines(doc: str = README) -> list[str]:
+    path = ROOT / doc
+    assert path.resolve() == (ROOT / README).resolve() or path.resolve().parent == (ROOT / "docs").resolve(), (
+        f"{doc}: a claim's doc is README.md or a page under docs/")
+    return path.read_text(encoding="utf-8").splitlines()
 
 
 def claims() -> list[dict[str, Any]]:
@@ -32,7 +38,8 @@ def claims() -> list[dict[str, Any]]:
     out = []
     for group in yaml.safe_load(CLAIMS.read_text(encoding="utf-8"))["groups"]:
         for claim in group["claims"]:
-            out.append({"file": group["file"], "line": group["line"], "at": group.get("at", ""), **claim})
+            out.append({"file": group["file"], "line": group["line"], "at": group.get("at", ""),
+                        "doc": group.get("doc", README), **claim})
     return out
 
 
@@ -78,21 +85,22 @@ def value_of(claim: dict[str, Any]) -> int | float:
     return value
 
 
-def the_line(selector: str) -> str:
-    found = [line for line in readme_lines() if selector in line]
-    assert len(found) == 1, f"README.md has {len(found)} lines with {selector!r} (the claim must pick one)"
+def the_line(selector: str, doc: str = README) -> str:
+    found = [line for line in doc_lines(doc) if selector in line]
+    assert len(found) == 1, f"{doc} has {len(found)} lines with {selector!r} (the claim must pick one)"
     return found[0]
 
 
 ALL = claims()
 
 
-@pytest.mark.parametrize("claim", ALL, ids=[f"{c['file'].split('/')[-2]}:{c['text']}" for c in ALL])
+@pytest.mark.parametrize("claim", ALL, ids=[f"{c['doc']}:{c['file'].split('/')[-2]}:{c['text']}" for c in ALL])
 def test_a_quoted_number_is_in_the_readme_and_rounds_from_its_json(claim):
-    assert claim["text"] in the_line(claim["line"]), f"{claim['text']!r} is not on the README line {claim['line']!r}"
+    assert claim["text"] in the_line(claim["line"], claim["doc"]), (
+        f"{claim['text']!r} is not on the {claim['doc']} line {claim['line']!r}")
     assert claim["format"].format(value_of(claim)) == claim["text"], (
         f"{claim['file']} {claim['key']} gives {claim['format'].format(value_of(claim))!r}, "
-        f"README.md prints {claim['text']!r}"
+        f"{claim['doc']} prints {claim['text']!r}"
     )
 
 
@@ -102,13 +110,14 @@ def numbers(text: str) -> set[str]:
 
 def test_every_number_in_the_headline_tables_is_claimed():
     """In each table listed under `tables`, every number outside the row label is a claim of that row."""
-    lines = readme_lines()
-    claimed: dict[str, set[str]] = {}
+    claimed: dict[tuple[str, str], set[str]] = {}
     for claim in ALL:
-        claimed.setdefault(the_line(claim["line"]), set()).update(numbers(claim["text"]))
-    for header in yaml.safe_load(CLAIMS.read_text(encoding="utf-8"))["tables"]:
+        claimed.setdefault((claim["doc"], the_line(claim["line"], claim["doc"])), set()).update(numbers(claim["text"]))
+    for table in yaml.safe_load(CLAIMS.read_text(encoding="utf-8"))["tables"]:
+        doc, header = (table["doc"], table["header"]) if isinstance(table, dict) else (README, table)
+        lines = doc_lines(doc)
         starts = [i for i, line in enumerate(lines) if line.startswith(header)]
-        assert len(starts) == 1, f"README.md has {len(starts)} tables whose header starts with {header!r}"
+        assert len(starts) == 1, f"{doc} has {len(starts)} tables whose header starts with {header!r}"
         rows = []
         for line in lines[starts[0] + 2:]:  # after the header and its |---| line
             if not line.startswith("|"):
@@ -118,7 +127,7 @@ def test_every_number_in_the_headline_tables_is_claimed():
         for row in rows:
             cells = [cell.strip() for cell in row.strip("|").split("|")]
             shown = set().union(*(numbers(cell) for cell in cells[1:]))  # the label (cells[0]) is a description
-            missing = shown - claimed.get(row, set())
+            missing = shown - claimed.get((doc, row), set())
             assert not missing, f"{cells[0]!r}: {sorted(missing)} have no claim in tests/claims.yaml"
 
 
@@ -132,3 +141,8 @@ def test_the_lookup_picks_one_item_and_fails_loudly(monkeypatch):
     claim = {"file": "f", "at": "rows[name=a]", "key": "v.x", "over": "/rows[name=b].v.x", "scale": 100, "offset": -1}
     assert value_of(claim) == pytest.approx(2.5 / 4 * 100 - 1)
     assert value_of({**claim, "over": "v.x"}) == pytest.approx(99)  # `over` starts at `at` too
+
+
+def test_claims_cover_the_readme_and_the_results_page():
+    docs = {claim["doc"] for claim in ALL}
+    assert {"README.md", "docs/results.md"} <= docs

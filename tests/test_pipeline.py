@@ -14,7 +14,7 @@ from compress import pipeline
 from compress.models import load_model
 from compress.pipeline import RunOptions, run_recipe
 from compress.recipe import validate_recipe
-from compress.stages.runners import RUNNERS
+from compress.stages import train
 from tests.conftest import tiny_distill_recipe, tiny_recipe
 
 QUIET = RunOptions(show_progress=False, log=lambda _: None)
@@ -219,7 +219,7 @@ def test_a_rerun_that_fails_keeps_the_entries_it_did_not_reach(tmp_path, monkeyp
     def broken(*args, **kwargs):
         raise RuntimeError("a bug in the new code")
 
-    monkeypatch.setitem(RUNNERS, "train", broken)
+    monkeypatch.setattr(train, "run", broken)
     with pytest.raises(RuntimeError, match="a bug in the new code"):
         run_recipe(validate_recipe(recipe), RunOptions(force=True, show_progress=False, log=lambda _: None))
     kept = read_json(manifest_file)["stages"]
@@ -233,13 +233,13 @@ def test_a_rerun_that_fails_keeps_the_entries_it_did_not_reach(tmp_path, monkeyp
 def test_library_warnings_go_to_the_stage_log_not_the_terminal(tmp_path, monkeypatch):
     import warnings
 
-    original = RUNNERS["train"]
+    original = train.run
 
     def warning_run(*args, **kwargs):
         warnings.warn("a TracerWarning-like library warning", UserWarning)
         return original(*args, **kwargs)
 
-    monkeypatch.setitem(RUNNERS, "train", warning_run)
+    monkeypatch.setattr(train, "run", warning_run)
     recipe = {**tiny_recipe(tmp_path, epochs=1), "bench": {"enabled": False}}
     with warnings.catch_warnings(record=True) as printed:
         warnings.simplefilter("always")

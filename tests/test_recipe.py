@@ -22,7 +22,11 @@ def test_valid_recipe(tmp_path):
         (lambda r: r.update(colour="red"), "colour: unknown key"),
         (lambda r: r["stages"][0].update(epochs=-1), "stages.0.train.epochs: Input should be greater than or equal to 1"),
         (lambda r: r["stages"][0].update(lr="fast"), "stages.0.train.lr"),
-        (lambda r: r["stages"][0].update(stage="tran"), "does not match any of the expected tags"),
+        (lambda r: r["stages"][0].update(stage="tran"), "stages.0: unknown stage 'tran'; did you mean 'train'?"),
+        (lambda r: r["stages"][0].update(epoch=3), "stages.0.train.epoch: unknown key; did you mean 'epochs'?"),
+        (lambda r: r["data"].update(pth="x.csv"), "data.pth: unknown key; did you mean 'path'?"),
+        (lambda r: r["data"]["synthetic"].update(user=3), "data.synthetic.user: unknown key; did you mean 'users'?"),
+        (lambda r: r["data"].update(path="x.csv"), "source is 'synthetic', which would ignore it: set data.source: file"),
         (lambda r: r.update(stages=[]), "stages: List should have at least 1 item"),
         (lambda r: r["data"].update(source="file"), "no path is given"),
         (lambda r: r["data"].update(source="file", path="/no/such/file.txt"), "data.path: file not found"),
@@ -54,6 +58,53 @@ def test_overrides_by_index_and_stage_name(tmp_path):
 def test_bad_overrides(tmp_path, override, message):
     with pytest.raises(RecipeError, match=message):
         apply_override(tiny_recipe(tmp_path), override)
+
+
+def test_override_stage_name_typo_and_ambiguity(tmp_path):
+    raw = tiny_recipe(tmp_path)
+    raw["stages"].append({"stage": "distill", "num_layers": 1})
+    with pytest.raises(RecipeError) as info:
+        apply_override(raw, "stages.distil.epochs=1")
+    assert "no stage named 'distil'; did you mean 'distill'?" in str(info.value)
+    assert "train (0), distill (1)" in str(info.value)
+    raw["stages"].append({"stage": "distill", "num_layers": 1})
+    with pytest.raises(RecipeError) as info:
+        apply_override(raw, "stages.distill.epochs=1")
+    assert "2 stages are named 'distill' (ambiguous)" in str(info.value) and "stages.1, stages.2" in str(info.value)
+
+
+def test_data_path_alone_means_a_file(tmp_path):
+    """`data.path` without `source` reads the file (the synthetic default would silently ignore it)."""
+    data = tmp_path / "d.csv"
+    data.write_text("user_id,item_id\n1,2\n")
+    raw = tiny_recipe(tmp_path)
+    raw["data"] = {"path": str(data)}
+    assert validate_recipe(raw).data.source == "file"
+    raw["data"] = {"source": "synthetic"}
+    assert validate_recipe(raw).data.source == "synthetic"
+    raw["data"] = {}
+    assert validate_recipe(raw).data.source == "synthetic"
+
+
+def test_no_numpy_reprs_in_messages():
+    import numpy as np
+
+    from compress.errors import shown
+
+    assert shown(np.float64(1600776888.0)) == "1600776888"
+    assert shown(np.int64(7)) == "7" and shown("7") == "'7'" and shown(np.float64(0.5)) == "0.5"
+
+
+def test_run_help_lists_data_formats():
+    from typer.testing import CliRunner
+
+    from compress.cli import app
+
+    result = CliRunner().invoke(app, ["run", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    for fmt in ("csv", "tsv", "parquet", "pairs", "user_lines", "atomic"):
+        assert fmt in result.output
+    assert "data.path" in result.output
 
 
 def test_load_recipe_file_errors(tmp_path):
@@ -98,7 +149,8 @@ def test_recipes_validate_without_torch_transformers_or_pandas(tmp_path):
         f"for path in sorted(Path({str(root / 'recipes')!r}).rglob('*.yaml')):\n"
         "    raw = yaml.safe_load(path.read_text())\n"
         "    if 'space' in raw: continue  # a search spec: see tests/search/test_spec.py\n"
-        f"    raw['data']['path'] = {str(root / 'pyproject.toml')!r}\n"
+        "    if raw['data'].get('source') == 'file':\n"
+        f"        raw['data']['path'] = {str(root / 'pyproject.toml')!r}\n"
         "    validate_recipe(raw, source=str(path))\n"
         f"print(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r}))\n"
     )

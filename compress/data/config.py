@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 DataFormat = Literal["auto", "pairs", "user_lines", "csv", "tsv", "parquet", "atomic"]
 FORMATS: tuple[str, ...] = get_args(DataFormat)
 DuplicatePolicy = Literal["error", "drop", "keep"]
+FORMAT_HELP = (
+    "csv, tsv or parquet tables (columns user_id, item_id and optionally timestamp; rename with data.columns), "
+    "pairs (`user item` per line, whitespace-separated), user_lines (`user item item ...` per line), "
+    "atomic (RecBole .inter); auto (default) detects the format from the extension or the first lines"
+)
 
 
 class SyntheticConfig(BaseModel):
@@ -49,8 +54,10 @@ class ColumnNames(BaseModel):
 class DataConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    source: Literal["synthetic", "file"] = Field("synthetic", description="Embedded synthetic data or a file.")
-    path: Path | None = Field(None, description="Data file, for source: file.")
+    source: Literal["synthetic", "file"] = Field(
+        "synthetic", description="Embedded synthetic data or a file (default: file when `path` is given, else synthetic)."
+    )
+    path: Path | None = Field(None, description="Data file (implies source: file). Formats: " + FORMAT_HELP)
     format: DataFormat = Field("auto", description="File format; auto detects it from the extension or the first lines.")
     columns: ColumnNames = Field(default_factory=ColumnNames, description="Column names for tables.")
     header: bool = Field(True, description="Whether a csv/tsv file has a header row.")
@@ -60,6 +67,20 @@ class DataConfig(BaseModel):
     kcore: int = Field(0, ge=0, description="Keep only users and items with at least k interactions (0: off).")
     max_len: int = Field(50, ge=2, description="Most recent items a model sees.")
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig, description="Synthetic data size.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _path_implies_file(cls, value: Any) -> Any:
+        """A `path` with no `source` means a file; an explicit `source: synthetic` with a path is a mistake."""
+        if isinstance(value, dict) and value.get("path") is not None:
+            if "source" not in value:
+                return {**value, "source": "file"}
+            if value["source"] == "synthetic":
+                raise ValueError(
+                    f"path is set ({value['path']}) but source is 'synthetic', which would ignore it: "
+                    "set data.source: file (on the command line: -o data.source=file), or remove data.path"
+                )
+        return value
 
     @model_validator(mode="after")
     def _check_path(self) -> "DataConfig":

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from compress.errors import DataError
+from compress.errors import DataError, shown as shown_value
 
 MIN_INTERACTIONS = 3  # one to train on, one to validate, one to test
 
@@ -100,7 +100,7 @@ def handle_duplicates(table: pd.DataFrame, policy: str, source: str) -> tuple[pd
         row = int(np.argmax(repeated))
         same = (table == table.iloc[row]).all(axis=1).to_numpy()
         first = int(np.argmax(same))
-        shown = ", ".join(f"{col} {table.iloc[row][col]!r}" for col in table.columns)
+        shown = ", ".join(f"{col} {shown_value(table.iloc[row][col])}" for col in table.columns)
         raise DataError(
             f"{source}: {count:,} duplicate row(s); e.g. row {row + 1} repeats row {first + 1} ({shown})",
             "set data.duplicates: drop (keep the first of each) or keep (they are repeated interactions)",

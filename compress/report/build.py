@@ -14,7 +14,9 @@ from compress.evaluation.bootstrap import describe
 from compress.report.collect import RunSummary, StageRow, collect_run, sessions
 from compress.report.document import Block, Code, Heading, Image, Text, to_html, to_markdown
 from compress.report.plots import plot_cost_per_stage, plot_quality_latency, plot_variants
-from compress.report.tables import bench_table, incremental_table, key_value_table, stage_table, variant_table
+from compress.report.noise import SMALL_TEST, count_test_users, half_width, latency_noise, popularity_warning
+from compress.report.tables import (NOISE_NOTE, bench_table, incremental_table, key_value_table, stage_table,
+                                    variant_table)
 
 RATIO_NOTE = (
     "Ratios in parentheses are stage / teacher (the run's first stage): latency 0.50x is twice as fast, "
@@ -63,11 +65,14 @@ def build_report(
     with_run = len(runs) > 1
     plotted = _unique_rows(runs, [name for name, _ in variants] if variants else None)
 
+    baselines = {run.manifest["baseline"]["metrics"]["ndcg@10"] for run in runs if run.manifest.get("baseline")}
     images = [
-        plot_quality_latency([row for row, _ in plotted], out / "quality_latency.png", labels=[n for _, n in plotted]),
+        plot_quality_latency([row for row, _ in plotted], out / "quality_latency.png", labels=[n for _, n in plotted],
+                             baseline=baselines.pop() if len(baselines) == 1 else None,
+                             users=[_users_of(row, runs) for row, _ in plotted]),
         plot_cost_per_stage([row for row, _ in plotted], out / "cost_per_stage.png", with_run),
     ]
-    blocks: list[Block] = [Heading(title, 1), Text(_summary(runs))]
+    blocks: list[Block] = [Heading(title, 1), Text(_summary(runs)), *_small_data_notes(runs)]
     if variants is not None:
         images.append(plot_variants(
             [run.final for run in runs], [name for name, _ in variants], out / "ablation.png", differences
@@ -83,9 +88,12 @@ def build_report(
         Heading("Stages"),
         stage_table(runs, shared=with_run),
         Text(RATIO_NOTE),
+        *([Text(NOISE_NOTE)] if any(latency_noise(row.bench) for run in runs for row in run.rows if row.bench) else []),
+        *([Text(MODEL_FILE_NOTE)] if any("model_bytes" in row.values for run in runs for row in run.rows) else []),
         *_control_notes(runs),
         Image(images[0], "NDCG@10 against batch-1 latency p50 at max length; the Pareto front is ringed; "
-                         "numbers are keyed beside the plot."),
+                         "numbers are keyed beside the plot; whiskers: approximate 95% interval over the test users; "
+                         "dotted: the popularity baseline; the y-axis starts at 0."),
         Image(images[1], "Size on disk and batch-1 latency p50 per stage."),
         Heading("Benchmark details"),
         bench_table(runs, shared=with_run),
@@ -228,6 +236,39 @@ def _epochs(training: dict) -> str:
 
 def _seconds(seconds: float) -> str:
     return f"{seconds:,.0f} s" if seconds >= 10 else f"{seconds:.2g} s"
+
+
+MODEL_FILE_NOTE = (
+    "size (all files): the stage's artifact folder (an export also holds step.onnx, the append-one-event "
+    "model, and metadata.json with the item ids). scoring model file: model.onnx or model.safetensors alone, "
+    "the file that scores a history; its ratio is to the teacher's model.safetensors, like with like."
+)
+
+
+def _users_of(row: StageRow, runs: list[RunSummary]) -> int:
+    run = next((run for run in runs if row in run.rows or row in run.controls), None)
+    return count_test_users(run.manifest) if run is not None else 0
+
+
+def _small_data_notes(runs: list[RunSummary]) -> list[Block]:
+    """A warning when a run's teacher is within noise of the popularity baseline, and what a small test set
+    can resolve (its NDCG@10 noise and the hits column)."""
+    notes: list[Block] = []
+    for run in runs:
+        prefix = f"{run.name}: " if len(runs) > 1 else ""
+        warning = popularity_warning(run.manifest)
+        if warning:
+            notes.append(Text(f"Warning: {prefix}{warning}"))
+        users = count_test_users(run.manifest)
+        if 0 < users < SMALL_TEST and run.rows:
+            teacher = run.rows[0].values["ndcg@10"]
+            notes.append(Text(
+                f"{prefix}a small test set: {users:,} users, so a stage's NDCG@10 is known to about "
+                f"±{half_width(teacher, users):.4f} (95%, at the teacher's level) and ratios to the teacher can "
+                f"swing with a few users. The hits@10 column counts test users whose target is in the top 10, "
+                f"with the difference to the teacher's count: read a difference of a few hits as noise."
+            ))
+    return notes
 
 
 def _summary(runs: list[RunSummary]) -> str:

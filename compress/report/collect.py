@@ -22,6 +22,7 @@ from compress.runs.files import read_json
 from compress.bench.results import BENCH_FILE, headline
 from compress.runs.integrity import verify_folder
 from compress.runs.layout import read_manifest, stage_folder
+from compress.report.noise import like_memory, scoring_model_bytes
 
 CONTROLS_FILE = "controls.json"  # written by compress.studies.controls.write_controls
 
@@ -85,7 +86,18 @@ def collect_run(run_dir: Path, session: str | None = None) -> RunSummary:
     record = read_json(controls_file) if controls_file.is_file() else None
     if record is not None and record.get("stage_ids") == [entry["config_hash"] for entry in manifest["stages"]]:
         _add_controls(run, record, teacher or {})  # (controls of an earlier version of the run are left out)
+    drop_unlike_memory_ratios(run)
     return run
+
+
+def drop_unlike_memory_ratios(run: RunSummary) -> None:
+    """A peak-memory ratio compares two measurements of one kind (same engine, same memory kind), or is
+    dropped: e.g. an onnxruntime session's RSS growth over a PyTorch model's is not a saving."""
+    teacher_bench = run.rows[0].bench if run.rows else None
+    for row in [*run.rows, *run.controls]:
+        if "peak_memory_bytes" in row.ratios and row is not (run.rows[0] if run.rows else None):
+            if not like_memory(row.bench, teacher_bench):
+                row.ratios["peak_memory_bytes"] = None
 
 
 def _stage_row(
@@ -98,8 +110,13 @@ def _stage_row(
         bench = None
     values = {key: entry["metrics"][key] for key in QUALITY}
     values.update(params=entry["params"], size_bytes=entry["size_bytes"])
+    model_bytes = scoring_model_bytes(Path(run_dir) / entry["output"]) if entry.get("output") else None
+    if model_bytes is not None:
+        values["model_bytes"] = model_bytes  # the scoring model alone (model.onnx / model.safetensors)
     teacher = teacher or values
     ratios: dict[str, float | None] = {k: _ratio(values[k], teacher[k]) for k in (*QUALITY, *STATIC)}
+    if model_bytes is not None and teacher.get("model_bytes"):
+        ratios["model_bytes"] = model_bytes / teacher["model_bytes"]
     if bench is not None:
         numbers = headline(bench)
         values.update({key: numbers[key] for key in TIMED})

@@ -56,10 +56,17 @@ def near_groups(points: list[tuple[float, float]], radius: float = 0.04) -> list
 
 
 def plot_quality_latency(
-    rows: list[StageRow], path: Path, with_run: bool = False, labels: list[str] | None = None
+    rows: list[StageRow], path: Path, with_run: bool = False, labels: list[str] | None = None,
+    baseline: float | None = None, users: list[int] | None = None,
 ) -> Path:
     """NDCG@10 against batch-1 p50 latency, one numbered point per stage (a key beside the plot names
-    them; points drawn on top of each other share one label), the Pareto front drawn and ringed."""
+    them; points drawn on top of each other share one label), the Pareto front drawn and ringed.
+
+    The y-axis starts at 0, so a difference looks as large as it is; `baseline` (the popularity NDCG@10)
+    is a dotted line; with `users` (test users per row) each point has whiskers of its approximate 95%
+    interval (compress/report/noise.py)."""
+    from compress.report.noise import half_width
+
     plt = pyplot()
     names = labels or [_label(row, with_run) for row in rows]
     timed = [(row, name) for row, name in zip(rows, names) if "latency_p50_ms" in row.values]
@@ -75,10 +82,23 @@ def plot_quality_latency(
                 label="Pareto front")
         ax.scatter([points[i][0] for i in front], [points[i][1] for i in front], s=140, facecolors="none",
                    edgecolors="#dd8452", zorder=4)
+    if baseline is not None:
+        ax.axhline(baseline, linestyle=":", color="#55a868", zorder=1, label=f"popularity baseline ({baseline:.4f})")
+    widths = []
+    if users is not None:
+        counts = [count for row, count in zip(rows, users) if "latency_p50_ms" in row.values]
+        widths = [half_width(p[1], n) if n else 0.0 for p, n in zip(points, counts)]
+        if any(widths):
+            ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=widths, fmt="none", ecolor="#4c72b0",
+                        elinewidth=1, capsize=3, zorder=2)
+    if front or baseline is not None:
         ax.legend(loc="lower right", fontsize=8)
+    highest = max([p[1] + w for p, w in zip(points, widths or [0.0] * len(points))] + [baseline or 0.0] + [0.0])
     key = [f"{i + 1:>2}  {_short(name)}" for i, (_, name) in enumerate(timed)]
     fig.text(0.70, 0.93, "\n".join(key), va="top", ha="left", fontsize=7.5, family="monospace")
     ax.margins(x=0.15, y=0.15)
+    if highest > 0:
+        ax.set_ylim(0, min(1.0, highest * 1.15))  # from 0: a difference is drawn as large as it is
     xs = [p[0] for p in points if p[0] > 0]
     if xs and max(xs) / min(xs) > 20:  # e.g. onnxruntime beside PyTorch eager: a log axis keeps both readable
         ax.set_xscale("log")

@@ -14,6 +14,7 @@ from compress.runs.files import human_bytes
 from compress.report.collect import RunSummary, StageRow
 from compress.report.document import Table
 from compress.evaluation.bootstrap import describe, excludes_zero
+from compress.report.noise import SMALL_TEST, count_test_users, hits_cell, latency_noise
 
 Formatter = Callable[[float], str]
 
@@ -24,7 +25,7 @@ HEADLINE: list[tuple[str, str, Formatter]] = [
     ("HR@10", "hr@10", lambda v: f"{v:.4f}"),
     ("MRR@10", "mrr@10", lambda v: f"{v:.4f}"),
     ("params", "params", lambda v: f"{v:,.0f}"),
-    ("size", "size_bytes", human_bytes),
+    ("size (all files)", "size_bytes", human_bytes),
     ("latency p50 (ms, batch 1)", "latency_p50_ms", lambda v: f"{v:.2f}"),
     ("throughput (seq/s)", "throughput_seq_per_s", lambda v: f"{v:,.0f}"),
 ]
@@ -59,6 +60,19 @@ def cell(row: StageRow, key: str, fmt: Formatter) -> str:
     return fmt(row.values[key]) + (f" ({ratio:.2f}x)" if ratio is not None else "")
 
 
+MODEL_FILE_COLUMN: tuple[str, str, Formatter] = ("scoring model file", "model_bytes", human_bytes)
+HITS = "hits@10"
+NOISY = " ~noisy"
+NOISE_NOTE = ("~noisy: a batch-1 latency timed in fewer than 3 bench rounds, or whose rounds lie more than 25% "
+              "apart (bench.rounds: 3 or more in the recipe, on a quiet machine, gives a usable number).")
+
+
+def latency_cell(row: StageRow, fmt: Formatter) -> str:
+    """The latency cell, marked ~noisy when its bench had fewer than 3 rounds or rounds that disagree."""
+    shown = cell(row, "latency_p50_ms", fmt)
+    return shown + NOISY if shown != "-" and latency_noise(row.bench) else shown
+
+
 def teacher_cell(row: StageRow, key: str, fmt: Formatter) -> str:
     """The teacher's number (key 'teacher <name>') of the row's bench rounds, or '-'."""
     value = row.teacher_timing.get(key.removeprefix("teacher "))
@@ -83,6 +97,14 @@ def stage_table(runs: list[RunSummary], baseline: bool = True, shared: bool = Fa
     with_difference = any(row.difference for row in every)
     with_onnx = any(row.onnx_ratios for row in every)
     headline = list(HEADLINE)
+    if any("model_bytes" in row.values for row in every):
+        headline.insert([key for _, key, _ in headline].index("size_bytes") + 1, MODEL_FILE_COLUMN)
+    small = {run.name: count_test_users(run.manifest) for run in runs
+             if 0 < count_test_users(run.manifest) < SMALL_TEST}
+    if small:
+        users = sorted(set(small.values()))
+        of = f"{users[0]:,} test users" if len(users) == 1 else "test users"
+        headline.insert(1, (f"{HITS} of {of} (vs teacher)", HITS, lambda v: ""))
     if with_difference:
         headline.insert(1, ("ΔNDCG@10 vs teacher [95% CI]", DIFFERENCE, lambda v: ""))
     if any(row.teacher_timing for row in every):
@@ -101,6 +123,8 @@ def stage_table(runs: list[RunSummary], baseline: bool = True, shared: bool = Fa
             base = run.manifest["baseline"]["metrics"]
             lead = [_run_label(run.name, owners.get(("baseline", run.manifest["data"]["fingerprint"])), runs)] if with_run else []
             values = {"ndcg@10": f"{base['ndcg@10']:.4f}", "hr@10": f"{base['hr@10']:.4f}", "mrr@10": f"{base['mrr@10']:.4f}"}
+            if run.name in small and run.rows:
+                values[HITS] = hits_cell(base["hr@10"], run.rows[0].values["hr@10"], small[run.name])
             rows.append(lead + ["popularity"] + [values.get(key, "-") for _, key, _ in headline] + ["-", "-"][: 2 * with_onnx])
         for row in rows_of[run.name]:
             if shared and row.key is not None:
@@ -111,6 +135,8 @@ def stage_table(runs: list[RunSummary], baseline: bool = True, shared: bool = Fa
             label = f"{row.stage} (control)" if row in run.controls else row.stage
             cells = [
                 difference_cell(row) if key == DIFFERENCE
+                else _hits(row, run, small) if key == HITS
+                else latency_cell(row, fmt) if key == "latency_p50_ms"
                 else teacher_cell(row, key, fmt) if key.startswith("teacher ") else cell(row, key, fmt)
                 for _, key, fmt in headline
             ]
@@ -122,6 +148,14 @@ def stage_table(runs: list[RunSummary], baseline: bool = True, shared: bool = Fa
 
 
 DIFFERENCE = "ndcg@10 difference"
+
+
+def _hits(row: StageRow, run: RunSummary, small: dict[str, int]) -> str:
+    """'13 (-1)': the row's test users with the target in its top 10, and the difference to the teacher's."""
+    if run.name not in small or "hr@10" not in row.values:
+        return "-"
+    teacher = run.rows[0].values.get("hr@10") if run.rows and row is not run.rows[0] else None
+    return hits_cell(row.values["hr@10"], teacher, small[run.name])
 
 
 def _owners(runs: list[RunSummary]) -> dict[Any, list[str]]:
@@ -230,6 +264,7 @@ def variant_table(
         spread = latency_range(row)
         latency = cell(row, "latency_p50_ms", fmt["latency_p50_ms"])
         latency += f" [{spread[0]:.2f}-{spread[1]:.2f}]" if spread else ""
+        latency += NOISY if latency != "-" and latency_noise(row.bench) else ""
         rows.append([
             str(number), name, changes or "(the recipe as is)", row.stage, cell(row, "ndcg@10", fmt["ndcg@10"]),
             shown_difference, cell(row, "hr@10", fmt["hr@10"]), cell(row, "mrr@10", fmt["mrr@10"]),

@@ -1,5 +1,5 @@
 """benchmarks/README.md is the index of benchmarks/: it names every script and every results folder,
-its scripts table names only scripts that exist, and its links (and README.md's links into
+its scripts table names only scripts that exist, and its links (and README.md's and docs/'s links into
 benchmarks/) resolve, anchors included."""
 
 from __future__ import annotations
@@ -81,6 +81,14 @@ def test_readme_links_into_benchmarks_resolve():
     into = [t for t in LINK.findall(readme.read_text()) if t.startswith("benchmarks/")]
     assert into, "README.md links to the benchmark results"
     assert [b for b in broken_links(readme) if ": benchmarks/" in b] == []
+
+
+def test_docs_links_into_benchmarks_resolve():
+    """The result tables and prose moved from README.md to docs/ (docs/results.md): their links too."""
+    pages = sorted((ROOT / "docs").glob("*.md"))
+    into = [t for page in pages for t in LINK.findall(page.read_text()) if t.startswith("../benchmarks/")]
+    assert into, "docs/ links to the benchmark results"
+    assert [b for page in pages for b in broken_links(page) if ": ../benchmarks/" in b] == []
 
 
 def test_slug_matches_github():
