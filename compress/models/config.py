@@ -3,7 +3,7 @@ importable without torch; transformers is imported only to build a LlamaConfig).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -72,6 +72,26 @@ class RecommenderConfig(ModelShape):
     num_items: int = Field(ge=1, description="Catalogue size; ids 1..num_items, 0 is padding.")
     max_len: int = Field(ge=1, description="Longest input sequence the model was trained on.")
     table: TableSpec | None = Field(None, description="A compressed (tied) item table; null: a float nn.Embedding.")
+    # what an imported teacher (compress/models/importers.py) may need; the defaults are our own models'
+    input_bias: bool = Field(False, description="The input projection (item_dim -> hidden) has a bias (SLMRec's input_proj).")
+    attention_bias: Literal["none", "qkv", "all"] = Field(
+        "none", description="Biases of the attention projections: none (LLaMA), qkv (Qwen2), all (LLaMA attention_bias)."
+    )
+    rope_parameters: dict[str, Any] | None = Field(
+        None, description="An imported decoder's scaled RoPE (transformers' rope_parameters, e.g. rope_type llama3); "
+        "null: plain RoPE with rope_theta.",
+    )
+    prefix_len: int = Field(
+        0, ge=0, description="Fixed embeddings (a prompt, e.g. SLMRec's instruction) before the items; 0: none."
+    )
+    suffix_len: int = Field(
+        0, ge=0, description="Fixed embeddings after the items (SLMRec's response); the state is read at the last one."
+    )
+
+    @property
+    def prompted(self) -> bool:
+        """A fixed prompt surrounds the items: the model gives the state after its last token only."""
+        return self.prefix_len > 0 or self.suffix_len > 0
 
     def to_llama(self) -> "LlamaConfig":
         from transformers import LlamaConfig
@@ -84,10 +104,11 @@ class RecommenderConfig(ModelShape):
             num_attention_heads=self.num_heads,
             num_key_value_heads=self.num_kv_heads,
             head_dim=self.head_dim,
-            max_position_embeddings=max(self.max_len, 8),
+            max_position_embeddings=max(self.max_len + self.prefix_len + self.suffix_len, 8),
             rms_norm_eps=self.rms_norm_eps,
-            rope_parameters={"rope_type": "default", "rope_theta": self.rope_theta},
+            rope_parameters=dict(self.rope_parameters or {"rope_type": "default", "rope_theta": self.rope_theta}),
             attention_dropout=self.dropout,
+            attention_bias=self.attention_bias != "none",
             pad_token_id=None,
             bos_token_id=None,
             eos_token_id=None,

@@ -39,11 +39,24 @@ class SequentialRecommender(nn.Module):
             with torch.no_grad():
                 self.item_embeddings.weight[0].zero_()
         widths_differ = config.item_dim != config.hidden_size
-        self.input_proj = nn.Linear(config.item_dim, config.hidden_size, bias=False) if widths_differ else nn.Identity()
+        projected = widths_differ or config.input_bias
+        self.input_proj = (
+            nn.Linear(config.item_dim, config.hidden_size, bias=config.input_bias) if projected else nn.Identity()
+        )
         self.output_proj = nn.Linear(config.hidden_size, config.item_dim, bias=False) if widths_differ else nn.Identity()
         self.output_items = None if config.tie_weights else nn.Embedding(config.num_items + 1, config.item_dim)
         self.embedding_dropout = nn.Dropout(config.dropout)
         self.backbone = LlamaModel(config.to_llama())
+        if config.attention_bias == "qkv":  # Qwen2: biases on q, k, v; none on the output projection
+            for layer in self.backbone.layers:
+                old = layer.self_attn.o_proj
+                layer.self_attn.o_proj = nn.Linear(old.in_features, old.out_features, bias=False)
+                layer.self_attn.o_proj.weight = old.weight
+        # a fixed prompt around the items (an imported SLMRec/E4SRec teacher): constants, absent when empty
+        if config.prefix_len:
+            self.register_buffer("prompt_prefix", torch.zeros(config.prefix_len, config.hidden_size))
+        if config.suffix_len:
+            self.register_buffer("prompt_suffix", torch.zeros(config.suffix_len, config.hidden_size))
         if config.hidden_dropout:
             add_residual_dropout(self.backbone, config.hidden_dropout)
 
@@ -62,9 +75,22 @@ class SequentialRecommender(nn.Module):
 
         Positions count from the first real item, so a left-padded sequence gets exactly
         the states of the same sequence without padding.
+
+        A prompted model (`config.prompted`: fixed embeddings before and after the items, as an imported
+        SLMRec teacher) runs [prefix, padding, items, suffix], positions counting the prompt (the padding
+        is masked and skipped), and gives the state at the last suffix token: `last_only` alone.
         """
-        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         embeddings = self.embedding_dropout(self.input_proj(self.item_embeddings(item_ids)))
+        if self.config.prompted:
+            if not last_only:
+                raise ArtifactError(
+                    "this model has a fixed prompt around the items (an imported SLMRec/E4SRec teacher): it gives "
+                    "the state after its last prompt token only, not one per position, so it cannot be trained, "
+                    "distilled or pruned with calibration/recovery yet; evaluate, export or quantize it, or import "
+                    "the decoder without a prompt"
+                )
+            embeddings, attention_mask = self._with_prompt(embeddings, attention_mask)
+        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         if last_only and not output_hidden_states and not self.training:
             # the last layer at the last position alone (models/last_query.py): ~1/num_layers less work
             return self.output_proj(last_position_state(self.backbone, embeddings, attention_mask, position_ids)), None
@@ -78,6 +104,21 @@ class SequentialRecommender(nn.Module):
         hidden = outputs.last_hidden_state[:, -1:] if last_only else outputs.last_hidden_state
         states = self.output_proj(hidden)
         return states, (outputs.hidden_states if output_hidden_states else None)
+
+    def _with_prompt(
+        self, embeddings: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """[prefix, items, suffix] and its mask (the prompt always real). With left padding the padding lies
+        between the prefix and the first item: masked, and skipped by the positions (cumsum of the mask)."""
+        batch = embeddings.shape[0]
+        parts, masks = [embeddings], [attention_mask]
+        if self.config.prefix_len:
+            parts.insert(0, self.prompt_prefix.to(embeddings.dtype).expand(batch, -1, -1))
+            masks.insert(0, attention_mask.new_ones(batch, self.config.prefix_len))
+        if self.config.suffix_len:
+            parts.append(self.prompt_suffix.to(embeddings.dtype).expand(batch, -1, -1))
+            masks.append(attention_mask.new_ones(batch, self.config.suffix_len))
+        return torch.cat(parts, dim=1), torch.cat(masks, dim=1)
 
     def score(self, states: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
         """Scores over all items ([..., num_items + 1]), or over items start..stop-1 only (a chunk

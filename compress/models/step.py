@@ -62,18 +62,33 @@ class PastAndNew(NamedTuple):
     new: torch.Tensor
 
 
+class PromptPastAndNew(NamedTuple):
+    """As PastAndNew, behind a prompted model's constant instruction keys (or values) [B, kv, P0, d]."""
+
+    prompt: torch.Tensor
+    past: torch.Tensor
+    new: torch.Tensor
+
+
 class PastNewLayer(DynamicLayer):
     """A DynamicLayer holding a given past that returns past and new keys/values apart (`PastAndNew`)
     from `update`, for `grouped_query_attention`; `new_keys`/`new_values` keep what was appended."""
 
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+    def __init__(
+        self, keys: torch.Tensor, values: torch.Tensor,
+        prompt: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> None:
         super().__init__()
         self.keys, self.values, self.device, self.is_initialized = keys, values, keys.device, True
+        self.prompt = prompt  # a prompted model's instruction keys/values, attended to before the past
         self.new_keys: torch.Tensor | None = None
         self.new_values: torch.Tensor | None = None
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: object, **kwargs: object) -> tuple:
         self.new_keys, self.new_values = key_states, value_states
+        if self.prompt is not None:
+            return (PromptPastAndNew(self.prompt[0], self.keys, key_states),
+                    PromptPastAndNew(self.prompt[1], self.values, value_states))
         return PastAndNew(self.keys, key_states), PastAndNew(self.values, value_states)
 
 
@@ -92,8 +107,8 @@ def grouped_query_attention(
     `PastAndNew` parts (S = P + T: attended to as if concatenated, without the copy). `attention_mask`:
     boolean [B, 1, T, S] (True: attend). Returns [B, T, heads, d] as transformers' attention functions do."""
     batch, heads, new, dim = query.shape
-    keys = list(key) if isinstance(key, PastAndNew) else [key]
-    values = list(value) if isinstance(value, PastAndNew) else [value]
+    keys = list(key) if isinstance(key, (PastAndNew, PromptPastAndNew)) else [key]
+    values = list(value) if isinstance(value, (PastAndNew, PromptPastAndNew)) else [value]
     kv_heads = keys[0].shape[1]
     groups = heads // kv_heads
     stacked = query.reshape(batch, kv_heads, groups * new, dim)
@@ -105,9 +120,14 @@ def grouped_query_attention(
     weights = torch.softmax(scores, dim=-1).view(batch, kv_heads, groups * new, total)
     if len(keys) == 1:
         output = torch.matmul(weights, values[0])
-    else:
+    elif len(keys) == 2:
         past = keys[0].shape[2]
         output = torch.matmul(weights[..., :past], values[0]) + torch.matmul(weights[..., past:], values[1])
+    else:  # prompt, past, new
+        prompt, past = keys[0].shape[2], keys[1].shape[2]
+        output = (torch.matmul(weights[..., :prompt], values[0])
+                  + torch.matmul(weights[..., prompt : prompt + past], values[1])
+                  + torch.matmul(weights[..., prompt + past :], values[2]))
     return output.view(batch, heads, new, dim).transpose(1, 2).contiguous(), None
 
 
@@ -146,6 +166,15 @@ class StepGraph(nn.Module):
         self.model = model
         self.top_k = top_k
         self.num_layers = model.config.num_layers
+        # a prompted model (an imported SLMRec teacher): the instruction's keys/values are the same for every
+        # user (it attends to itself alone, at positions 0..P0-1), constants of the graph; the cache holds
+        # the items only, and the response is run after the new items on every call, its keys/values dropped
+        self.prompt_len = model.config.prefix_len
+        self.suffix_len = model.config.suffix_len
+        if self.prompt_len:
+            for i, (key, value) in enumerate(_prompt_keys_values(model)):
+                self.register_buffer(f"prompt_key_{i}", key)
+                self.register_buffer(f"prompt_value_{i}", value)
 
     def forward(
         self,
@@ -170,22 +199,48 @@ class StepGraph(nn.Module):
         """Scores after the last new item, and the new slots' keys/values (flat: key, value per layer; the
         present state is `past` followed by them, see `append`)."""
         model = self.model
+        batch, items = item_ids.shape
         cache = DynamicCache()
-        cache.layers = [PastNewLayer(past[2 * i], past[2 * i + 1]) for i in range(self.num_layers)]
+        cache.layers = [PastNewLayer(past[2 * i], past[2 * i + 1], self._prompt(i, batch)) for i in range(self.num_layers)]
         embeddings = model.embedding_dropout(model.input_proj(model.item_embeddings(item_ids)))
+        if self.prompt_len or self.suffix_len:
+            position_ids = position_ids + self.prompt_len  # the instruction comes first
+            ones = attention_mask.new_ones
+            if self.suffix_len:  # the response after the new items, at the positions after the last one
+                suffix = model.prompt_suffix.to(embeddings.dtype).expand(batch, -1, -1)
+                embeddings = torch.cat([embeddings, suffix], dim=1)
+                steps = torch.arange(1, self.suffix_len + 1, device=position_ids.device)
+                position_ids = torch.cat([position_ids, position_ids[:, -1:] + steps], dim=1)
+            attention_mask = torch.cat([ones(batch, self.prompt_len), attention_mask, ones(batch, self.suffix_len)], dim=1)
         with step_attention(model):
             outputs = model.backbone(
                 inputs_embeds=embeddings,
-                attention_mask=step_mask(attention_mask, item_ids.shape[1]),
+                attention_mask=step_mask(attention_mask, embeddings.shape[1]),
                 position_ids=position_ids,
                 cache=cache,
                 use_cache=True,
             )
         state = model.output_proj(outputs.last_hidden_state[:, -1])
         new = []
-        for layer in cache.layers:
-            new += [layer.new_keys, layer.new_values]
+        for layer in cache.layers:  # the items' keys/values; the response's are recomputed next time
+            new += [layer.new_keys[:, :, :items], layer.new_values[:, :, :items]]
         return model.score(state), new
+
+    def _prompt(self, layer: int, batch: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if not self.prompt_len:
+            return None
+        key, value = getattr(self, f"prompt_key_{layer}"), getattr(self, f"prompt_value_{layer}")
+        return key.expand(batch, -1, -1, -1), value.expand(batch, -1, -1, -1)
+
+
+@torch.no_grad()
+def _prompt_keys_values(model: SequentialRecommender) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Each layer's keys and values [1, kv_heads, P0, head_dim] (RoPE applied) of the instruction alone."""
+    prefix = model.prompt_prefix[None]
+    positions = torch.arange(prefix.shape[1], device=prefix.device)[None]
+    outputs = model.backbone(inputs_embeds=prefix, position_ids=positions, use_cache=True)
+    cache = outputs.past_key_values
+    return [(layer.keys.detach().clone(), layer.values.detach().clone()) for layer in cache.layers]
 
 
 def append(past: list[torch.Tensor], new: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -38,11 +38,97 @@ class TrainConfig(OptimConfig):
     )
 
 
+IMPORT_FIELDS = (
+    "item_embeddings", "item_ids", "projections", "adapter", "instruction", "response", "tokenizer", "num_layers"
+)
+SLMREC_FIELDS = ("adapter", "instruction", "response")
+
+
 class LoadConfig(BaseModel):
+    """Our own model folder, or a teacher trained elsewhere (docs/import.md): a Hugging Face decoder folder
+    plus an item table (kind hf), or an SLMRec/E4SRec checkpoint (kind slmrec: also a LoRA adapter and
+    the instruction/response prompt)."""
+
     model_config = ConfigDict(extra="forbid")
 
     stage: Literal["load"] = "load"
-    path: Path = Field(description="A model folder (config.json + model.safetensors), e.g. artifacts/<run>/01-train/model.")
+    path: Path = Field(
+        description="A model folder (config.json + model.safetensors), e.g. artifacts/<run>/01-train/model; "
+        "or a Hugging Face decoder folder (llama, qwen2, mistral) to import."
+    )
+    kind: Literal["auto", "compress", "hf", "slmrec"] = Field(
+        "auto",
+        description="auto: our model folder when config.json says so, else an import (slmrec when an adapter or "
+        "a prompt is given, else hf).",
+    )
+    item_embeddings: Path | None = Field(
+        None, description="hf/slmrec: the item table [items, d] or [items + 1, d] (row 0 padding), rows in the "
+        "run's internal item order; .safetensors, .pt/.pth/.bin or .npy.",
+    )
+    item_ids: Path | None = Field(
+        None, description="hf/slmrec: the original item id of each row of item_embeddings (a JSON list, null for a "
+        "padding row, or one id per line); rows are then picked by id. Default: rows in the run's internal order.",
+    )
+    projections: Path | None = Field(
+        None, description="hf/slmrec, when d differs from the decoder width: input_proj.weight [hidden, d], optional "
+        "input_proj.bias [hidden], score.weight [d, hidden] (an LLM4Rec state dict works).",
+    )
+    adapter: Path | None = Field(None, description="slmrec: a PEFT LoRA adapter folder, merged at import.")
+    instruction: list[int] | str | None = Field(
+        None, description="slmrec: the instruction before the items, as token ids or text (tokenized without "
+        "special tokens by the tokenizer folder).",
+    )
+    response: list[int] | str | None = Field(
+        None, description="slmrec: the response after the items (token ids or text); the state is read at its last token.",
+    )
+    tokenizer: Path | None = Field(None, description="slmrec with prompt text: the tokenizer folder; default path.")
+    num_layers: int | None = Field(
+        None, ge=1, description="hf/slmrec: keep the decoder's first N layers (SLMRec's llama_decoder_nums); default all.",
+    )
+    content_sha256: str | None = Field(
+        None, description="Set at validation: the import files' contents, so new files at the same paths rerun the chain.",
+    )
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> "LoadConfig":
+        given = [name for name in IMPORT_FIELDS if getattr(self, name) is not None]
+        if self.kind == "compress" and given:
+            raise ValueError(f"{', '.join(given)} apply to an imported teacher (kind hf or slmrec), not kind compress")
+        slmrec_only = [name for name in SLMREC_FIELDS if getattr(self, name) is not None]
+        if self.kind == "hf" and slmrec_only:
+            raise ValueError(f"{', '.join(slmrec_only)} apply to kind slmrec (a LoRA adapter, a prompt), not hf")
+        if self.kind in ("hf", "slmrec") and self.item_embeddings is None:
+            raise ValueError(f"kind {self.kind} needs item_embeddings (the item table file)")
+        if self.tokenizer is not None and not any(isinstance(t, str) for t in (self.instruction, self.response)):
+            raise ValueError("tokenizer applies to a prompt given as text (instruction/response)")
+        self.content_sha256 = _import_files_sha256(self) if given else None
+        return self
+
+    @property
+    def importing(self) -> bool:
+        """A teacher to import (hf or slmrec) rather than our own model folder."""
+        return self.kind in ("hf", "slmrec") or (self.kind == "auto" and self.item_embeddings is not None)
+
+
+def _import_files_sha256(config: LoadConfig) -> str | None:
+    """The contents of the files an import reads besides config.json and model.safetensors (which the
+    registry's cache id covers): the item table, the projections, the adapter and tokenizer folders."""
+    import hashlib
+
+    from compress.runs.files import folder_sha256, sha256_file
+
+    digest = hashlib.sha256()
+    for name in ("item_embeddings", "item_ids", "projections", "adapter", "tokenizer"):
+        path = getattr(config, name)
+        if path is None:
+            continue
+        if path.is_file():
+            digest.update(f"{name}\0{sha256_file(path)}\0".encode())
+        elif path.is_dir():
+            digest.update(f"{name}\0{folder_sha256(path)}\0".encode())
+        else:
+            digest.update(f"{name}\0missing\0".encode())  # the load stage names the missing file
+    return digest.hexdigest()[:16]
 
 
 class DistillConfig(OptimConfig):
