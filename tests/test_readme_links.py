@@ -4,44 +4,13 @@ order of use (issue 34)."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.markdown_links import ROOT, broken_links, prose
+
 README = ROOT / "README.md"
 PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
-LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
-FENCE = re.compile(r"^(```|~~~).*?^\1", re.S | re.M)
-
-
-def slug(heading: str) -> str:
-    """GitHub's anchor of a Markdown heading."""
-    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
-    return text.replace(" ", "-")
-
-
-def prose(markdown: Path) -> str:
-    """The file without its fenced code blocks (a `# comment` in a shell block is no heading)."""
-    return FENCE.sub("", markdown.read_text(encoding="utf-8"))
-
-
-def anchors(markdown: Path) -> set[str]:
-    return {slug(h) for h in re.findall(r"^#{1,6} (.+)$", prose(markdown), re.M)}
-
-
-def broken_links(markdown: Path) -> list[str]:
-    broken = []
-    for target in LINK.findall(prose(markdown)):
-        if re.match(r"[a-z]+:", target):  # http(s), mailto
-            continue
-        path, _, anchor = target.partition("#")
-        resolved = (markdown.parent / path).resolve() if path else markdown
-        if not resolved.exists():
-            broken.append(f"{markdown.relative_to(ROOT)}: {target} (no such file)")
-        elif anchor and resolved.suffix == ".md" and anchor not in anchors(resolved):
-            broken.append(f"{markdown.relative_to(ROOT)}: {target} (no such heading)")
-    return broken
 
 
 @pytest.mark.parametrize("markdown", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
@@ -54,13 +23,9 @@ def test_the_checker_catches_a_broken_link_and_anchor(tmp_path):
     (tmp_path / "other.md").write_text("# Other\n\n## A section\n")
     page.write_text("# Page\n\n[ok](other.md#a-section) [top](#page) [no](missing.md) [bad](other.md#nope)\n"
                     "```bash\n# not-a-heading\n```\n[code](#not-a-heading)\n")
-    global ROOT
-    saved, ROOT = ROOT, tmp_path
-    try:
-        assert broken_links(page) == ["page.md: missing.md (no such file)", "page.md: other.md#nope (no such heading)",
-                                      "page.md: #not-a-heading (no such heading)"]
-    finally:
-        ROOT = saved
+    assert broken_links(page, tmp_path) == ["page.md: missing.md (no such file)",
+                                            "page.md: other.md#nope (no such heading)",
+                                            "page.md: #not-a-heading (no such heading)"]
 
 
 def test_every_docs_page_is_linked_from_the_readme():

@@ -5,14 +5,13 @@ benchmarks/) resolve, anchors included."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
 from tests.benchmarks.conftest import BENCHMARKS, ROOT
+from tests.markdown_links import broken_links, links, slug
 
 INDEX = BENCHMARKS / "README.md"
-LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 
 
 def scripts() -> list[str]:
@@ -20,31 +19,6 @@ def scripts() -> list[str]:
     found = [p for p in BENCHMARKS.rglob("*") if p.suffix in (".py", ".sh") and p.is_file()]
     return sorted(str(p.relative_to(BENCHMARKS)) for p in found
                   if p.relative_to(BENCHMARKS).parts[0] not in ("results", "runs") and "__pycache__" not in p.parts)
-
-
-def slug(heading: str) -> str:
-    """GitHub's anchor of a Markdown heading."""
-    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
-    return text.replace(" ", "-")
-
-
-def anchors(markdown: Path) -> set[str]:
-    headings = re.findall(r"^#{1,6} (.+)$", markdown.read_text(), re.M)
-    return {slug(h) for h in headings}
-
-
-def broken_links(markdown: Path) -> list[str]:
-    broken = []
-    for target in LINK.findall(markdown.read_text()):
-        if re.match(r"[a-z]+:", target):  # http(s), mailto
-            continue
-        path, _, anchor = target.partition("#")
-        resolved = (markdown.parent / path).resolve() if path else markdown
-        if not resolved.exists():
-            broken.append(f"{markdown.relative_to(ROOT)}: {target} (no such file)")
-        elif anchor and resolved.suffix == ".md" and anchor not in anchors(resolved):
-            broken.append(f"{markdown.relative_to(ROOT)}: {target} (no such heading)")
-    return broken
 
 
 def test_every_script_is_in_the_index():
@@ -78,7 +52,7 @@ def test_links_resolve(markdown):
 
 def test_readme_links_into_benchmarks_resolve():
     readme = ROOT / "README.md"
-    into = [t for t in LINK.findall(readme.read_text()) if t.startswith("benchmarks/")]
+    into = [t for t in links(readme) if t.startswith("benchmarks/")]
     assert into, "README.md links to the benchmark results"
     assert [b for b in broken_links(readme) if ": benchmarks/" in b] == []
 
@@ -86,7 +60,7 @@ def test_readme_links_into_benchmarks_resolve():
 def test_docs_links_into_benchmarks_resolve():
     """The result tables and prose moved from README.md to docs/ (docs/results.md): their links too."""
     pages = sorted((ROOT / "docs").glob("*.md"))
-    into = [t for page in pages for t in LINK.findall(page.read_text()) if t.startswith("../benchmarks/")]
+    into = [t for page in pages for t in links(page) if t.startswith("../benchmarks/")]
     assert into, "docs/ links to the benchmark results"
     assert [b for page in pages for b in broken_links(page) if ": ../benchmarks/" in b] == []
 
