@@ -112,19 +112,23 @@ def top_k_of(payload: dict[str, Any], max_k: int) -> int | None:
     return int(value)
 
 
+def _bounded_list(value: Any, name: str, elements: str, limit: int) -> list[Any]:
+    """The request's list `name`: a non-empty list of at most `limit` entries, else a 4xx."""
+    if not isinstance(value, list):
+        raise RequestError(422, f"bad_{name}", f"{name} must be a list of {elements}, got {_kind(value)}")
+    if not value:
+        raise RequestError(422, f"empty_{name}", f"{name} is empty")
+    if len(value) > limit:
+        raise RequestError(413, f"too_many_{name}", f"{len(value)} {name} in one request exceed the limit {limit}")
+    return value
+
+
 def parse_recommend(payload: Any, limits: Limits, max_k: int) -> RecommendRequest:
     """`{"histories": [[item, ...], ...], "top_k": K}`; also `{"history": [...]}` for one history."""
     if isinstance(payload, dict) and "history" in payload and "histories" not in payload:
         payload = {**{k: v for k, v in payload.items() if k != "history"}, "histories": [payload["history"]]}
     payload = _object(payload, {"histories", "top_k"}, "histories")
-    histories = payload["histories"]
-    if not isinstance(histories, list):
-        raise RequestError(422, "bad_histories", f"histories must be a list of lists of item ids, got {_kind(histories)}")
-    if not histories:
-        raise RequestError(422, "empty_histories", "histories is empty")
-    if len(histories) > limits.max_histories:
-        raise RequestError(413, "too_many_histories",
-                           f"{len(histories)} histories in one request exceed the limit {limits.max_histories}")
+    histories = _bounded_list(payload["histories"], "histories", "lists of item ids", limits.max_histories)
     parsed = []
     for i, history in enumerate(histories):
         if not isinstance(history, list):
@@ -143,13 +147,7 @@ def parse_events(payload: Any, limits: Limits, max_k: int) -> EventsRequest:
     """`{"events": [{"user": ..., "item": ..., "id": ...}, ...], "top_k": K}` (`id` optional: without it an
     event is not idempotent)."""
     payload = _object(payload, {"events", "top_k"}, "events")
-    events = payload["events"]
-    if not isinstance(events, list):
-        raise RequestError(422, "bad_events", f"events must be a list of objects, got {_kind(events)}")
-    if not events:
-        raise RequestError(422, "empty_events", "events is empty")
-    if len(events) > limits.max_events:
-        raise RequestError(413, "too_many_events", f"{len(events)} events in one request exceed the limit {limits.max_events}")
+    events = _bounded_list(payload["events"], "events", "objects", limits.max_events)
     parsed = []
     for i, event in enumerate(events):
         if not isinstance(event, dict):
