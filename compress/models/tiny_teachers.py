@@ -70,6 +70,16 @@ INSTRUCTION_IDS = [5, 17, 3, 40]  # stand-ins for a tokenized instruction and re
 RESPONSE_IDS = [9, 2]
 
 
+def randomize_lora(peft_model: nn.Module, seed: int) -> nn.Module:
+    """Random LoRA weights (peft initialises B to zero, which would make the adapter a no-op)."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_" in name:
+                param.normal_(std=0.3)
+    return peft_model
+
+
 def slmrec_checkpoint(root: Path, num_items: int, kept_layers: int = 2, item_dim: int = 128) -> dict[str, nn.Module]:
     """An SLMRec LLM4Rec's pieces, built as LLM4Rec.__init__ builds them (WujiangXu/SLMRec, model.py) and
     written under `root`: LlamaModel.from_pretrained of `root/decoder`, its layers cut to the first
@@ -88,12 +98,7 @@ def slmrec_checkpoint(root: Path, num_items: int, kept_layers: int = 2, item_dim
         task_type="FEATURE_EXTRACTION", r=4, lora_alpha=8, lora_dropout=0.0,
         target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], bias="none",
     )
-    peft_model = get_peft_model(llama, config)
-    torch.manual_seed(3)
-    with torch.no_grad():
-        for name, param in peft_model.named_parameters():
-            if "lora_" in name:
-                param.normal_(std=0.3)
+    peft_model = randomize_lora(get_peft_model(llama, config), seed=3)
     peft_model.save_pretrained(str(root / "adapter"))
     input_embeds = nn.Embedding.from_pretrained(torch.randn(num_items, item_dim), freeze=True)
     torch.save(input_embeds.weight.data.clone(), root / "item_embeds.pt")

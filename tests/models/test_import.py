@@ -13,6 +13,7 @@ from compress.errors import ArtifactError
 from compress.models import RecommenderConfig, load_model, save_model
 from compress.models.importers import import_decoder
 from compress.models.step import StepGraph
+from compress.models.tiny_teachers import randomize_lora
 from tests.models.import_checkpoints import DECODERS, HIDDEN, hf_decoder, item_table, slmrec_predict, slmrec_teacher
 
 NUM_ITEMS = 30
@@ -221,12 +222,8 @@ def test_an_adapter_trained_on_a_causal_lm_is_merged_into_its_base_model(tmp_pat
     hf_decoder("llama", tmp_path / "dec")
     table = item_table(NUM_ITEMS, HIDDEN, tmp_path / "items.pt")
     causal = LlamaForCausalLM.from_pretrained(str(tmp_path / "dec"), local_files_only=True, dtype=torch.float32)
-    peft_model = get_peft_model(causal, LoraConfig(task_type="CAUSAL_LM", r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
-    torch.manual_seed(5)
-    with torch.no_grad():
-        for name, param in peft_model.named_parameters():
-            if "lora_" in name:
-                param.normal_(std=0.3)
+    lora = LoraConfig(task_type="CAUSAL_LM", r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
+    peft_model = randomize_lora(get_peft_model(causal, lora), seed=5)
     peft_model.save_pretrained(str(tmp_path / "lora"))
     model = import_decoder(tmp_path / "dec", tmp_path / "items.pt", NUM_ITEMS, MAX_LEN, adapter=tmp_path / "lora",
                            response_ids=[7, 8])
