@@ -62,7 +62,10 @@ def test_variants_are_validated_before_anything_runs(tmp_path):
     with pytest.raises(RecipeError, match=r"(?s)variant bad.*epochs"):
         plan_variants(raw)
     _, raw = ablation_recipe(tmp_path, {"x": {"drop_stages": ["prune"]}})
-    with pytest.raises(RecipeError, match="no stage named"):
+    with pytest.raises(RecipeError, match="no stage named 'prune'"):
+        plan_variants(raw)
+    _, raw = ablation_recipe(tmp_path, {"x": {"drop_stages": ["distil"]}})
+    with pytest.raises(RecipeError, match="no stage named 'distil' in the recipe; did you mean 'distill'"):
         plan_variants(raw)
     raw.pop("ablation")
     with pytest.raises(RecipeError, match="no `ablation:` section"):

@@ -16,7 +16,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from compress.errors import RecipeError
-from compress.recipe import NAME_PATTERN, Recipe, apply_override, format_validation_error, read_raw_recipe, validate_recipe
+from compress.recipe import (
+    NAME_PATTERN, Recipe, apply_override, did_you_mean, format_validation_error, read_raw_recipe, validate_recipe,
+)
 
 DROP_STAGES = "drop_stages"
 FIXED_PREFIXES = ("data", "eval", "seed", "name", "output_dir", "device")  # one dataset and protocol for all candidates
@@ -164,7 +166,8 @@ def check_space(spec: SearchSpec, base: dict[str, Any], source: str) -> None:
             if key == DROP_STAGES:
                 unknown = sorted(set(choice) - set(stages))
                 if unknown:
-                    raise RecipeError(f"{source}: space.{key}: no stage named {unknown} in the recipe {stages}")
+                    raise RecipeError(f"{source}: space.{key}: no stage named {unknown} in the recipe {stages}"
+                                      f"{did_you_mean(unknown[0], stages)}")
             partners = [{other: c} for other, cs in values.items() if other != key for c in cs]
             if not any(_valid(apply_params(base, {key: choice, **partner})) for partner in partners):
                 validate_recipe(apply_params(base, {key: choice}), f"{source}: space.{key}={json.dumps(choice)}")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from compress.errors import RecipeError
-from compress.recipe import Recipe, Variant, apply_override, read_raw_recipe, validate_recipe
+from compress.recipe import Recipe, Variant, apply_override, did_you_mean, read_raw_recipe, validate_recipe
 
 if TYPE_CHECKING:  # the pipeline (torch) is imported when variants run, so planning reports mistakes fast
     from compress.pipeline import RunOptions
@@ -62,9 +62,11 @@ def _variant_raw(raw: dict[str, Any], base_name: str, name: str, variant: Varian
     out.setdefault("bench", {})["enabled"] = False  # timed together afterwards, in one session
     for override in variant.set:
         apply_override(out, override)
-    unknown = set(variant.drop_stages) - {stage.get("stage") for stage in out.get("stages", [])}
+    present = [stage.get("stage") for stage in out.get("stages", [])]
+    unknown = sorted(set(variant.drop_stages) - set(present))
     if unknown:
-        raise RecipeError(f"ablation.variants.{name}.drop_stages: no stage named {sorted(unknown)} in the recipe")
+        raise RecipeError(f"ablation.variants.{name}.drop_stages: no stage named {unknown[0]!r} in the recipe"
+                          f"{did_you_mean(unknown[0], present)} (its stages: {', '.join(map(str, present))})")
     out["stages"] = [stage for stage in out["stages"] if stage.get("stage") not in variant.drop_stages]
     return out
 

@@ -32,6 +32,7 @@ def test_the_base_recipe_may_be_a_path_with_overrides(tmp_path):
     ({"space": {"stages.prune.mlp_ratio": {"low": 0.9, "high": 0.1}}}, "high (0.1) is below low (0.9)"),
     ({"space": {"data.max_len": [10, 20]}}, "data, eval, seed, name, output_dir and device are fixed"),
     ({"space": {"drop_stages": [[], ["quantize"]]}}, "no stage named ['quantize']"),
+    ({"space": {"drop_stages": [[], ["prun"]]}}, "no stage named ['prun'] in the recipe ['train', 'prune']; did you mean 'prune'?"),
     ({"space": {"drop_stages": ["prune"]}}, "a list of stage lists"),
     ({"space": {"drop_stages": [["train"]]}}, "stages.0 (prune) needs a torch model"),
     ({"constraints": {"max_ndcg_drop": -1}}, "constraints.max_ndcg_drop: Input should be greater than 0"),
