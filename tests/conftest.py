@@ -36,6 +36,16 @@ def tiny_model(tiny_data: SequenceData) -> SequentialRecommender:
     return SequentialRecommender(config).eval()
 
 
+def with_prompt(model: SequentialRecommender, prefix_len: int = 3, suffix_len: int = 2) -> SequentialRecommender:
+    """A copy of `model` inside a random fixed prompt, as an imported SLMRec teacher has (no peft needed)."""
+    shape = model.config.model_copy(update={"prefix_len": prefix_len, "suffix_len": suffix_len})
+    prompted = SequentialRecommender(shape)
+    generator = torch.Generator().manual_seed(7)
+    prompt = {name: torch.randn(buffer.shape, generator=generator) for name, buffer in prompted.prompt_embeddings().items()}
+    prompted.load_state_dict({**model.state_dict(), **prompt})
+    return prompted.eval()
+
+
 def tiny_recipe(tmp_path: Path, **stage_overrides: Any) -> dict[str, Any]:
     """A recipe dict that trains a tiny teacher for 2 short epochs into tmp_path."""
     return copy.deepcopy({

@@ -27,6 +27,9 @@ class TrainBatch:
     attention_mask: torch.Tensor  # [B, L] int64
     targets: torch.Tensor  # [B, L] int64, 0 where there is no target
 
+    def to(self, device: torch.device) -> "TrainBatch":
+        return TrainBatch(self.item_ids.to(device), self.attention_mask.to(device), self.targets.to(device))
+
 
 @dataclass
 class EvalBatch:

@@ -1,7 +1,8 @@
 """How much each decoder layer changes its input: ShortGPT's Block Influence, and layer selection.
 
 BI_l = 1 - mean over real positions of cos(x_l, x_{l+1}), where x_l is layer l's input and
-x_{l+1} its output, measured on calibration sequences from the training split. A layer that
+x_{l+1} its output, measured on calibration sequences from the training split (a prompted model's
+prompt tokens are positions too: the layers transform them as they do the items). A layer that
 barely turns the hidden state (low BI) is the first candidate for removal.
 """
 
@@ -58,8 +59,9 @@ def block_influence(
         for step, batch in enumerate(train_batches(data, model.config.max_len, batch_size, np.random.default_rng(seed))):
             if step >= batches:
                 break
-            current_mask = batch.attention_mask.to(device)
-            model(batch.item_ids.to(device), current_mask)
+            embeddings, current_mask, positions = model.decoder_inputs(batch.item_ids.to(device),
+                                                                       batch.attention_mask.to(device))
+            model.backbone(inputs_embeds=embeddings, attention_mask=current_mask, position_ids=positions, use_cache=False)
     finally:
         for handle in handles:
             handle.remove()

@@ -18,7 +18,7 @@ CalibrationLosses = Callable[[SequentialRecommender], Iterable[torch.Tensor]]
 def keep_layers(model: SequentialRecommender, indices: list[int]) -> SequentialRecommender:
     """A copy of `model` with only the decoder layers at `indices` (in that order).
 
-    Everything else (item table, projections, final norm, output table) is copied as is;
+    Everything else (item table, projections, final norm, output table, a fixed prompt) is copied as is;
     the config's `num_layers` matches the new depth, so the result saves and loads normally.
     """
     depth = model.config.num_layers
@@ -94,7 +94,7 @@ def _prune_mlp(work: SequentialRecommender, keep: int, importance: WidthImportan
     pruner = tp.pruner.MetaPruner(
         work,
         example_inputs=(ids, torch.ones_like(ids)),
-        forward_fn=lambda model, inputs: model(*inputs)[0],
+        forward_fn=lambda model, inputs: model(*inputs, last_only=model.config.prompted)[0],
         importance=scorer,
         pruning_ratio=1 - (keep + 0.5) / work.config.intermediate_size,  # +0.5: exactly `keep` after rounding down
         ignored_layers=ignored,

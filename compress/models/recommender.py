@@ -80,17 +80,12 @@ class SequentialRecommender(nn.Module):
         SLMRec teacher) runs [prefix, padding, items, suffix], positions counting the prompt (the padding
         is masked and skipped), and gives the state at the last suffix token: `last_only` alone.
         """
-        embeddings = self.embedding_dropout(self.input_proj(self.item_embeddings(item_ids)))
-        if self.config.prompted:
-            if not last_only:
-                raise ArtifactError(
-                    "this model has a fixed prompt around the items (an imported SLMRec/E4SRec teacher): it gives "
-                    "the state after its last prompt token only, not one per position, so it cannot be trained, "
-                    "distilled or pruned with calibration/recovery yet; evaluate, export or quantize it, or import "
-                    "the decoder without a prompt"
-                )
-            embeddings, attention_mask = self._with_prompt(embeddings, attention_mask)
-        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        if self.config.prompted and not last_only:
+            raise ArtifactError(
+                "this model has a fixed prompt around the items (an imported SLMRec/E4SRec teacher): it gives "
+                "the state after its last prompt token only, not one per position; ask for last_only"
+            )
+        embeddings, attention_mask, position_ids = self.decoder_inputs(item_ids, attention_mask)
         if last_only and not output_hidden_states and not self.training:
             # the last layer at the last position alone (models/last_query.py): ~1/num_layers less work
             return self.output_proj(last_position_state(self.backbone, embeddings, attention_mask, position_ids)), None
@@ -104,6 +99,21 @@ class SequentialRecommender(nn.Module):
         hidden = outputs.last_hidden_state[:, -1:] if last_only else outputs.last_hidden_state
         states = self.output_proj(hidden)
         return states, (outputs.hidden_states if output_hidden_states else None)
+
+    def decoder_inputs(
+        self, item_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """What the backbone runs on: the projected item embeddings (inside the prompt, if any), their mask and
+        positions, which count from the first real token (padding is masked and skipped)."""
+        embeddings = self.embedding_dropout(self.input_proj(self.item_embeddings(item_ids)))
+        if self.config.prompted:
+            embeddings, attention_mask = self._with_prompt(embeddings, attention_mask)
+        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        return embeddings, attention_mask, position_ids
+
+    def prompt_embeddings(self) -> dict[str, torch.Tensor]:
+        """The fixed prompt's embeddings by buffer name (`prompt_prefix`, `prompt_suffix`); empty without one."""
+        return {name: buffer for name, buffer in self.named_buffers(recurse=False) if name.startswith("prompt_")}
 
     def _with_prompt(
         self, embeddings: torch.Tensor, attention_mask: torch.Tensor

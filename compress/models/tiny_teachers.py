@@ -2,10 +2,11 @@
 tests and the import example (docs/import.md): a Hugging Face decoder folder (Llama, Qwen2 with q/k/v
 biases, Mistral) with an item table, and an SLMRec/E4SRec checkpoint.
 
-    python -m compress.models.tiny_teachers artifacts/import_teacher [--items 500] [--kind qwen2]
+    python -m compress.models.tiny_teachers artifacts/import_teacher [--items 500] [--kind qwen2] [--layers 4]
 
 writes <folder>/decoder (save_pretrained), <folder>/items.safetensors [items, hidden] and, with
---slmrec, <folder>/slmrec/{decoder,adapter,item_embeds.pt,projections.pt}. Random weights: what they
+--slmrec, <folder>/slmrec/{decoder,adapter,item_embeds.pt,projections.pt} (an LLM4Rec keeping `--layers`
+of its decoder's layers + 1). Random weights: what they
 are for is running the stack, never their metrics.
 """
 
@@ -117,13 +118,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("folder", type=Path)
     parser.add_argument("--items", type=int, default=500, help="catalogue size (the recipe's data must have as many)")
     parser.add_argument("--kind", choices=DECODERS, default="qwen2")
-    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--layers", type=int, default=4, help="decoder layers (an SLMRec checkpoint keeps as many)")
     parser.add_argument("--slmrec", action="store_true", help="also an SLMRec checkpoint (needs peft)")
     args = parser.parse_args(argv)
     hf_decoder(args.kind, args.folder / "decoder", layers=args.layers)
     item_table(args.items, HIDDEN, args.folder / "items.safetensors")
     if args.slmrec:
-        slmrec_checkpoint(args.folder / "slmrec", args.items)
+        slmrec_checkpoint(args.folder / "slmrec", args.items, kept_layers=args.layers)
     print(f"wrote a tiny {args.kind} teacher for {args.items} items to {args.folder}")
 
 

@@ -14,6 +14,21 @@ from compress.runs.faults import kill_point
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+WEIGHTS_INDEX_FILE = "model.safetensors.index.json"  # a sharded Hugging Face checkpoint (save_pretrained max_shard_size)
+
+
+def weight_files(folder: Path) -> list[Path]:
+    """The weight files of a model folder: `model.safetensors`, or a sharded checkpoint's index and the shards its
+    `weight_map` names; empty when there is neither. A shard the index names but the folder lacks is listed too
+    (the caller says it is missing); an unreadable index is a ValueError."""
+    folder = Path(folder)
+    if (folder / WEIGHTS_FILE).is_file() or not (folder / WEIGHTS_INDEX_FILE).is_file():
+        return [folder / WEIGHTS_FILE] if (folder / WEIGHTS_FILE).is_file() else []
+    try:
+        shards = sorted(set(json.loads((folder / WEIGHTS_INDEX_FILE).read_text())["weight_map"].values()))
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{folder / WEIGHTS_INDEX_FILE} is not a safetensors index (a weight_map of shard files): {exc!r}") from None
+    return [folder / WEIGHTS_INDEX_FILE, *(folder / shard for shard in shards)]
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:

@@ -4,7 +4,8 @@ The student keeps `num_layers` of the teacher's decoder layers (chosen `first`, 
 by Block Influence) and starts from the copied teacher weights (or fresh, or a local LLaMA
 checkpoint). It trains with the teacher frozen on a weighted sum of next-item cross-entropy,
 hidden-state alignment at B blocks (1 - cosine, L2), multiple supervision of intermediate
-blocks, and optional logit distillation (KL at temperature T).
+blocks, and optional logit distillation (KL at temperature T). A prompted teacher (an imported SLMRec
+checkpoint) gives a student with the same prompt, trained on the state after the response, as SLMRec does.
 """
 
 from __future__ import annotations
@@ -36,10 +37,18 @@ def build_student(teacher: SequentialRecommender, config: DistillConfig, ctx: St
     ctx.log(f"student keeps teacher layers {kept} of {depth}")
     student = keep_layers(teacher, kept)
     if config.init == "fresh" or config.init_from:
-        student = SequentialRecommender(student.config).to(ctx.device)
+        student = _fresh_keeping_prompt(student).to(ctx.device)
     if config.init_from:
         init_backbone_from_llama(student, config.init_from)
     return student
+
+
+def _fresh_keeping_prompt(model: SequentialRecommender) -> SequentialRecommender:
+    """A freshly initialised model of `model`'s shape with its fixed prompt (the instruction and response
+    embeddings of an imported SLMRec teacher are constants, never initialised)."""
+    fresh = SequentialRecommender(model.config)
+    fresh.load_state_dict({**fresh.state_dict(), **model.prompt_embeddings()})
+    return fresh
 
 
 def run(ctx: StageContext, config: DistillConfig, source: Artifact) -> StageResult:

@@ -18,7 +18,7 @@ from compress.data.batching import train_batches
 from compress.errors import RecipeError
 from compress.evaluation.metrics import evaluate_model
 from compress.methods.layer_importance import block_influence, select_layers
-from compress.training.losses import BlockMap, next_item_loss
+from compress.training.losses import BlockMap, next_item_objective
 from compress.models import SequentialRecommender, load_model
 from compress.methods.surgery import CalibrationLosses, keep_layers, prune_width
 from compress.methods.pruning import PrunePlan, plan_pruning
@@ -85,11 +85,11 @@ def _layers_to_keep(
 
 def _calibration_losses(ctx: StageContext, config: PruneConfig) -> CalibrationLosses:
     """Next-item losses of `calibration_batches` seeded training batches (gradients for Taylor importance)."""
+    loss_fn = next_item_objective()
 
     def losses(model: SequentialRecommender) -> Iterator[torch.Tensor]:
         batches = train_batches(ctx.data, ctx.max_len, config.calibration_batch_size, np.random.default_rng(ctx.seed))
         for _, batch in zip(range(config.calibration_batches), batches):
-            states, _ = model(batch.item_ids.to(ctx.device), batch.attention_mask.to(ctx.device))
-            yield next_item_loss(model, states, batch.targets.to(ctx.device))
+            yield loss_fn(model, batch.to(ctx.device))[0]
 
     return losses

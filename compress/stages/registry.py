@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from pydantic import BaseModel
 
-from compress.runs.files import CONFIG_FILE, WEIGHTS_FILE, folder_sha256, sha256_file
+from compress.runs.files import CONFIG_FILE, WEIGHTS_FILE, WEIGHTS_INDEX_FILE, folder_sha256, sha256_file, weight_files
 from compress.stages.config import (
     ArtifactKind,
     DistillConfig,
@@ -63,8 +63,8 @@ def _quantize_kind(config: QuantizeConfig) -> ArtifactKind:
 
 
 def _load_files(config: LoadConfig) -> str:
-    """What the cache must notice: the files' contents, not only their path."""
-    return ":".join(sha256_file(config.path / name) for name in (CONFIG_FILE, WEIGHTS_FILE))
+    """What the cache must notice: the files' contents (config.json, the weights or every shard), not only their path."""
+    return ":".join(sha256_file(path) for path in [config.path / CONFIG_FILE, *weight_files(config.path)])
 
 
 def _init_from_files(config: TrainConfig) -> str | None:
@@ -73,8 +73,19 @@ def _init_from_files(config: TrainConfig) -> str | None:
 
 
 def _check_load(config: LoadConfig, index: int, stages: list[Any]) -> None:
-    if not (config.path / CONFIG_FILE).is_file() or not (config.path / WEIGHTS_FILE).is_file():
-        raise ValueError(f"stages.{index}.path: {config.path} is not a model folder (config.json + model.safetensors)")
+    """config.json and the weights: model.safetensors or, for a teacher to import, a sharded checkpoint with every shard."""
+    try:
+        weights = weight_files(config.path) if (config.path / CONFIG_FILE).is_file() else []
+    except ValueError as exc:
+        raise ValueError(f"stages.{index}.path: {exc}") from None
+    sharded = bool(weights) and weights[0].name == WEIGHTS_INDEX_FILE
+    if not weights or (sharded and not config.importing):
+        also = f", or {WEIGHTS_INDEX_FILE} and its shards for a teacher to import" if config.importing else ""
+        raise ValueError(f"stages.{index}.path: {config.path} is not a model folder (config.json + {WEIGHTS_FILE}{also})")
+    missing = [path.name for path in weights if not path.is_file()]
+    if missing:
+        raise ValueError(f"stages.{index}.path: {config.path / WEIGHTS_INDEX_FILE} names shards the folder lacks: "
+                         f"{', '.join(missing[:5])}")
 
 
 def _check_distill(config: DistillConfig, index: int, stages: list[Any]) -> None:

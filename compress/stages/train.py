@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from compress.runtime import distributed
-from compress.data.batching import TrainBatch
-from compress.training.losses import next_item_loss
+from compress.training.losses import next_item_objective
 from compress.models import (
     RecommenderConfig,
     SequentialRecommender,
@@ -33,11 +32,7 @@ def run(ctx: StageContext, config: TrainConfig, source: Artifact | None) -> Stag
     model = build_model(config, ctx)
     ctx.log(f"model: {model.num_parameters():,} parameters, {config.model.num_layers} layers")
 
-    def loss_fn(model: SequentialRecommender, batch: TrainBatch):
-        states, _ = model(batch.item_ids, batch.attention_mask)
-        loss = next_item_loss(model, states, batch.targets, config.softmax, config.num_negatives)
-        return loss, {"ce": loss.detach()}
-
+    loss_fn = next_item_objective(config.softmax, config.num_negatives)
     result = fit(model, loss_fn, ctx.data, config, ctx.train_context())
     if distributed.is_main():
         save_model(model, ctx.model_folder)

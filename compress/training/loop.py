@@ -95,7 +95,7 @@ def fit(
             for step, batch in enumerate(batches):
                 if step >= steps_per_epoch:
                     break
-                batch = TrainBatch(*(t.to(ctx.device) for t in (batch.item_ids, batch.attention_mask, batch.targets)))
+                batch = batch.to(ctx.device)
                 with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=autocast):
                     loss, _terms = step_loss(batch.item_ids, batch.attention_mask, batch.targets)
                 optimizer.zero_grad(set_to_none=True)

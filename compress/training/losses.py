@@ -41,6 +41,37 @@ def next_item_loss(
     return F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=logits.device))
 
 
+def training_states(
+    model: SequentialRecommender, item_ids: torch.Tensor, attention_mask: torch.Tensor,
+    output_hidden_states: bool = False, last_only: bool | None = None,
+) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+    """The states a loss supervises and, if asked, the backbone's hidden states at the same positions: every
+    position, or the last alone (`last_only`, default for a prompted model). A prompted model (an imported
+    SLMRec teacher) has a state after its response only, so it trains as SLMRec does: on the last position,
+    whose target is the sequence's next item (`supervised_targets`)."""
+    last_only = model.config.prompted if last_only is None else last_only
+    states, hidden = model(item_ids, attention_mask, output_hidden_states=output_hidden_states, last_only=last_only)
+    if last_only and hidden is not None:
+        hidden = tuple(h[:, -1:] for h in hidden)
+    return states, hidden
+
+
+def supervised_targets(model: SequentialRecommender, targets: torch.Tensor) -> torch.Tensor:
+    """The targets of `training_states`' positions: all, or the last one of a prompted model."""
+    return targets[:, -1:] if model.config.prompted else targets
+
+
+def next_item_objective(softmax: Softmax = "full", num_negatives: int = 1000) -> LossFn:
+    """Next-item cross-entropy at the positions `training_states` gives (train, prune's calibration)."""
+
+    def loss_fn(model: SequentialRecommender, batch: TrainBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        states, _ = training_states(model, batch.item_ids, batch.attention_mask)
+        loss = next_item_loss(model, states, supervised_targets(model, batch.targets), softmax, num_negatives)
+        return loss, {"ce": loss.detach()}
+
+    return loss_fn
+
+
 def item_logits(model: SequentialRecommender, states: torch.Tensor) -> torch.Tensor:
     """Float scores of items 1..N (column j is item j + 1): no padding column to mask, whose in-place
     write would make the backward copy the whole score matrix."""
@@ -84,14 +115,16 @@ def distillation_loss(
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The weighted sum of the active terms, and each term's value (detached, on the device: no sync)."""
     need_hidden = bool(weights.cosine or weights.l2 or weights.multi_supervision)
-    states, hidden = student(item_ids, attention_mask, output_hidden_states=need_hidden)
+    last_only = student.config.prompted
+    states, hidden = training_states(student, item_ids, attention_mask, need_hidden, last_only)
+    targets = supervised_targets(student, targets)
     selected = targets > 0
     terms: dict[str, torch.Tensor] = {}
     if weights.ce:
         terms["ce"] = next_item_loss(student, states, targets, softmax, num_negatives)
     if weights.cosine or weights.l2 or weights.kd:
         with torch.no_grad():
-            teacher_states, teacher_hidden = teacher(item_ids, attention_mask, output_hidden_states=need_hidden)
+            teacher_states, teacher_hidden = training_states(teacher, item_ids, attention_mask, need_hidden, last_only)
     if weights.cosine or weights.l2:
         pairs = [(hidden[s][selected], teacher_hidden[t][selected]) for s, t in zip(blocks.student, blocks.teacher)]
         if weights.cosine:

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from compress.models import RecommenderConfig, SequentialRecommender, load_model, save_model
-from compress.methods.surgery import prune_width
+from compress.methods.surgery import keep_layers, prune_width
+from tests.conftest import with_prompt
 
 IDS = torch.tensor([[0, 0, 3, 4, 5, 6], [1, 2, 3, 4, 5, 6]])
 MASK = (IDS > 0).long()
@@ -65,3 +66,19 @@ def test_taylor_importance_uses_calibration_gradients(gqa_model):
 def test_impossible_widths_are_rejected(gqa_model, heads, channels, message):
     with pytest.raises(ValueError, match=message):
         prune_width(gqa_model, num_heads=heads, intermediate_size=channels)
+
+
+@pytest.mark.parametrize("importance", ["magnitude", "taylor"])
+def test_depth_and_width_pruning_leave_a_prompt_untouched(gqa_model, importance):
+    """A prompted model (an imported SLMRec teacher) keeps its instruction/response embeddings bit for bit."""
+    prompted = with_prompt(gqa_model)
+
+    def losses(model):  # Taylor gradients from the state after the response, as the prune stage takes them
+        yield model.next_item_scores(IDS, MASK)[:, 1:].logsumexp(-1).mean()
+
+    pruned = prune_width(keep_layers(prompted, [1]), num_heads=2, intermediate_size=20, importance=importance,
+                         calibration_losses=losses).eval()
+    assert (pruned.config.num_layers, pruned.config.num_heads, pruned.config.intermediate_size) == (1, 2, 20)
+    for name, value in prompted.prompt_embeddings().items():
+        assert torch.equal(pruned.prompt_embeddings()[name], value)
+    assert torch.isfinite(pruned.next_item_scores(IDS, MASK)[:, 1:]).all()

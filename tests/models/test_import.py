@@ -118,7 +118,7 @@ def test_a_prompted_model_saves_loads_and_refuses_what_it_cannot_do(tmp_path):
     mask = torch.ones_like(ids)
     assert torch.equal(model.next_item_scores(ids, mask), again.next_item_scores(ids, mask))
     with pytest.raises(ArtifactError, match="fixed prompt around the items"):
-        again(ids, mask)  # per-position states (training, distillation) do not exist for it
+        again(ids, mask)  # per-position states do not exist for it (training reads the last: training_states)
 
 
 @pytest.mark.parametrize("prompt", [(3, 2), (3, 0), (0, 2)])

@@ -8,7 +8,7 @@ from compress.models import RecommenderConfig, SequentialRecommender, load_model
 from compress.methods.surgery import keep_layers
 from compress.pipeline import RunOptions, run_recipe
 from compress.recipe import validate_recipe
-from tests.conftest import tiny_recipe
+from tests.conftest import tiny_recipe, with_prompt
 
 TERMS = ("cosine", "l2", "multi_supervision", "kd")
 
@@ -126,6 +126,25 @@ def test_block_influence_scores_every_layer(teacher, tiny_data):
     assert len(set(round(s, 6) for s in scores)) > 1
 
 
+def test_block_influence_of_a_prompted_model_counts_the_prompt_positions(teacher, tiny_data):
+    """The first layer's BI by hand: 1 - mean cosine of its input and output over every real position
+    of [instruction, items, response] (the padding between them excluded)."""
+    import numpy as np
+
+    from compress.data.batching import train_batches
+
+    prompted = with_prompt(teacher)
+    [score, *_] = block_influence(prompted, tiny_data, torch.device("cpu"), batches=1, batch_size=16, seed=3)
+    batch = next(train_batches(tiny_data, prompted.config.max_len, 16, np.random.default_rng(3)))
+    embeddings, mask, positions = prompted.decoder_inputs(batch.item_ids, batch.attention_mask)
+    with torch.no_grad():
+        hidden = prompted.backbone(inputs_embeds=embeddings, attention_mask=mask, position_ids=positions,
+                                   output_hidden_states=True).hidden_states
+    cosine = torch.nn.functional.cosine_similarity(hidden[0], hidden[1], dim=-1)[mask.bool()]
+    assert mask.shape[1] == batch.item_ids.shape[1] + 5
+    assert score == pytest.approx(1 - cosine.mean().item(), rel=1e-5)
+
+
 def distill_recipe(tmp_path, **distill):
     raw = tiny_recipe(tmp_path)
     raw["stages"][0]["model"] = {**raw["stages"][0]["model"], "num_layers": 4}
@@ -167,3 +186,34 @@ def test_student_deeper_than_teacher_is_caught_at_run_time_too(tmp_path, teacher
     ctx = StageContext(tiny_data, 20, EvalConfig(), torch.device("cpu"), 0, tmp_path, log=lambda _: None)
     with pytest.raises(RecipeError, match="student asks for 5 layers but the teacher has 4"):
         build_student(teacher, DistillConfig(num_layers=5), ctx)
+
+
+def test_a_prompted_teacher_is_distilled_after_its_response(teacher, batch):
+    """A prompted model (an imported SLMRec teacher) has a state after its response only: every term is read
+    there, against the next item after the sequence (SLMRec's one target per sequence)."""
+    prompted = with_prompt(teacher)
+    student = keep_layers(prompted, [0, 3])
+    with torch.no_grad():
+        for p in student.backbone.layers.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    ids, mask, targets = batch
+    blocks = BlockMap.build(2, 4, 2)
+    weights = DistillWeights(ce=1, cosine=1, kd=1, multi_supervision=1, temperature=2.0)
+    _, terms = distillation_loss(student, prompted, ids, mask, targets, weights, blocks)
+
+    def item_scores(model, states):
+        return (states @ model.item_table.t())[:, 1:]
+
+    last = targets[:, -1] - 1
+    student_last = student.last_states(ids, mask)
+    torch.testing.assert_close(terms["ce"], torch.nn.functional.cross_entropy(item_scores(student, student_last), last))
+    s = torch.log_softmax(item_scores(student, student_last) / 2.0, -1)
+    t = torch.log_softmax(item_scores(prompted, prompted.last_states(ids, mask)) / 2.0, -1)
+    torch.testing.assert_close(terms["kd"], (t.exp() * (t - s)).sum(-1).mean() * 4.0)
+    hidden = student(ids, mask, output_hidden_states=True, last_only=True)[1]
+    teacher_hidden = prompted(ids, mask, output_hidden_states=True, last_only=True)[1]
+    cosine = [1 - torch.nn.functional.cosine_similarity(hidden[i][:, -1], teacher_hidden[j][:, -1], dim=-1).mean()
+              for i, j in zip(blocks.student, blocks.teacher)]
+    torch.testing.assert_close(terms["cosine"], torch.stack(cosine).mean())
+    first_block = item_scores(student, student.backbone.norm(hidden[1][:, -1]))
+    torch.testing.assert_close(terms["multi_supervision"], torch.nn.functional.cross_entropy(first_block, last))

@@ -60,29 +60,59 @@ def test_load_imports_a_hugging_face_decoder(tmp_path):
     assert again["stages"][0]["config_hash"] != manifest["stages"][0]["config_hash"]
 
 
-def test_the_import_example_runs_the_quickstart_stack(tmp_path):
-    """docs/import_example.yaml on a tiny imported Qwen2 teacher: load -> distill -> prune -> item_table ->
-    export (with the step model) -> quantize, every stage evaluated."""
-    raw = yaml.safe_load((ROOT / "docs" / "import_example.yaml").read_text())
-    teacher = tmp_path / "import_teacher"
-    hf_decoder("qwen2", teacher / "decoder", layers=4)
-    item_table(NUM_ITEMS, HIDDEN, teacher / "items.safetensors")
-    raw["stages"][0]["path"] = str(teacher / "decoder")
-    raw["stages"][0]["item_embeddings"] = str(teacher / "items.safetensors")
+def _example(name: str, teacher: Path, tmp_path: Path) -> dict:
+    """docs/<name> made quick: its teacher's files under `teacher` (not artifacts/import_teacher), the tiny
+    synthetic data, one epoch per training, no bench."""
+    raw = yaml.safe_load((ROOT / "docs" / name).read_text())
+    load = raw["stages"][0]
+    for key, value in load.items():
+        if isinstance(value, str) and value.startswith("artifacts/import_teacher/"):
+            load[key] = str(teacher / value.removeprefix("artifacts/import_teacher/"))
     raw["output_dir"] = str(tmp_path / "artifacts")
     raw["device"] = "cpu"
     raw["data"] = {"source": "synthetic", "synthetic": TINY_SYNTHETIC, "max_len": 20}
     raw["bench"] = {"enabled": False}
     for stage in raw["stages"]:
-        if stage["stage"] == "distill":
-            stage.update(epochs=1, batch_size=32)
-        if stage["stage"] == "prune":
-            stage["recovery"].update(epochs=1, batch_size=32)
-    manifest = run_recipe(validate_recipe(raw), QUIET)
-    names = [entry["name"] if "name" in entry else entry["stage"] for entry in manifest["stages"]]
-    assert len(manifest["stages"]) == 6, names
+        training = stage if stage["stage"] == "distill" else stage.get("recovery")
+        if training:
+            training.update(epochs=1, batch_size=32)
+    return raw
+
+
+def _assert_every_stage_ran(manifest: dict, stages: list[str]) -> None:
+    assert [entry["name"] for entry in manifest["stages"]] == stages
     for entry in manifest["stages"]:
         assert 0 <= entry["metrics"]["ndcg@10"] <= 1
+
+
+EXAMPLE_STAGES = ["load", "distill", "prune", "item_table", "export", "quantize"]
+
+
+def test_the_import_example_runs_the_quickstart_stack(tmp_path):
+    """docs/import_example.yaml on a tiny imported Qwen2 teacher: load -> distill -> prune -> item_table ->
+    export (with the step model) -> quantize, every stage evaluated."""
+    teacher = tmp_path / "import_teacher"
+    hf_decoder("qwen2", teacher / "decoder", layers=4)
+    item_table(NUM_ITEMS, HIDDEN, teacher / "items.safetensors")
+    manifest = run_recipe(validate_recipe(_example("import_example.yaml", teacher, tmp_path)), QUIET)
+    _assert_every_stage_ran(manifest, EXAMPLE_STAGES)
+
+
+def test_the_slmrec_import_example_runs_the_quickstart_stack(tmp_path):
+    """docs/import_slmrec_example.yaml on a tiny SLMRec checkpoint (4 kept layers, LoRA, a 4 + 2 token
+    prompt): the same stack, every model keeping the teacher's prompt, the ONNX model in parity."""
+    teacher = tmp_path / "import_teacher"
+    slmrec_checkpoint(teacher / "slmrec", NUM_ITEMS, kept_layers=4)
+    manifest = run_recipe(validate_recipe(_example("import_slmrec_example.yaml", teacher, tmp_path)), QUIET)
+    _assert_every_stage_ran(manifest, EXAMPLE_STAGES)
+    run = tmp_path / "artifacts" / "import_slmrec_example"
+    imported, *students = [load_model(run / entry["output"]) for entry in manifest["stages"][:4]]
+    assert [model.config.num_layers for model in students] == [2, 2, 2]
+    for model in students:
+        for name, value in imported.prompt_embeddings().items():
+            assert torch.equal(model.prompt_embeddings()[name], value)
+    compressed, exported = manifest["stages"][3]["metrics"], manifest["stages"][4]["metrics"]
+    assert exported["ndcg@10"] == pytest.approx(compressed["ndcg@10"], abs=1e-6)
 
 
 def test_load_imports_an_slmrec_checkpoint_and_exports_it(tmp_path):
@@ -94,17 +124,6 @@ def test_load_imports_an_slmrec_checkpoint_and_exports_it(tmp_path):
     assert (model.config.prefix_len, model.config.suffix_len, model.config.item_dim) == (4, 2, 128)
     exported, torch_metrics = manifest["stages"][1]["metrics"], manifest["stages"][0]["metrics"]
     assert exported["ndcg@10"] == pytest.approx(torch_metrics["ndcg@10"], abs=1e-6)  # the prompt is in the graph
-
-
-def test_stages_that_cannot_use_a_prompted_teacher_refuse_it(tmp_path):
-    slmrec_checkpoint(tmp_path / "slm", NUM_ITEMS)
-    load = _slmrec_load(tmp_path / "slm")
-    distill = {"stage": "distill", "num_layers": 1, "epochs": 1, "batch_size": 32}
-    prune = {"stage": "prune", "mlp_ratio": 0.5, "recovery": {"epochs": 1, "batch_size": 32}}
-    table = {"stage": "item_table", "method": "rowwise", "recovery": {"epochs": 1, "batch_size": 32}}
-    for stage in (distill, prune, table):
-        with pytest.raises(ArtifactError, match="fixed prompt around the items"):
-            run_recipe(validate_recipe(_recipe(tmp_path, load, stage)), QUIET)
 
 
 def test_a_prompted_teacher_exports_a_step_model_that_matches_its_full_pass(tmp_path):
@@ -192,3 +211,31 @@ def test_load_picks_item_rows_by_the_runs_original_ids(tmp_path, tiny_data):
                                                           "item_ids": str(tmp_path / "rows.json")})), QUIET)
     plain = run_recipe(validate_recipe(_recipe(tmp_path, {**base, "item_embeddings": str(tmp_path / "ordered.pt")})), QUIET)
     assert by_id["stages"][0]["metrics"] == plain["stages"][0]["metrics"]
+
+
+def test_a_sharded_decoder_folder_is_imported_like_a_single_file(tmp_path):
+    """save_pretrained(max_shard_size=...) writes model.safetensors.index.json + shards: the recipe accepts
+    it, the cache id covers every shard, the import equals the single-file one; a missing shard is named."""
+    decoder = hf_decoder("llama", tmp_path / "single")
+    decoder.save_pretrained(str(tmp_path / "sharded"), max_shard_size="20KB")
+    shards = sorted((tmp_path / "sharded").glob("model-*.safetensors"))
+    assert len(shards) > 1 and not (tmp_path / "sharded" / "model.safetensors").exists()
+    item_table(NUM_ITEMS, HIDDEN, tmp_path / "items.pt")
+    load = {"stage": "load", "path": str(tmp_path / "sharded"), "item_embeddings": str(tmp_path / "items.pt")}
+    manifest = run_recipe(validate_recipe(_recipe(tmp_path, load)), QUIET)
+    imported = load_model(tmp_path / "artifacts" / "tiny" / manifest["stages"][0]["output"])
+    single = import_decoder(tmp_path / "single", tmp_path / "items.pt", NUM_ITEMS, 20)
+    ids = torch.randint(1, NUM_ITEMS + 1, (3, 20))
+    assert torch.equal(imported.next_item_scores(ids, torch.ones_like(ids)), single.next_item_scores(ids, torch.ones_like(ids)))
+
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(shards[-1]))
+    save_file({k: v + 1 for k, v in state.items()}, str(shards[-1]), metadata={"format": "pt"})  # new weights, same paths
+    again = run_recipe(validate_recipe(_recipe(tmp_path, load)), QUIET)
+    assert again["stages"][0]["config_hash"] != manifest["stages"][0]["config_hash"]
+    shards[0].unlink()
+    with pytest.raises(CompressError, match=f"names shards the folder lacks: {shards[0].name}"):
+        validate_recipe(_recipe(tmp_path, load))
+    with pytest.raises(CompressError, match="config.json \\+ model.safetensors\\)"):
+        validate_recipe(_recipe(tmp_path, {"stage": "load", "path": str(tmp_path / "sharded")}))
