@@ -621,9 +621,12 @@ def serve(
     workers: int = typer.Option(1, "--workers", min=1, help="uvicorn worker processes (several need --redis)."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="onnxruntime threads per worker."),
     max_users: int = typer.Option(1_000_000, "--max-users", min=1, help="In-process state: users kept (LRU)."),
-    cache_users: int = typer.Option(100_000, "--cache-users", min=1, help="KV cache slots per worker (LRU)."),
+    cache_users: Optional[int] = typer.Option(
+        None, "--cache-users", min=1, help="KV cache slots per worker (LRU; default: as many as --cache-mb holds)."
+    ),
+    cache_mb: int = typer.Option(2048, "--cache-mb", min=1, help="KV cache memory per worker, MiB."),
     overflow: Optional[str] = typer.Option(
-        None, "--overflow", help="Past max_len: exact (re-prefill, = full pass) or slide (default: the artifact's)."
+        None, "--overflow", help="Past max_len: exact (a full pass over the window) or slide (default: the artifact's)."
     ),
     max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", min=1, help="Largest request body."),
     max_histories: int = typer.Option(256, "--max-histories", min=1, help="Histories per /recommend request."),
@@ -653,7 +656,8 @@ def serve(
 
     limits = Limits(max_body_bytes=max_body_bytes, max_histories=max_histories, max_events=max_events)
     config = ServeConfig(str(artifact), host, port, max_batch, max_wait_ms, redis, workers=workers, threads=threads,
-                         max_users=max_users, cache_users=cache_users, overflow=overflow, limits=limits)
+                         max_users=max_users, cache_users=cache_users, cache_mb=cache_mb, overflow=overflow,
+                         limits=limits)
     run_server(config, log_level)
 
 

@@ -123,6 +123,10 @@ class SlotLRU:
         self.slots[user] = slot
         return slot, True
 
+    def peek(self, user: Hashable) -> int | None:
+        """The user's slot, or None; the LRU order is left as it is."""
+        return self.slots.get(user)
+
     def forget(self, user: Hashable) -> bool:
         """Drop a user (the slot is reused); whether it was in memory."""
         slot = self.slots.pop(user, None)

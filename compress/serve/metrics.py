@@ -32,8 +32,11 @@ class Metrics:
                                         ["kind"], buckets=SIZE_BUCKETS, registry=r)
         self.items = Counter("compress_serve_items", "Histories (recommend) and events served", ["kind"], registry=r)
         self.state = Counter("compress_serve_state", "Per-event KV cache outcome: hit (cached slot), miss "
-                             "(prefilled from the window: new or rebuilt), duplicate (event id applied before)",
-                             ["result"], registry=r)
+                             "(prefilled from the window: new or rebuilt), full (a full pass over a full window: "
+                             "exact overflow policy), duplicate (event id applied before)", ["result"], registry=r)
+        self.event_seconds = Counter("compress_serve_event_seconds", "Wall seconds of /events batches by phase: "
+                                     "load and commit (state store round trips), model (onnxruntime and the KV "
+                                     "cache's gather and write-back)", ["phase"], registry=r)
         self.evictions = Counter("compress_serve_state_evictions", "Users evicted from this replica's KV cache",
                                  registry=r)
         self.conflicts = Counter("compress_serve_state_conflicts", "Lost compare-and-set races on a user's state "

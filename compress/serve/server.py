@@ -13,6 +13,7 @@ import os
 import sys
 import tempfile
 import time
+from collections import Counter
 from contextlib import asynccontextmanager
 from typing import Any, Awaitable, Callable
 
@@ -43,6 +44,7 @@ def create_app(service: Service) -> Starlette:
             metrics.batch_requests.labels(kind).observe(requests)
         return record
 
+    reported: Counter[str] = Counter()  # engine seconds already added to the metrics
     recommender = MicroBatcher(service.score, config.max_batch, wait, "recommend", batch_metrics("recommend"))
     applier = MicroBatcher(service.apply, config.max_batch, wait, "events", batch_metrics("events"))
 
@@ -90,6 +92,9 @@ def create_app(service: Service) -> Starlette:
         outcomes = await applier.submit(parsed.events)
         metrics.evictions.inc(max(0, engine.evictions - evictions))  # approximate under concurrent batches
         metrics.conflicts.inc(max(0, engine.counts["conflict"] - conflicts))
+        for phase, seconds in list(engine.seconds.items()):  # the batches finished since the last request
+            metrics.event_seconds.labels(phase).inc(seconds - reported[phase])
+            reported[phase] = seconds
         results = []
         for o in outcomes:
             result: dict[str, Any] = {"user": o.user, "item": o.item, "id": o.id}
@@ -99,7 +104,8 @@ def create_app(service: Service) -> Starlette:
                 result |= {"items": o.items[:k], "scores": o.scores[:k], "state": o.state, "window": o.window}
                 if o.duplicate:
                     result["duplicate"] = True
-                metrics.state.labels("duplicate" if o.duplicate else "hit" if o.state == "hit" else "miss").inc()
+                metrics.state.labels("duplicate" if o.duplicate else o.state if o.state in ("hit", "full")
+                                     else "miss").inc()
             results.append(result)
         metrics.items.labels("events").inc(len(outcomes))
         return JSONResponse({"results": results})
@@ -212,5 +218,7 @@ def describe(service: Service, config: ServeConfig) -> None:
     else:
         engine = service.engine
         lines.append(f"  /events: {engine.folder / 'step.onnx'}, state in {engine.store.kind}"
-                     + (f" ({config.redis})" if config.redis else "") + f", overflow policy {engine.overflow}")
+                     + (f" ({config.redis})" if config.redis else "") + f", overflow policy {engine.overflow}, "
+                     f"KV cache {engine.cache_capacity:,} users ({engine.cache_capacity * engine.kv.slot_bytes / 2**20:,.0f} "
+                     "MiB at max_len)")
     print("\n".join(lines), file=sys.stderr, flush=True)

@@ -43,7 +43,8 @@ class ServeConfig:
     workers: int = 1
     threads: int | None = None  # onnxruntime intra-op threads per worker
     max_users: int = 1_000_000  # in-process store: users kept (least recently active forgotten)
-    cache_users: int = 100_000  # KV cache slots per replica
+    cache_users: int | None = None  # KV cache slots per replica; None: as many as cache_mb holds
+    cache_mb: int = 2048  # KV cache memory per replica when cache_users is None
     overflow: str | None = None  # None: the policy the artifact states (metadata.json)
     limits: Limits = field(default_factory=Limits)
 
@@ -79,7 +80,11 @@ class Service:
         store = open_store(config.redis, config.max_users, config.redis_prefix)
         if config.redis and not store.ping():
             raise CompressError(f"cannot reach Redis at {config.redis}", "start redis-server, or leave out --redis")
-        self.engine = EventEngine(step_folder, store, config.cache_users, config.overflow, "cpu", config.threads)
+        try:
+            self.engine = EventEngine(step_folder, store, config.cache_users, config.overflow, "cpu", config.threads,
+                                      cache_bytes=config.cache_mb << 20)
+        except ValueError as exc:
+            raise CompressError(str(exc), "give a smaller --cache-users or --cache-mb") from None
 
     @property
     def top_k(self) -> int:
@@ -133,6 +138,7 @@ class Service:
                 "stage": step_folder.parent.name if step_folder.name == "onnx" else None,
                 "overflow": {"policy": self.engine.overflow, "meaning": OVERFLOW_POLICIES[self.engine.overflow]},
                 "state_store": self.engine.store.kind, "cache_users": self.engine.cache_capacity,
+                "cache_bytes": self.engine.cache_capacity * self.engine.kv.slot_bytes,
                 "files": _files(step_folder) if step_folder != self.folder else None,
             }
             if self.engine.store.kind == "memory":

@@ -125,9 +125,11 @@ class OnnxStepModel:
         wraps = lengths + counts > max_len
         if (wraps & (counts > 1)).any():
             raise ValueError(f"several new items past max_len {max_len}: feed them one at a time (or from an empty slot)")
-        # the slots' whole width (max_len), masked past each row's length: gathering whole slots is one
-        # contiguous copy per slot (numpy copies a prefix of each head separately, about twice slower)
-        past, new = max_len, int(counts.max())
+        # the cached positions the batch needs: the slots' whole width (max_len) once one has wrapped (its
+        # oldest position may sit anywhere), else the longest row's length (positions fill 0, 1, ... in
+        # order), masked past each row's length; 0 for a batch of prefills into empty slots, which then
+        # attend to their own positions alone (what makes a cold user's prefill cheap)
+        past, new = (max_len if lengths.max() >= max_len else int(lengths.max())), int(counts.max())
         offsets = np.arange(new) - (new - counts[:, None])  # 0..t-1 on a row's real new items, negative on padding
         real = offsets >= 0
         rows, cols = np.nonzero(real)
@@ -145,8 +147,8 @@ class OnnxStepModel:
             "attention_mask": mask,
             "position_ids": positions,
             "exclude_ids": exclude,
-            **{name: store.kv[i][slots] for i, name in enumerate(self.past_names)},  # arrays of their own:
-            # onnxruntime reads views into a larger array measurably slower
+            # arrays of their own: onnxruntime reads views into a larger array measurably slower
+            **{name: np.ascontiguousarray(store.kv[i][slots, :, :past]) for i, name in enumerate(self.past_names)},
         }
         if store.dtype != np.float32:
             feeds |= {name: feeds[name].astype(np.float32) for name in self.past_names}

@@ -187,7 +187,7 @@ def test_exact_overflow_policy_equals_the_full_pass_on_the_last_max_len_events(t
         scores, top = full_pass(folder, history[:t])  # the full pass scores the last max_len events
         assert outcome.items == [tiny_data.item_ids[i - 1] for i in top]
         assert np.abs(np.array(outcome.scores) - scores).max() < 1e-4
-        assert outcome.window == min(t, 8) and outcome.state == ("new" if t == 1 else "hit")
+        assert outcome.window == min(t, 8) and outcome.state == ("new" if t == 1 else "hit" if t <= 8 else "full")
     slide = EventEngine(folder, MemoryStateStore(), overflow="slide")
     outcomes = slide.apply([Event("u", original[i - 1]) for i in history])
     assert outcomes[7].scores == pytest.approx(full_pass(folder, history[:8])[0].tolist(), abs=1e-4)
