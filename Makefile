@@ -16,7 +16,7 @@ $(BIN)/python:
 install: $(BIN)/python
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -c $(LOCK) $(TORCH) $(TORCH_INDEX)
-	$(BIN)/pip install -q -c $(LOCK) -e '.[cpu,dev,serve,peft]'
+	$(BIN)/pip install -q -c $(LOCK) -e '.[cpu,dev,serve,peft,openvino]'
 
 quickstart: install
 	$(BIN)/compress run recipes/quickstart.yaml
@@ -27,11 +27,11 @@ test: install
 test-fast: install  # the inner loop: everything but the end-to-end and subprocess tests
 	$(BIN)/python -m pytest -q -x -m "not slow"
 
-# Refresh the lock from pyproject.toml (extras cpu + dev + serve + peft, Python 3.11, torch as pinned above,
+# Refresh the lock from pyproject.toml (extras cpu + dev + serve + peft + openvino, Python 3.11, torch as pinned above,
 # CUDA packages left out): newest versions inside pyproject's ranges. Run `make test` after it.
 lock:
 	$(PYTHON) -m venv $(LOCK_VENV)
 	$(LOCK_VENV)/bin/pip install -q uv
 	echo "$(TORCH)" > $(LOCK_VENV)/torch.txt
-	$(LOCK_VENV)/bin/uv pip compile pyproject.toml --extra cpu --extra dev --extra serve --extra peft --python-version 3.11 --upgrade \
+	$(LOCK_VENV)/bin/uv pip compile pyproject.toml --extra cpu --extra dev --extra serve --extra peft --extra openvino --python-version 3.11 --upgrade \
 		-c $(LOCK_VENV)/torch.txt --excludes requirements/no-cuda.txt --custom-compile-command "make lock" -o $(LOCK)

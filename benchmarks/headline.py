@@ -22,6 +22,10 @@ The pipeline runs with bench off; then one BenchSession measures all stages and 
 every ratio to the teacher comes from numbers taken in this same process (the report prints the
 teacher's numbers of each row's own rounds beside its ratios). Finally every stage and control is
 ranked on the test users: NDCG@10 minus the teacher's, with a 95% paired-bootstrap interval.
+With `--peers` (the default) the tools a user would pick instead (compress/bench/peers.py: torch.compile,
+onnxruntime's transformer optimizer, OpenVINO fp32 and NNCF int8, torchao int8, Olive) are applied to the
+teacher, ranked on the same test users and timed in the same bench session: `headline.json`'s "peers"; a peer
+whose package is missing (`pip install 'compress[peers]'`) is skipped with its reason.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from compress.bench.peers import run_peers
 from compress.bench.runs import bench_stages, teacher_of
 from compress.bench.session import BenchSession
 from compress.studies.controls import paired_differences, run_controls, write_controls
@@ -39,7 +44,7 @@ from compress.errors import CompressError
 from compress.pipeline import RunOptions, run_recipe
 from compress.recipe import read_raw_recipe, validate_recipe
 from compress.report import build_report
-from compress.report.collect import CONTROLS_FILE
+from compress.report.collect import CONTROLS_FILE, PEERS_FILE
 from compress.runs.files import read_json, write_json
 from compress.runtime.environment import resolve_device
 
@@ -61,6 +66,9 @@ def main() -> int:
     parser.add_argument("--no-scratch-converged", action="store_true",
                         help="leave out the scratch control trained to convergence")
     parser.add_argument("--no-controls", action="store_true", help="no scratch / teacher-onnx rows, no seeds, no intervals")
+    parser.add_argument("--peers", action=argparse.BooleanOptionalAction, default=True,
+                        help="time the peers (torch.compile, onnxruntime's optimizer, OpenVINO + NNCF, torchao, Olive) "
+                        "on the teacher in the same bench session; a missing peer is skipped with its reason")
     parser.add_argument("--results", type=Path, default=HERE / "results", help="where results are written")
     parser.add_argument(
         "--runs", type=Path, default=HERE / "runs",
@@ -99,6 +107,11 @@ def main() -> int:
         for folder in filter(None, [controls.teacher_onnx, controls.scratch.get(recipe.seed), controls.converged]):
             bench_stages(session, folder, teacher, last_only=True)  # same session, ratios to this teacher
         write_controls(controls, paired_differences(controls, device))
+    if args.peers:
+        export = next((stage for stage in recipe.stages if stage.stage == "export"), None)  # its ExportSettings
+        run_peers(session, run_dir, teacher_of(run_dir, manifest), data, recipe.eval, recipe.seed, export)
+    else:
+        (run_dir / PEERS_FILE).unlink(missing_ok=True)  # an earlier run's peers would not be of this session
 
     out = args.results / name
     report = build_report([run_dir], out, title=f"headline: {name}")
@@ -109,7 +122,7 @@ def main() -> int:
         "recipe": manifest["recipe"],
         "data": manifest["data"],
         "environment": manifest["environment"],
-        "versions": manifest["versions"],
+        "versions": {**manifest["versions"], **written.get("peer_versions", {})},
         "baseline": manifest["baseline"],
         "stages": written["stages"],
         **({} if controls is None else {
@@ -119,6 +132,8 @@ def main() -> int:
             "skipped": written.get("skipped", {}),
             "training": written.get("training", {}),
         }),
+        **({"peers": [control_entry(row) for row in written["peers"]], "peers_skipped": written["peers_skipped"]}
+           if "peers" in written else {}),
     })
     report.json.unlink()
     print(f"results: {out}")

@@ -485,6 +485,9 @@ def predict(
         None, "--top-k", help="How many items, at most the K of the export.", show_default="the K of the export"
     ),
     cpu: bool = typer.Option(False, "--cpu/--no-cpu", help="Use the CPU provider even where CUDA is available."),
+    engine: str = typer.Option(
+        "onnxruntime", "--engine", help="What runs model.onnx: onnxruntime, or openvino (CPU; the openvino extra)."
+    ),
     stateful: bool = typer.Option(
         False, "--stateful/--no-stateful", help="Read `user item` events; keep each user's KV state in memory (needs step.onnx); "
         "print the top-K after every event."
@@ -511,10 +514,12 @@ def predict(
 
       compress predict exported/quickstart --input histories.jsonl --top-k 5 > recs.jsonl
 
+      compress predict artifacts/quickstart --history "12 7 431" --engine openvino
+
       compress predict artifacts/quickstart --stateful --input events.txt --max-users 10000
     """
     from compress.serve.locate import resolve_artifact
-    from compress.serve.onnx_model import OnnxRecommender
+    from compress.serve.onnx_model import load_recommender
     from compress.serve.predict import InputError, Request, parse_history, read_requests, recommend
 
     device = "cpu" if cpu else "auto"
@@ -523,6 +528,8 @@ def predict(
             raise InputError(f"top-k {top_k} is out of range: give 1 to the K of the export")
         if input_file is None or history is not None:
             raise InputError("--stateful reads events from --input FILE (or --input - for standard input)")
+        if engine != "onnxruntime":
+            raise InputError("--stateful runs step.onnx with onnxruntime only", "drop --engine")
         _predict_stateful(resolve_artifact(artifact, need_step=True), input_file, top_k, device, max_users,
                           refresh_every)
         return
@@ -535,8 +542,9 @@ def predict(
     else:
         requests = read_requests(input_file)
     folder = resolve_artifact(artifact)
-    model = OnnxRecommender(folder, "cpu" if cpu else "auto")
-    _say_served(folder, "model.onnx", model.session.get_providers())
+    model = load_recommender(folder, engine, "cpu" if cpu else "auto")
+    _say_served(folder, "model.onnx", f"onnxruntime {model.session.get_providers()[0]}" if engine == "onnxruntime"
+                else f"OpenVINO {model.engine}")
     for result in recommend(model, requests, top_k):
         if result.dropped:
             where = f"line {result.request.line}: " if result.request.line else ""
@@ -550,9 +558,8 @@ def predict(
             typer.echo(json.dumps(record))
 
 
-def _say_served(folder: Path, graph: str, providers: list[str]) -> None:
+def _say_served(folder: Path, graph: str, engine: str) -> None:
     """stderr: which artifact folder and engine answer, and what the scores are."""
-    engine = f"onnxruntime {providers[0]}" if providers else "onnxruntime"
     errors.print(f"serving {folder} ({graph}, {engine}); scores are raw logits (higher is better)",
                  highlight=False, soft_wrap=True)
 
@@ -587,7 +594,7 @@ def _predict_stateful(
     except ValueError as exc:
         raise InputError(str(exc), "re-export with a larger top_k") from None
     session = getattr(server.model, "session", None)
-    _say_served(folder, "step.onnx, stateful", session.get_providers() if session is not None else [])
+    _say_served(folder, "step.onnx, stateful", f"onnxruntime {session.get_providers()[0]}" if session is not None else "onnxruntime")
     stream = sys.stdin if str(input_file) == "-" else input_file.open(encoding="utf-8")
     with stream:
         try:

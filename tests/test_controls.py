@@ -201,7 +201,7 @@ def test_tiny_headline_has_both_control_rows_seeds_and_intervals(tmp_path, monke
     results = tmp_path / "results"
     monkeypatch.setattr(sys, "argv", ["headline.py", "--recipe", str(path), "--runs", str(tmp_path / "runs"),
                                       "--results", str(results), "--seeds", "2", "--device", "cpu",
-                                      "--converged-epochs", "30"])
+                                      "--converged-epochs", "30", "--no-peers"])
     assert _headline_module().main() == 0
 
     out = json.loads((results / "tinyhead" / "headline.json").read_text())

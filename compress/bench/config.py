@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from compress.export.config import Engine
+
 
 class BenchConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -14,6 +16,9 @@ class BenchConfig(BaseModel):
     batch_size_throughput: int = Field(256, ge=1, description="Batch size of the throughput measurement.")
     throughput_iterations: int = Field(5, ge=1, description="Timed large-batch calls per length mode.")
     threads: int | None = Field(None, ge=1, description="CPU threads while measuring: torch, onnxruntime intra-op (null: defaults).")
+    engine: Engine = Field(
+        "onnxruntime", description="What runs the ONNX stages: onnxruntime, or OpenVINO (the openvino extra; CPU)."
+    )
     seed: int = Field(0, description="Seed of the test users whose histories are the inputs.")
     rounds: int = Field(
         1, ge=1,

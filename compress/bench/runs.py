@@ -37,7 +37,7 @@ def bench_stage(
     path = stage_folder(run_dir, entry) / BENCH_FILE
     if reuse and path.is_file() and session.is_current(stored := read_json(path)):
         return summary(stored)
-    artifact = artifact_of_entry(run_dir, entry)
+    artifact = artifact_of_entry(run_dir, entry).served_by(session.config.engine)  # ONNX stages: the bench's engine
     result = {"artifact": entry["output"], **session.bench(artifact, teacher)}
     result["reference"] = {"artifact": os.path.relpath(teacher.path, run_dir), **result["reference"]}
     write_json(path, result)

@@ -182,9 +182,9 @@ def bench_interleaved(
         session.log(f"bench round {index + 1}/{rounds}: {len(teachers)} teacher(s), {len(artifacts)} artifact(s)")
         for key, artifact in teachers.items():
             teacher_rounds[key].append(session.measure(artifact))
-        this_round: dict[Path, dict[str, Any]] = {t.path.resolve(): teacher_rounds[k][-1] for k, t in teachers.items()}
+        this_round: dict[tuple, dict[str, Any]] = {t.identity: teacher_rounds[k][-1] for k, t in teachers.items()}
         for name, artifact in artifacts.items():
-            key, where = teacher_of[name], artifact.path.resolve()
+            key, where = teacher_of[name], artifact.identity
             if where not in this_round:  # the same artifact under several names is measured once a round
                 this_round[where] = session.measure(artifact)
             measured[name].append(this_round[where])

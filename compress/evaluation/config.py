@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from compress.export.config import Engine
+
 Protocol = Literal["full", "sampled"]
 
 
@@ -32,3 +34,8 @@ class ParityConfig(BaseModel):
     k: int = Field(10, ge=1, description="Cut-off of the top-K overlap and NDCG.")
     min_overlap: float = Field(0.99, ge=0, le=1, description="Fail below this mean top-K overlap.")
     max_ndcg_drop: float = Field(0.01, ge=0, description="Fail when NDCG@K drops by more than this.")
+    engines: list[Engine] = Field(
+        ["onnxruntime"], min_length=1,
+        description="ONNX artifacts: the engines whose ranking is checked, each against the thresholds "
+        "(add openvino to serve the artifact with OpenVINO).",
+    )

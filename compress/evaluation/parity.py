@@ -3,12 +3,14 @@
 On the first `users` test users, both score every item (history masked as in evaluation):
     overlap@K   = mean over users of |topK(reference) ∩ topK(candidate)| / K
     ndcg_drop@K = NDCG@K(reference) - NDCG@K(candidate)   (positive: the candidate is worse)
+An ONNX artifact is checked under every engine of `parity.engines` (onnxruntime, OpenVINO).
 A stage fails with a ParityError (and leaves `parity.json`) when a threshold is missed.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,7 +21,7 @@ from compress.data.sequences import SequenceData
 from compress.errors import ParityError
 from compress.evaluation.config import ParityConfig
 from compress.evaluation.metrics import mask_history_items, metrics_from_ranks, target_ranks
-from compress.evaluation.scoring import ScoreFn
+from compress.evaluation.scoring import ScoreFn, onnx_scores
 
 PARITY_FILE = "parity.json"
 
@@ -49,14 +51,32 @@ def ranking_parity(
     }
 
 
-def check_parity(report: dict[str, float], config: ParityConfig, folder: Path, what: str) -> None:
-    """Write `parity.json` into `folder`; raise a ParityError naming the missed threshold."""
-    overlap, drop = report[f"overlap@{config.k}"], report[f"ndcg_drop@{config.k}"]
-    passed = overlap >= config.min_overlap and drop <= config.max_ndcg_drop
-    write_json(Path(folder) / PARITY_FILE, {**report, "thresholds": config.model_dump(), "passed": passed})
-    if not passed:
+def onnx_parity(
+    reference: ScoreFn, folder: Path, data: SequenceData, max_len: int, config: ParityConfig
+) -> dict[str, Any]:
+    """ranking_parity of the ONNX artifact in `folder` run by each engine of `config.engines`: the first
+    engine's report, and with several engines every one's under `engines` (check_parity checks each)."""
+    from compress.serve.onnx_model import load_recommender
+
+    reports = {engine: ranking_parity(reference, onnx_scores(load_recommender(folder, engine, "cpu")), data,
+                                      max_len, config) for engine in config.engines}
+    first = reports[config.engines[0]]
+    return {**first, "engines": reports} if len(reports) > 1 else first
+
+
+def check_parity(report: dict[str, Any], config: ParityConfig, folder: Path, what: str) -> None:
+    """Write `parity.json` into `folder`; raise a ParityError naming the missed threshold (and the engine,
+    when several were checked)."""
+    reports = report.get("engines") or {"": report}
+    missed = {engine: r for engine, r in reports.items()
+              if r[f"overlap@{config.k}"] < config.min_overlap or r[f"ndcg_drop@{config.k}"] > config.max_ndcg_drop}
+    write_json(Path(folder) / PARITY_FILE, {**report, "thresholds": config.model_dump(), "passed": not missed})
+    if missed:
+        engine, report = next(iter(missed.items()))
+        overlap, drop = report[f"overlap@{config.k}"], report[f"ndcg_drop@{config.k}"]
+        where = f" under {engine}" if engine else ""
         raise ParityError(
-            f"{what} failed the ranking parity gate on {report['users']} test users: "
+            f"{what} failed the ranking parity gate{where} on {report['users']} test users: "
             f"top-{config.k} overlap {overlap:.3f} (min {config.min_overlap}), "
             f"NDCG@{config.k} drop {drop:+.4f} (max {config.max_ndcg_drop}); report in {Path(folder) / PARITY_FILE}",
             "choose a safer mode (e.g. dynamic int8, or static on MatMul only), or relax parity.min_overlap / "

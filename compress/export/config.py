@@ -11,6 +11,7 @@ Optimization = Literal["none", "basic", "extended"]  # onnxruntime graph optimis
 OnnxMode = Literal["dynamic", "static"]  # onnxruntime int8 quantization
 CalibrateMethod = Literal["MinMax", "Entropy", "Percentile"]
 ActivationType = Literal["int8", "uint8"]  # static int8: activations signed (S8S8) or unsigned (U8S8)
+Engine = Literal["onnxruntime", "openvino"]  # what runs an exported artifact (openvino: the openvino extra, CPU)
 
 
 class ExportSettings(BaseModel):

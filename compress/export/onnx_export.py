@@ -36,8 +36,8 @@ from compress.export.step import check_step_parity, export_step, step_parity
 from compress.serve.step_model import STEP_FILE
 from compress.models.item_tables import FactorizedTable, QuantizedTable
 from compress.serve.onnx_model import FORMAT, FULL_SCORES, INPUTS, METADATA_FILE, MODEL_FILE, OUTPUTS, OnnxRecommender, import_onnxruntime, providers_for
-from compress.evaluation.parity import check_parity, ranking_parity
-from compress.evaluation.scoring import onnx_scores, torch_scores
+from compress.evaluation.parity import check_parity, onnx_parity
+from compress.evaluation.scoring import torch_scores
 
 DEFAULT_OPSET = {"legacy": 17, "dynamo": 23}  # opset 23: ONNX Attention and RMSNormalization ops
 _OPTIMIZATION = {"none": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED"}
@@ -184,8 +184,7 @@ def export_and_check(
     metadata = export_onnx(model, folder, settings, item_ids, provenance)
     log(f"exported {folder / MODEL_FILE} (opset {metadata['opset']}, {metadata['exporter']} exporter, "
         f"{metadata['export_seconds']:.1f}s; scores the last {metadata['max_len']} events)")
-    exported = OnnxRecommender(folder, "cpu")
-    report = ranking_parity(torch_scores(model), onnx_scores(exported), data, model.config.max_len, parity)
+    report = onnx_parity(torch_scores(model), folder, data, model.config.max_len, parity)
     log(f"parity vs PyTorch: top-{parity.k} overlap {report[f'overlap@{parity.k}']:.4f}, "
         f"NDCG@{parity.k} drop {report[f'ndcg_drop@{parity.k}']:+.5f}")
     if settings.incremental:

@@ -54,6 +54,15 @@ class Artifact(ABC):
     def predictor(self, device: torch.device, threads: int | None = None) -> Predictor:
         """The loaded model as a predict function over int64 (item_ids, attention_mask)."""
 
+    @property
+    def identity(self) -> tuple:
+        """What makes two handlers the same model run the same way (a bench round measures it once)."""
+        return (self.kind, self.path.resolve())
+
+    def served_by(self, engine: str) -> Artifact:
+        """This artifact run by `engine` where its kind has a choice (ONNX: onnxruntime or openvino); else itself."""
+        return self
+
     def step_model(self) -> Path | None:
         """The KV-cached append-one-event graph, where the artifact has one."""
         return None

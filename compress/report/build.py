@@ -15,8 +15,8 @@ from compress.report.collect import RunSummary, StageRow, collect_run, sessions
 from compress.report.document import Block, Code, Heading, Image, Text, to_html, to_markdown
 from compress.report.plots import plot_cost_per_stage, plot_quality_latency, plot_variants
 from compress.report.noise import SMALL_TEST, count_test_users, half_width, latency_noise, popularity_warning
-from compress.report.tables import (NOISE_NOTE, bench_table, incremental_table, key_value_table, stage_table,
-                                    variant_table)
+from compress.report.tables import (NOISE_NOTE, bench_table, incremental_table, key_value_table, peers_table,
+                                    stage_table, variant_table)
 
 RATIO_NOTE = (
     "Ratios in parentheses are stage / teacher (the run's first stage): latency 0.50x is twice as fast, "
@@ -98,6 +98,10 @@ def build_report(
         Heading("Benchmark details"),
         bench_table(runs, shared=with_run),
     ]
+    peers = peers_table(runs)
+    if peers is not None:
+        blocks += [Heading("Peers: what a user would pick instead, on the same teacher"), Text(PEERS_NOTE), peers,
+                   *_peer_notes(runs)]
     incremental = incremental_table(runs)
     if incremental is not None:
         blocks += [Heading("Incremental serving (one new event per user)"), Text(INCREMENTAL_NOTE), incremental]
@@ -115,9 +119,29 @@ def build_report(
         "runs": [{
             "name": run.name, "folder": str(run.folder), "stages": [asdict(r) for r in run.rows],
             "controls": [{"name": r.stage, **asdict(r)} for r in run.controls], **run.extras,
+            **({"peers": [{"name": r.stage, **asdict(r)} for r in run.peers], "peers_skipped": run.peer_record.get(
+                "skipped", {}), "peer_versions": run.peer_record.get("versions", {})} if run.peer_record else {}),
         } for run in runs],
     })
     return paths
+
+
+PEERS_NOTE = (
+    "Each peer is applied to the run's teacher and timed in the same bench session as the stages, on the same "
+    "test histories; ratios are to the teacher in PyTorch eager measured in the same rounds. ΔNDCG@10: the peer "
+    "minus the teacher on the same test users, mean and 95% paired-bootstrap interval. The engine column says "
+    "what ran it."
+)
+
+
+def _peer_notes(runs: list[RunSummary]) -> list[Block]:
+    """What each peer is, and the peers that were skipped, with why."""
+    lines = []
+    for run in runs:
+        prefix = f"{run.name}: " if len(runs) > 1 else ""
+        lines += [f"{prefix}{row.stage}: {row.note}." for row in run.peers if row.note]
+        lines += [f"{prefix}skipped {name}: {why}." for name, why in run.peer_record.get("skipped", {}).items()]
+    return [Text(line) for line in lines]
 
 
 ABLATION_NOTE = (
@@ -294,5 +318,6 @@ def _run_sections(run: RunSummary, with_run: bool) -> list[Block]:
         Heading(f"{prefix}Data"),
         key_value_table({"fingerprint": manifest["data"]["fingerprint"], **manifest["data"]["stats"]}, "statistic"),
         Heading(f"{prefix}Environment"),
-        key_value_table({**environment, **{f"version {k}": v for k, v in manifest["versions"].items()}}, "what"),
+        key_value_table({**environment, **{f"version {k}": v for k, v in {
+            **manifest["versions"], **run.peer_record.get("versions", {})}.items()}}, "what"),
     ]

@@ -9,6 +9,8 @@ can differ from it when the machine drifts between rounds). Memory ratios are ta
 A run with a `controls.json` (benchmarks/headline.py, compress/studies/controls.py) also gets its control
 rows (scratch, scratch-converged, teacher-onnx: their runs' final stages), the quality of its student rows over
 several training seeds (mean, std), and the paired-bootstrap NDCG@10 differences to the teacher.
+A run with a `peers.json` (benchmarks/headline.py --peers, compress/bench/peers.py) gets its peer rows: the
+tools a user would pick instead, on the same teacher, timed in the same bench session.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from compress.runs.layout import read_manifest, stage_folder
 from compress.report.noise import like_memory, scoring_model_bytes
 
 CONTROLS_FILE = "controls.json"  # written by compress.studies.controls.write_controls
+PEERS_FILE = "peers.json"  # written by compress.bench.peers.run_peers
 
 QUALITY = ("ndcg@10", "hr@10", "mrr@10")
 STATIC = ("params", "size_bytes")
@@ -65,6 +68,8 @@ class RunSummary:
     rows: list[StageRow] = field(default_factory=list)
     controls: list[StageRow] = field(default_factory=list)  # from controls.json: scratch, teacher-onnx
     extras: dict[str, Any] = field(default_factory=dict)  # the rest of controls.json (seeds, paired, skipped)
+    peers: list[StageRow] = field(default_factory=list)  # from peers.json: torch.compile, OpenVINO, ... on the teacher
+    peer_record: dict[str, Any] = field(default_factory=dict)  # peers.json's skipped peers and versions
 
     @property
     def final(self) -> StageRow:
@@ -86,8 +91,22 @@ def collect_run(run_dir: Path, session: str | None = None) -> RunSummary:
     record = read_json(controls_file) if controls_file.is_file() else None
     if record is not None and record.get("stage_ids") == [entry["config_hash"] for entry in manifest["stages"]]:
         _add_controls(run, record, teacher or {})  # (controls of an earlier version of the run are left out)
+    peers_file = run_dir / PEERS_FILE
+    record = read_json(peers_file) if peers_file.is_file() else None
+    if record is not None and record.get("stage_ids") == [entry["config_hash"] for entry in manifest["stages"]]:
+        _add_peers(run, record)
     drop_unlike_memory_ratios(run)
     return run
+
+
+def _add_peers(run: RunSummary, record: dict[str, Any]) -> None:
+    """Peer rows (each keyed as a stage entry) from peers.json, their timed ratios to the same rounds' teacher."""
+    for peer in record.get("rows", []):
+        row = StageRow(run.name, peer["name"], dict(peer["values"]), dict(peer["ratios"]), peer.get("bench"),
+                       difference=peer.get("difference"), note=peer.get("note", ""))
+        row.ratios.update(same_round_ratios(row))
+        run.peers.append(row)
+    run.peer_record = {k: record[k] for k in ("skipped", "versions") if k in record}
 
 
 def drop_unlike_memory_ratios(run: RunSummary) -> None:

@@ -275,5 +275,23 @@ def variant_table(
     return Table(columns, rows)
 
 
+def peers_table(runs: list[RunSummary]) -> Table | None:
+    """The peers of each run's teacher (peers.json): quality with its interval against the teacher, size and
+    speed with their ratios to the teacher of the same bench rounds; None when no run has peers."""
+    columns = [HEADLINE[0], *HEADLINE[3:]]
+    header = ["peer", "engine", "ΔNDCG@10 vs teacher", *(title for title, _, _ in columns),
+              *(title for title, _, _ in TEACHER_COLUMNS)]
+    rows = []
+    for run in runs:
+        for row in run.peers:
+            rows.append([
+                row.stage if len(runs) == 1 else f"{run.name}: {row.stage}",
+                (row.bench or {}).get("engine", "-"), difference_cell(row),
+                *(latency_cell(row, fmt) if key == "latency_p50_ms" else cell(row, key, fmt) for _, key, fmt in columns),
+                *(teacher_cell(row, key, fmt) for _, key, fmt in TEACHER_COLUMNS),
+            ])
+    return Table(header, rows) if rows else None
+
+
 def key_value_table(items: dict[str, Any], key: str = "key", value: str = "value") -> Table:
     return Table([key, value], [[str(k), str(v)] for k, v in items.items()])

@@ -1,4 +1,5 @@
-"""Read and run an exported ONNX recommender with onnxruntime alone (no torch import here).
+"""Read and run an exported ONNX recommender with onnxruntime (or OpenVINO, compress/serve/openvino_model.py)
+alone (no torch import here).
 
 An ONNX artifact folder holds `model.onnx` and `metadata.json`. The graph takes left-padded
 `item_ids` [batch, seq] (int64, internal ids, 0 is padding) and `attention_mask` [batch, seq]
@@ -10,12 +11,14 @@ internal id i to the original id `item_ids[i - 1]`.
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 
 from compress.errors import ArtifactError, CompressError
+from compress.export.config import Engine
 from compress.runs.integrity import verify_artifact
 
 MODEL_FILE = "model.onnx"
@@ -77,32 +80,23 @@ def read_metadata(folder: Path) -> dict[str, Any]:
     return metadata
 
 
-class OnnxRecommender:
-    """An exported recommender served by onnxruntime: full scores or the in-graph top-K.
+ENGINES: tuple[Engine, ...] = get_args(Engine)  # what can run an exported artifact; onnxruntime is the default
 
-    `device`: auto (CUDA when onnxruntime sees a GPU), cpu or cuda; `threads`: intra-op threads.
-    """
 
-    def __init__(self, folder: Path, device: str = "auto", threads: int | None = None) -> None:
+class ExportedRecommender(ABC):
+    """An exported artifact as any engine serves it: its metadata, full scores or the in-graph top-K.
+
+    A subclass loads the graph into its engine and runs it (`_run`); `engine` names it in bench rows."""
+
+    engine: str
+
+    def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
         self.metadata = read_metadata(self.folder)
         self.max_len: int = int(self.metadata["max_len"])
         self.num_items: int = int(self.metadata["num_items"])
         self.top_k: int = int(self.metadata["top_k"])
-        ort = import_onnxruntime()
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        try:
-            self.session = ort.InferenceSession(
-                str(self.folder / MODEL_FILE), options, providers=providers_for(device)
-            )
-        except Exception as exc:  # onnxruntime raises its own untyped errors on corrupt graphs
-            raise ArtifactError(f"onnxruntime cannot load {self.folder / MODEL_FILE}: {exc}") from None
-        names = {i.name for i in self.session.get_inputs()}, {o.name for o in self.session.get_outputs()}
-        self.chunked = FULL_SCORES in names[0]
-        if names != (set(INPUTS) | ({FULL_SCORES} if self.chunked else set()), set(OUTPUTS)):
-            raise ArtifactError(f"{self.folder / MODEL_FILE} has inputs/outputs {names}, expected {INPUTS} / {OUTPUTS}")
+        self.chunked = FULL_SCORES in self.metadata.get("inputs", INPUTS)
 
     def scores(self, item_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         """[B, num_items + 1] scores of every item, as the PyTorch model's; the padding column is -inf."""
@@ -125,13 +119,61 @@ class OnnxRecommender:
         table = self.metadata["item_ids"]
         return [table[int(i) - 1] for i in np.asarray(internal).ravel()]
 
-    def _run(
-        self, outputs: list[str], item_ids: np.ndarray, attention_mask: np.ndarray, full_scores: bool = False
-    ) -> list[np.ndarray]:
+    def feeds(self, item_ids: np.ndarray, attention_mask: np.ndarray, full_scores: bool) -> dict[str, np.ndarray]:
+        """The graph's inputs: int64 ids and mask (and, for a chunked-ranking graph, whether to score every item)."""
         feeds = {
             "item_ids": np.ascontiguousarray(item_ids, dtype=np.int64),
             "attention_mask": np.ascontiguousarray(attention_mask, dtype=np.int64),
         }
         if self.chunked:  # chunked graphs score every item only when asked
             feeds[FULL_SCORES] = np.array(full_scores)
-        return self.session.run(outputs, feeds)
+        return feeds
+
+    @abstractmethod
+    def _run(
+        self, outputs: list[str], item_ids: np.ndarray, attention_mask: np.ndarray, full_scores: bool = False
+    ) -> list[np.ndarray]:
+        """The named outputs of one call of the graph."""
+
+
+def load_recommender(
+    folder: Path, engine: Engine = "onnxruntime", device: str = "auto", threads: int | None = None
+) -> ExportedRecommender:
+    """The artifact in `folder` served by `engine` (one of ENGINES; OpenVINO runs on the CPU)."""
+    if engine == "onnxruntime":
+        return OnnxRecommender(folder, device, threads)
+    if engine == "openvino":
+        from compress.serve.openvino_model import OpenVinoRecommender
+
+        return OpenVinoRecommender(folder, threads)
+    raise CompressError(f"unknown engine {engine!r}", f"choose one of {', '.join(ENGINES)}")
+
+
+class OnnxRecommender(ExportedRecommender):
+    """An exported recommender served by onnxruntime: full scores or the in-graph top-K.
+
+    `device`: auto (CUDA when onnxruntime sees a GPU), cpu or cuda; `threads`: intra-op threads.
+    """
+
+    def __init__(self, folder: Path, device: str = "auto", threads: int | None = None) -> None:
+        super().__init__(folder)
+        ort = import_onnxruntime()
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(
+                str(self.folder / MODEL_FILE), options, providers=providers_for(device)
+            )
+        except Exception as exc:  # onnxruntime raises its own untyped errors on corrupt graphs
+            raise ArtifactError(f"onnxruntime cannot load {self.folder / MODEL_FILE}: {exc}") from None
+        names = {i.name for i in self.session.get_inputs()}, {o.name for o in self.session.get_outputs()}
+        self.chunked = FULL_SCORES in names[0]
+        if names != (set(INPUTS) | ({FULL_SCORES} if self.chunked else set()), set(OUTPUTS)):
+            raise ArtifactError(f"{self.folder / MODEL_FILE} has inputs/outputs {names}, expected {INPUTS} / {OUTPUTS}")
+        self.engine = f"onnxruntime-{self.session.get_providers()[0].removesuffix('ExecutionProvider').lower()}"
+
+    def _run(
+        self, outputs: list[str], item_ids: np.ndarray, attention_mask: np.ndarray, full_scores: bool = False
+    ) -> list[np.ndarray]:
+        return self.session.run(outputs, self.feeds(item_ids, attention_mask, full_scores))

@@ -23,7 +23,7 @@ from compress.models import load_model, save_model
 from compress.models.quantized import FOUR_BIT_BLOCK, FOUR_BIT_GROUP, QuantizationSpec, four_bit_skipped, import_bitsandbytes
 from compress.serve.onnx_model import OnnxRecommender
 from compress.export.quantize import quantize_onnx
-from compress.evaluation.parity import check_parity, ranking_parity
+from compress.evaluation.parity import check_parity, onnx_parity, ranking_parity
 from compress.evaluation.scoring import onnx_scores, torch_scores
 from compress.stages.config import QuantizeConfig
 from compress.handlers import Artifact, OnnxArtifact, TorchArtifact
@@ -33,7 +33,8 @@ from compress.stages.base import StageContext, StageResult
 def run(ctx: StageContext, config: QuantizeConfig, source: Artifact) -> StageResult:
     quantize = _quantize_onnx if config.backend == "onnxruntime" else _quantize_torch
     reference, quantized, artifact, max_len = quantize(ctx, config, source)
-    report = ranking_parity(reference, quantized, ctx.data, max_len, config.parity)
+    report = (onnx_parity(reference, artifact.path, ctx.data, max_len, config.parity) if quantized is None
+              else ranking_parity(reference, quantized, ctx.data, max_len, config.parity))
     k = config.parity.k
     ctx.log(f"{config.backend} {config.mode}: top-{k} overlap with the source {report[f'overlap@{k}']:.4f}, "
             f"NDCG@{k} drop {report[f'ndcg_drop@{k}']:+.5f}; {dir_size_bytes(source.path):,} -> "
@@ -43,7 +44,8 @@ def run(ctx: StageContext, config: QuantizeConfig, source: Artifact) -> StageRes
 
 
 def _quantize_onnx(ctx: StageContext, config: QuantizeConfig, source: Artifact):
-    """(reference scores, quantized scores, the artifact, the histories' length): the export's serving window."""
+    """(reference scores, None, the artifact, the histories' length): the export's serving window; the
+    quantized graph is scored by each engine of the parity gate."""
     folder = ctx.folder / "onnx"
     reference = OnnxRecommender(source.path, "cpu")
     calibration = calibration_feeds(ctx.data, reference.max_len, config.calibration_users, ctx.seed)
@@ -51,8 +53,7 @@ def _quantize_onnx(ctx: StageContext, config: QuantizeConfig, source: Artifact):
         source.path, folder, config.mode, config.op_types, config.per_channel, config.reduce_range,
         config.item_table, calibration if config.mode == "static" else None, config.calibrate_method,
     )
-    quantized = OnnxRecommender(folder, "cpu")
-    return onnx_scores(reference), onnx_scores(quantized), OnnxArtifact(folder), reference.max_len
+    return onnx_scores(reference), None, OnnxArtifact(folder), reference.max_len
 
 
 def _quantize_torch(ctx: StageContext, config: QuantizeConfig, source: Artifact):
