@@ -7,6 +7,7 @@ to benchmarks/runs/).
     python benchmarks/headline.py --recipe recipes/beauty.yaml --data ../shared/datasets/Beauty.txt
     python benchmarks/headline.py --recipe recipes/studies/beauty_distill.yaml --data ../shared/datasets/Beauty.txt
     python benchmarks/headline.py --recipe recipes/ml1m.yaml --seeds 1 --no-controls   # the bare table
+    python benchmarks/headline.py --recipe recipes/ml1m_large.yaml --teacher ../compress-teacher/artifacts/ml1m_large/01-train/model
 
 Controls (compress/studies/controls.py), each a derived recipe run into a sibling run folder (the teacher
 is reused through the stage cache): `teacher-onnx` (the teacher exported to ONNX fp32) and
@@ -42,7 +43,7 @@ from compress.studies.controls import paired_differences, run_controls, write_co
 from compress.data import load_data
 from compress.errors import CompressError
 from compress.pipeline import RunOptions, run_recipe
-from compress.recipe import read_raw_recipe, validate_recipe
+from compress.recipe import read_raw_recipe, validate_recipe, with_loaded_teacher
 from compress.report import build_report
 from compress.report.collect import CONTROLS_FILE, PEERS_FILE
 from compress.runs.files import read_json, write_json
@@ -69,6 +70,9 @@ def main() -> int:
     parser.add_argument("--peers", action=argparse.BooleanOptionalAction, default=True,
                         help="time the peers (torch.compile, onnxruntime's optimizer, OpenVINO + NNCF, torchao, Olive) "
                         "on the teacher in the same bench session; a missing peer is skipped with its reason")
+    parser.add_argument("--teacher", type=Path, default=None,
+                        help="a trained teacher's model folder: replaces the recipe's train stage with a `load` of it "
+                        "(a long training run from a pinned worktree, docs/reliability.md)")
     parser.add_argument("--results", type=Path, default=HERE / "results", help="where results are written")
     parser.add_argument(
         "--runs", type=Path, default=HERE / "runs",
@@ -80,6 +84,8 @@ def main() -> int:
     if args.data is not None:
         overrides += ["data.source=file", f"data.path={args.data}"]
     raw = read_raw_recipe(args.recipe, overrides)
+    if args.teacher is not None:
+        raw = with_loaded_teacher(raw, args.teacher)
     name = args.name or raw["name"]
     raw.update(name=name, output_dir=str(args.runs))
     raw.setdefault("bench", {})["enabled"] = False  # measured below, all stages in one session

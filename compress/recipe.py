@@ -103,6 +103,16 @@ def read_raw_recipe(path: Path, overrides: list[str] | None = None) -> dict[str,
     return raw
 
 
+def with_loaded_teacher(raw: dict[str, Any], model: Path) -> dict[str, Any]:
+    """The raw recipe with its teacher's `train` stage replaced by a `load` of `model` (a teacher trained
+    elsewhere, e.g. from a pinned worktree: docs/reliability.md); the other stages are unchanged."""
+    stages = raw.get("stages")
+    if not isinstance(stages, list) or not stages or not isinstance(stages[0], dict) or stages[0].get("stage") != "train":
+        first = stages[0].get("stage") if isinstance(stages, list) and stages and isinstance(stages[0], dict) else None
+        raise RecipeError(f"a teacher to load replaces the recipe's first stage, `train`; this recipe starts with {first!r}")
+    return {**raw, "stages": [{"stage": "load", "path": str(model)}, *stages[1:]]}
+
+
 def validate_recipe(raw: dict[str, Any], source: str = "recipe") -> Recipe:
     try:
         recipe = Recipe.model_validate(raw)

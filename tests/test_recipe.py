@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from compress.errors import RecipeError
-from compress.recipe import apply_override, load_recipe, validate_recipe
+from compress.recipe import apply_override, load_recipe, validate_recipe, with_loaded_teacher
 from tests.conftest import tiny_recipe
 
 
@@ -185,3 +185,19 @@ def test_report_builds_without_torch(tmp_path):
     result = _python(BLOCK_HEAVY + "import compress.report.build, compress.report.collect\nprint('ok')\n", tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_a_loaded_teacher_replaces_the_train_stage_and_keeps_the_rest(tmp_path, tiny_model):
+    from compress.models import save_model
+
+    save_model(tiny_model, tmp_path / "teacher")
+    raw = tiny_recipe(tmp_path)
+    raw["stages"].append({"stage": "distill", "num_layers": 1, "epochs": 1})
+    recipe = validate_recipe(with_loaded_teacher(raw, tmp_path / "teacher"))
+    assert [s.stage for s in recipe.stages] == ["load", "distill"] and recipe.stages[0].path == tmp_path / "teacher"
+    assert raw["stages"][0]["stage"] == "train"  # the caller's recipe is left as it was
+    with pytest.raises(RecipeError, match="missing is not a model folder"):
+        validate_recipe(with_loaded_teacher(raw, tmp_path / "missing"))
+    raw["stages"] = raw["stages"][1:]
+    with pytest.raises(RecipeError, match="replaces the recipe's first stage, `train`; this recipe starts with 'distill'"):
+        with_loaded_teacher(raw, tmp_path / "teacher")
