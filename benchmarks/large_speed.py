@@ -149,7 +149,7 @@ def wall_speedup(result: dict, teacher: dict) -> dict[str, float]:
 def write(out: Path, recipe, session: BenchSession, rows: list[dict]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     result = {
-        "what": "SPEED ONLY: random weights, no accuracy (pending a GPU training run of the recipe)",
+        "what": "SPEED ONLY: random weights, no accuracy (pending the training of the recipe's teacher)",
         "recipe": recipe.name, "max_len": recipe.data.max_len, "bench": session.settings,
         "session": session.id, "environment": session.environment, "versions": versions(), "rows": rows,
     }
