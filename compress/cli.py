@@ -543,8 +543,7 @@ def predict(
         requests = read_requests(input_file)
     folder = resolve_artifact(artifact)
     model = load_recommender(folder, engine, "cpu" if cpu else "auto")
-    _say_served(folder, "model.onnx", f"onnxruntime {model.session.get_providers()[0]}" if engine == "onnxruntime"
-                else f"OpenVINO {model.engine}")
+    _say_served(folder, "model.onnx", _engine_label(model))
     for result in recommend(model, requests, top_k):
         if result.dropped:
             where = f"line {result.request.line}: " if result.request.line else ""
@@ -556,6 +555,15 @@ def predict(
             record = {"line": result.request.line, "user": result.request.user, "items": result.items,
                       "scores": [round(s, 6) for s in result.scores]}
             typer.echo(json.dumps(record))
+
+
+def _engine_label(model: Any) -> str:
+    """What answers: `onnxruntime <provider>` for an onnxruntime session, `OpenVINO <device>` otherwise."""
+    session = getattr(model, "session", None)
+    if session is not None:
+        return f"onnxruntime {session.get_providers()[0]}"
+    engine = getattr(model, "engine", "onnxruntime")
+    return f"OpenVINO {engine}" if engine.startswith("openvino") else engine
 
 
 def _say_served(folder: Path, graph: str, engine: str) -> None:
@@ -593,8 +601,7 @@ def _predict_stateful(
         server = StatefulRecommender(folder, max_users, refresh_every, top_k, device)
     except ValueError as exc:
         raise InputError(str(exc), "re-export with a larger top_k") from None
-    session = getattr(server.model, "session", None)
-    _say_served(folder, "step.onnx, stateful", f"onnxruntime {session.get_providers()[0]}" if session is not None else "onnxruntime")
+    _say_served(folder, "step.onnx, stateful", _engine_label(server.model))
     stream = sys.stdin if str(input_file) == "-" else input_file.open(encoding="utf-8")
     with stream:
         try:

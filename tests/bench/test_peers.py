@@ -60,7 +60,7 @@ def test_installed_peers_give_stage_rows_and_rank_as_the_teacher(teacher, tiny_d
         assert KEYS <= set(row["values"]) and {"ndcg@10", "latency_p50_ms", "throughput_seq_per_s"} <= set(row["ratios"])
         assert row["bench"]["session"] == session.id and row["engine"] == row["bench"]["engine"]
         assert row["difference"]["users"] == tiny_data.num_users
-        tolerance = 0.0 if name in FLOAT_PEERS else 0.05  # float: the teacher's top-10; int8: within 0.05 NDCG@10
+        tolerance = 0.01 if name in FLOAT_PEERS else 0.05  # float: the teacher's ranking but near-ties; int8: 0.05
         assert abs(row["difference"]["mean"]) <= tolerance + 1e-6, name
     if "openvino-fp32" in rows:
         assert rows["openvino-fp32"]["engine"] == "openvino-cpu"
@@ -71,7 +71,8 @@ def test_pytorch_peers_rank_as_the_teacher(teacher, tiny_data, tmp_path):
     names = installed(["torch-compile", "torchao-int8"])
     rows, skipped, _ = measure(names, teacher, tiny_data, tmp_path)
     assert skipped == {} and set(rows) == set(names)
-    assert rows["torch-compile"]["engine"] == "torch-inductor" and rows["torch-compile"]["difference"]["mean"] == 0
+    assert rows["torch-compile"]["engine"] == "torch-inductor"
+    assert abs(rows["torch-compile"]["difference"]["mean"]) <= 0.01  # inductor reorders float sums: near-ties may swap
     if "torchao-int8" in rows:
         assert abs(rows["torchao-int8"]["difference"]["mean"]) <= 0.05
 
